@@ -1,0 +1,1 @@
+"""odegrad.export: TorchScript/ONNX export of fixed-cost models and onnxruntime serving."""

@@ -1,0 +1,244 @@
+"""Public entry points ``odeint`` and ``solve``: argument checking, defaults and dispatch to a
+forward integrator and a gradient backend (two independent choices)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InvalidInput, NonFiniteValue, UnknownName, UnsupportedCombination
+from .gradients import Backend, Problem, get_backend
+from .solvers import IntegrationConfig, Integrator, PIController, Solution, get_solver
+from .solvers.loop import _bad_batch_entries, _tracing
+
+State = Tensor | tuple[Tensor, ...]
+
+_CONTROLLER_OPTIONS = ("safety", "ifactor", "dfactor")
+_FIXED_OPTIONS = ("step_size", "grid")
+_ADAPTIVE_OPTIONS = ("first_step", "controller", "norm", *_CONTROLLER_OPTIONS)
+_ALIASES = {"max_num_steps": "max_steps", "grid_points": "grid"}
+VALID_OPTIONS = ("max_steps", *_FIXED_OPTIONS, *_ADAPTIVE_OPTIONS, *_ALIASES)
+
+
+class _FlatTupleFunc:
+    """Presents a func over a tuple of tensors as a func over one flat tensor (as torchdiffeq does)."""
+
+    def __init__(self, func: Callable, shapes: list[torch.Size]):
+        self.func = func
+        self.shapes = shapes
+        self.sizes = [math.prod(s) for s in shapes]
+
+    def unflatten(self, y: Tensor) -> tuple[Tensor, ...]:
+        lead = y.shape[:-1]
+        return tuple(part.reshape(*lead, *shape)
+                     for part, shape in zip(torch.split(y, self.sizes, dim=-1), self.shapes))
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        out = self.func(t, self.unflatten(y))
+        if not isinstance(out, (tuple, list)) or len(out) != len(self.shapes):
+            raise InvalidInput("func output", type(out).__name__,
+                               f"a tuple of {len(self.shapes)} tensors (one per state in y0)")
+        for i, (o, shape) in enumerate(zip(out, self.shapes)):
+            if tuple(o.shape) != tuple(shape):
+                raise InvalidInput(f"func output[{i}] shape", str(tuple(o.shape)),
+                                   f"{tuple(shape)} (the shape of y0[{i}])")
+        return torch.cat([o.reshape(-1) for o in out])
+
+
+def _check_state(y0: Any) -> tuple[Tensor, _FlatTupleFunc | None, list[torch.Size] | None]:
+    if isinstance(y0, Tensor):
+        tensors = [y0]
+    elif isinstance(y0, (tuple, list)) and y0 and all(isinstance(y, Tensor) for y in y0):
+        tensors = list(y0)
+    else:
+        raise InvalidInput("y0", type(y0).__name__, "a Tensor or a non-empty tuple of Tensors")
+    for i, y in enumerate(tensors):
+        name = "y0" if isinstance(y0, Tensor) else f"y0[{i}]"
+        if not y.is_floating_point():
+            raise InvalidInput(f"{name} dtype", str(y.dtype), "a floating-point dtype")
+        if (y.dtype, y.device) != (tensors[0].dtype, tensors[0].device):
+            raise InvalidInput(f"{name} dtype/device", f"{y.dtype} on {y.device}",
+                               f"{tensors[0].dtype} on {tensors[0].device} like y0[0]")
+        if not _tracing() and not bool(torch.isfinite(y).all()):
+            raise NonFiniteValue(name, bad_indices=_bad_batch_entries(y))
+    if isinstance(y0, Tensor):
+        return y0, None, None
+    shapes = [y.shape for y in tensors]
+    return torch.cat([y.reshape(-1) for y in tensors]), None, shapes
+
+
+def _check_t(t: Any, y0: Tensor) -> Tensor:
+    if not isinstance(t, Tensor):
+        try:
+            t = torch.as_tensor(t, dtype=y0.dtype, device=y0.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise InvalidInput("t", type(t).__name__, "a 1-D tensor of times") from None
+    if t.dim() != 1 or t.numel() == 0:
+        raise InvalidInput("t shape", str(tuple(t.shape)), "a non-empty 1-D tensor of times")
+    if not t.is_floating_point():
+        raise InvalidInput("t dtype", str(t.dtype), "a floating-point dtype (e.g. torch.linspace)")
+    if t.device != y0.device:
+        raise InvalidInput("t device", str(t.device), f"{y0.device} (the device of y0)")
+    if _tracing() or t.numel() == 1:
+        return t
+    values = t.detach()
+    if not bool(torch.isfinite(values).all()):
+        raise InvalidInput("t", values.tolist(), "finite times")
+    diffs = values[1:] - values[:-1]
+    direction = 1.0 if float(diffs[0]) > 0 else -1.0
+    bad = (diffs * direction <= 0).nonzero().flatten()
+    if bad.numel():
+        i = int(bad[0])
+        what = "repeats a value" if float(diffs[i]) == 0 else "changes direction"
+        raise InvalidInput("t", f"t[{i}]={float(values[i]):.10g}, t[{i + 1}]={float(values[i + 1]):.10g} ({what})",
+                           "strictly increasing or strictly decreasing times")
+    return t
+
+
+def _check_tolerance(name: str, value: Any) -> float:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidInput(name, value, "a finite non-negative number")
+    return float(value)
+
+
+def _positive(name: str, value: Any, integer: bool = False) -> Any:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or not math.isfinite(value):
+        raise InvalidInput(f"options['{name}']", value, "a positive " + ("integer" if integer else "number"))
+    return value
+
+
+def build_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, Any] | None) -> IntegrationConfig:
+    """Turn odeint's rtol/atol/options into an :class:`IntegrationConfig`, rejecting bad values."""
+    rtol = _check_tolerance("rtol", rtol)
+    atol = _check_tolerance("atol", atol)
+    if rtol == 0 and atol == 0:
+        raise InvalidInput("rtol/atol", "both 0", "at least one positive tolerance")
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise InvalidInput("options", type(options).__name__, "a dict of solver options")
+    opts: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in VALID_OPTIONS:
+            raise UnknownName("options key", key, VALID_OPTIONS)
+        opts[_ALIASES.get(key, key)] = value
+    wrong = _FIXED_OPTIONS if solver.adaptive else _ADAPTIVE_OPTIONS
+    for key in wrong:
+        if key in opts:
+            kind = "adaptive" if solver.adaptive else "fixed-step"
+            valid = ", ".join(("max_steps", *(_ADAPTIVE_OPTIONS if solver.adaptive else _FIXED_OPTIONS)))
+            raise UnsupportedCombination(f"options['{key}'] does not apply to the {kind} method "
+                                         f"{getattr(solver, 'name', solver)!r}; valid here: {valid}")
+    config = IntegrationConfig(rtol=rtol, atol=atol)
+    if "max_steps" in opts:
+        config.max_steps = _positive("max_steps", opts["max_steps"], integer=True)
+    if "step_size" in opts:
+        config.step_size = float(_positive("step_size", opts["step_size"]))
+    if "grid" in opts:
+        grid = opts["grid"]
+        config.grid = [float(g) for g in (grid.tolist() if isinstance(grid, Tensor) else grid)]
+    if "first_step" in opts:
+        config.first_step = float(_positive("first_step", opts["first_step"]))
+    if "norm" in opts:
+        if not callable(opts["norm"]):
+            raise InvalidInput("options['norm']", opts["norm"], "a callable mapping a tensor to a scalar")
+        config.norm = opts["norm"]
+    controller_args = {k: opts[k] for k in _CONTROLLER_OPTIONS if k in opts}
+    if "controller" in opts:
+        if controller_args or not isinstance(opts["controller"], PIController):
+            raise InvalidInput("options['controller']", opts["controller"],
+                               "a PIController (and no separate safety/ifactor/dfactor options)")
+        config.controller = opts["controller"]
+    elif controller_args:
+        config.controller = PIController(**controller_args)
+    return config
+
+
+def _default_params(func: Callable, params: Iterable[Tensor] | None) -> tuple[Tensor, ...]:
+    if params is None:
+        if isinstance(func, nn.Module):
+            return tuple(p for p in func.parameters() if p.requires_grad)
+        return ()
+    params = tuple(params)
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise InvalidInput(f"params[{i}]", type(p).__name__, "a Tensor")
+    return params
+
+
+def _with_time_gradient(backend: Backend, problem: Problem, t: Tensor) -> Solution:
+    """Solve, and make ys differentiable in t: dL/dt_i = f(t_i, y_i)·dL/dy_i for i ≥ 1 and
+    dL/dt_0 = −f(t_0, y_0)·dL/dy_0 (through the solve). Exact for the continuous flow, the same
+    rule torchdiffeq's adjoint uses; costs len(t) extra evaluations of func."""
+    t_fixed = problem.t
+    with torch.no_grad():
+        f0 = problem.func(t_fixed[0], problem.y0)
+    shift0 = (t[0] - t_fixed[0]).to(problem.y0.dtype)
+    solution = backend.solve(problem.with_y0(problem.y0 - shift0 * f0))
+    ys = solution.ys
+    with torch.no_grad():
+        slopes = torch.stack([problem.func(t_fixed[i], ys[i]) for i in range(1, len(t_fixed))])
+    solution.stats.nfe_forward += len(t_fixed)
+    shifts = (t[1:] - t_fixed[1:]).to(ys.dtype).reshape(-1, *([1] * problem.y0.dim()))
+    solution.ys = torch.cat([problem.y0.unsqueeze(0), ys[1:] + shifts * slopes])
+    return solution
+
+
+def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "dopri5",
+          gradient: str | Backend = "direct", rtol: float = 1e-7, atol: float = 1e-9,
+          options: Mapping[str, Any] | None = None, params: Iterable[Tensor] | None = None) -> Solution:
+    """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0`` and report outputs, cost and per-step data.
+
+    Args:
+        func: ``func(t, y) -> dy/dt`` with ``t`` a 0-dim tensor and the output shaped like ``y``
+            (a tuple of tensors when ``y0`` is a tuple).
+        y0: initial state, ``Tensor[*shape]`` of any shape (batch dimensions included) or a tuple.
+        t: ``Tensor[T]`` strictly increasing or strictly decreasing output times; ``t[0]`` is the
+            initial time.
+        method: integrator name (``solver_names()``, ``"torchdiffeq:<name>"``) or an Integrator.
+        gradient: backend name (``backend_names()``) or a configured Backend.
+        rtol, atol: tolerances of adaptive methods.
+        options: ``max_steps``; fixed-step: ``step_size`` or ``grid``; adaptive: ``first_step``,
+            ``norm``, ``controller`` or ``safety``/``ifactor``/``dfactor``.
+        params: tensors to differentiate by adjoint-type backends (default: ``func.parameters()``
+            when func is an ``nn.Module``).
+
+    Returns:
+        Solution with ``ys: Tensor[T, *shape]`` (tuple for tuple states), ``stats`` and ``steps``.
+    """
+    if not callable(func):
+        raise InvalidInput("func", type(func).__name__, "a callable func(t, y)")
+    solver = get_solver(method)
+    backend = get_backend(gradient)
+    params = _default_params(func, params)
+    flat_y0, _, shapes = _check_state(y0)
+    t = _check_t(t, flat_y0)
+    config = build_config(solver, rtol, atol, options)
+    flat_func = _FlatTupleFunc(func, shapes) if shapes is not None else func
+    if t.numel() == 1:
+        solution = Solution(ys=flat_y0.unsqueeze(0))
+    else:
+        problem = Problem(func=flat_func, y0=flat_y0, t=t.detach(), solver=solver, config=config,
+                          params=params)
+        solution = (_with_time_gradient(backend, problem, t) if t.requires_grad
+                    else backend.solve(problem))
+    if shapes is not None:
+        solution.ys = flat_func.unflatten(solution.ys)
+    return solution
+
+
+def odeint(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "dopri5",
+           gradient: str | Backend = "direct", rtol: float = 1e-7, atol: float = 1e-9,
+           options: Mapping[str, Any] | None = None,
+           params: Sequence[Tensor] | None = None) -> State:
+    """Drop-in for ``torchdiffeq.odeint``: returns ``Tensor[len(t), *y0.shape]`` (a tuple of such
+    for tuple states). See :func:`solve` for the arguments."""
+    return solve(func, y0, t, method=method, gradient=gradient, rtol=rtol, atol=atol,
+                 options=options, params=params).ys

@@ -1,0 +1,116 @@
+"""Exceptions raised by odegrad.
+
+Every exception names the argument (or quantity) at fault, what it got and what was expected,
+so that a user sees *why* a solve failed instead of a stack trace from deep inside torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class OdegradError(Exception):
+    """Base class of every error odegrad raises on purpose."""
+
+
+def _describe(value: Any) -> str:
+    try:
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            return f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device={value.device})"
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class InvalidInput(OdegradError, ValueError):
+    """An argument has the wrong value, shape, dtype or device.
+
+    Attributes:
+        argument: name of the argument at fault (e.g. ``"t"``, ``"y0"``, ``"options['step_size']"``).
+        got: what was passed (a short description).
+        expected: what would have been accepted.
+    """
+
+    def __init__(self, argument: str, got: Any, expected: str, hint: str | None = None):
+        self.argument = argument
+        self.got = got
+        self.expected = expected
+        got_text = got if isinstance(got, str) else _describe(got)
+        message = f"invalid {argument}: got {got_text}; expected {expected}"
+        if hint:
+            message += f". {hint}"
+        super().__init__(message)
+
+
+class UnknownName(InvalidInput):
+    """A method, gradient backend or option name that odegrad does not know."""
+
+    def __init__(self, argument: str, got: str, valid: Sequence[str]):
+        self.valid = tuple(valid)
+        super().__init__(argument, repr(got), "one of " + ", ".join(repr(v) for v in self.valid))
+
+
+class UnsupportedCombination(OdegradError, ValueError):
+    """Two individually valid choices that cannot be used together."""
+
+
+class NonFiniteValue(OdegradError, FloatingPointError):
+    """NaN or Inf in an input or in a value produced by ``func``.
+
+    Attributes:
+        t: the time at which the non-finite value appeared (None for inputs).
+        nfe: function evaluations made so far.
+        bad_indices: indices along the first (batch) dimension holding non-finite entries.
+    """
+
+    def __init__(self, what: str, t: float | None = None, nfe: int | None = None,
+                 bad_indices: Sequence[int] | None = None):
+        self.t = t
+        self.nfe = nfe
+        self.bad_indices = list(bad_indices) if bad_indices is not None else None
+        message = f"NaN/Inf in {what}"
+        if t is not None:
+            message += f" at t={t:.6g}"
+        if nfe is not None:
+            message += f" after {nfe} function evaluations"
+        if self.bad_indices:
+            shown = ", ".join(str(i) for i in self.bad_indices[:10])
+            more = "" if len(self.bad_indices) <= 10 else f" (+{len(self.bad_indices) - 10} more)"
+            message += f"; batch entries {shown}{more} are affected"
+        super().__init__(message)
+
+
+class IntegrationFailure(OdegradError, RuntimeError):
+    """The integrator could not reach the requested end time.
+
+    Attributes:
+        t: time reached before failing.
+        t_end: time that was requested.
+        nfe: function evaluations made.
+    """
+
+    def __init__(self, message: str, t: float, t_end: float, nfe: int):
+        self.t = t
+        self.t_end = t_end
+        self.nfe = nfe
+        super().__init__(f"{message} (reached t={t:.10g} of t_end={t_end:.10g}, nfe={nfe})")
+
+
+class StepSizeUnderflow(IntegrationFailure):
+    """The adaptive step size became too small to make progress (often a stiff or blowing-up field)."""
+
+
+class MaxStepsExceeded(IntegrationFailure):
+    """More accepted + rejected steps were needed than ``options['max_steps']`` allows."""
+
+
+class InterpolationError(OdegradError, RuntimeError):
+    """A stored trajectory interpolant is not accurate enough to give trustworthy gradients."""
+
+
+class ExportError(OdegradError):
+    """A model cannot be exported, or an exported file is invalid."""

@@ -1,0 +1,39 @@
+"""Gradient backends. ``get_backend(name_or_object)`` resolves ``odeint(gradient=...)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import InvalidInput, UnknownName
+from .backsolve import Backsolve
+from .base import AdjointBackend, Backend, BlockNorm, Problem, func_vjp
+from .direct import Direct
+
+_REGISTRY: dict[str, Callable[[], Backend]] = {
+    "direct": Direct,
+    "backsolve": Backsolve,
+}
+
+
+def register_backend(name: str, factory: Callable[[], Backend]) -> None:
+    """Make ``odeint(gradient=name)`` build ``factory()``; property tests pick it up."""
+    _REGISTRY[name] = factory
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def get_backend(gradient: str | Backend) -> Backend:
+    if isinstance(gradient, Backend):
+        return gradient
+    if not isinstance(gradient, str):
+        raise InvalidInput("gradient", type(gradient).__name__,
+                           "a gradient backend name or an odegrad Backend object")
+    if gradient not in _REGISTRY:
+        raise UnknownName("gradient", gradient, list(_REGISTRY))
+    return _REGISTRY[gradient]()
+
+
+__all__ = ["AdjointBackend", "Backend", "Backsolve", "BlockNorm", "Direct", "Problem",
+           "backend_names", "func_vjp", "get_backend", "register_backend"]

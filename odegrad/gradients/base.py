@@ -1,0 +1,163 @@
+"""The gradient-backend contract and the pieces shared by adjoint-type backends.
+
+A backend receives a :class:`Problem` (func, y0, t, forward integrator, its configuration and the
+parameters to differentiate) and returns a :class:`~odegrad.solvers.Solution` whose ``ys`` carry
+a correct backward pass to ``y0`` and ``params``. Gradients with respect to ``t`` are added for all
+backends alike by :mod:`odegrad.api` (they only need f at the output times).
+
+Adjoint-type backends subclass :class:`AdjointBackend` and implement two hooks:
+``forward_pass`` (solve without a graph, keep what the backward needs) and ``backward_pass``
+(given dL/dys, return dL/dy0 and dL/dθ). Everything else — the autograd.Function, NFE accounting,
+zero gradients for unused parameters — lives here once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import InvalidInput
+from ..solvers.base import IntegrationConfig, Integrator, Solution, rms_norm
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One solve request as a backend sees it. ``t`` is detached; ``y0`` is a single tensor
+    (tuple states are flattened by the api); ``params`` are the tensors to differentiate."""
+
+    func: Any
+    y0: Tensor
+    t: Tensor
+    solver: Integrator
+    config: IntegrationConfig
+    params: tuple[Tensor, ...]
+
+    def with_y0(self, y0: Tensor) -> Problem:
+        return replace(self, y0=y0)
+
+
+class Backend(ABC):
+    """How gradients of a solve are computed."""
+
+    name: str = "backend"
+
+    @abstractmethod
+    def solve(self, problem: Problem) -> Solution:
+        """Solve forward; ``Solution.ys`` must backpropagate correctly to y0 and params."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def func_vjp(func, t: Tensor, y: Tensor, a: Tensor, params: tuple[Tensor, ...]
+             ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    """f(t, y) and the vector–Jacobian products aᵀ∂f/∂y and aᵀ∂f/∂θ (zeros for unused θ)."""
+    with torch.enable_grad():
+        y = y.detach().requires_grad_(True)
+        f = func(t, y)
+        if not f.requires_grad:
+            raise InvalidInput("func", "a function whose output does not depend differentiably on y",
+                               "a differentiable torch function for adjoint-type gradient backends",
+                               hint="use gradient='direct' or write func with torch operations")
+        grads = torch.autograd.grad(f, (y, *params), a, allow_unused=True)
+    vjp_y = grads[0] if grads[0] is not None else torch.zeros_like(y)
+    vjp_params = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads[1:], params))
+    return f.detach(), vjp_y, vjp_params
+
+
+def flat_cat(tensors: tuple[Tensor, ...] | list[Tensor], like: Tensor) -> Tensor:
+    """Concatenate flattened tensors (an empty tuple gives an empty vector of ``like``'s dtype)."""
+    if not tensors:
+        return like.new_zeros(0)
+    return torch.cat([x.reshape(-1).to(like.dtype) for x in tensors])
+
+
+def split_like(flat: Tensor, templates: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Inverse of :func:`flat_cat`: views of ``flat`` shaped (and typed) like ``templates``."""
+    out, offset = [], 0
+    for template in templates:
+        n = template.numel()
+        out.append(flat[offset:offset + n].view_as(template).to(template.dtype))
+        offset += n
+    return tuple(out)
+
+
+class BlockNorm:
+    """Max over blocks of the RMS norm of each block of a flat augmented state — torchdiffeq's
+    mixed norm. ``blocks_in_norm`` < number of blocks gives a seminorm (Kidger et al. 2021):
+    trailing blocks (e.g. the parameter-gradient integral) do not drive step-size control."""
+
+    def __init__(self, sizes: tuple[int, ...], blocks_in_norm: int | None = None):
+        self.sizes = sizes
+        self.blocks_in_norm = len(sizes) if blocks_in_norm is None else blocks_in_norm
+
+    def __call__(self, x: Tensor) -> Tensor:
+        parts = torch.split(x, self.sizes)[: self.blocks_in_norm]
+        return torch.stack([rms_norm(p) for p in parts if p.numel()]).max()
+
+
+class AdjointBackend(Backend):
+    """Base of backends with a hand-written backward pass (backsolve, gq, interp).
+
+    Args:
+        rtol, atol: tolerances of the backward solve (None: the forward ones).
+        method: integrator of the backward solve (None: the forward one).
+    """
+
+    def __init__(self, rtol: float | None = None, atol: float | None = None,
+                 method: str | Integrator | None = None):
+        for name, value in (("rtol", rtol), ("atol", atol)):
+            if value is not None and not (isinstance(value, (int, float)) and value >= 0):
+                raise InvalidInput(f"{type(self).__name__} {name}", value, "a non-negative number")
+        self.rtol = rtol
+        self.atol = atol
+        self.method = method
+
+    def backward_solver(self, problem: Problem) -> Integrator:
+        from ..solvers import get_solver
+
+        return problem.solver if self.method is None else get_solver(self.method)
+
+    def backward_config(self, problem: Problem, **changes: Any) -> IntegrationConfig:
+        return problem.config.with_updates(rtol=self.rtol, atol=self.atol, **changes)
+
+    def forward_pass(self, problem: Problem) -> tuple[Solution, Any]:
+        """Solve without building a graph; return the solution and what ``backward_pass`` needs."""
+        return problem.solver.integrate(problem.func, problem.y0, problem.t, problem.config), None
+
+    @abstractmethod
+    def backward_pass(self, problem: Problem, ys: Tensor, context: Any, grad_ys: Tensor
+                      ) -> tuple[Tensor, tuple[Tensor, ...], int]:
+        """Return (dL/dy0, dL/dθ per param, NFE spent) given dL/dys of shape [len(t), *y0.shape]."""
+
+    def solve(self, problem: Problem) -> Solution:
+        holder: dict[str, Solution] = {}
+        ys = _AdjointFunction.apply(self, problem, holder, problem.y0, *problem.params)
+        solution = holder["solution"]
+        solution.ys = ys
+        return solution
+
+
+class _AdjointFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, backend: AdjointBackend, problem: Problem, holder: dict, y0: Tensor,
+                *params: Tensor) -> Tensor:
+        with torch.no_grad():
+            solution, context = backend.forward_pass(problem.with_y0(y0.detach()))
+        holder["solution"] = solution
+        ctx.backend, ctx.problem, ctx.context, ctx.stats = backend, problem, context, solution.stats
+        ys = solution.ys
+        ctx.save_for_backward(ys)
+        return ys
+
+    @staticmethod
+    def backward(ctx, grad_ys: Tensor):
+        (ys,) = ctx.saved_tensors
+        with torch.no_grad():
+            grad_y0, grad_params, nfe = ctx.backend.backward_pass(ctx.problem, ys, ctx.context, grad_ys)
+        ctx.stats.nfe_backward += nfe
+        return (None, None, None, grad_y0, *grad_params)

@@ -1,0 +1,80 @@
+"""Explicit Runge–Kutta methods built from a Butcher tableau (fixed step or embedded adaptive)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .base import StepResult, StepSolver
+from .tableaux import ALL_TABLEAUX, ButcherTableau
+
+
+def _add_scaled(base: Tensor | None, scale: float, coefficients: Sequence[float],
+                terms: Sequence[Tensor]) -> Tensor:
+    """``base + scale · Σ_i coefficients[i] · terms[i]`` skipping zero coefficients
+    (one fused add per term keeps the autograd graph of direct backprop small)."""
+    result = base
+    for coefficient, term in zip(coefficients, terms):
+        if coefficient == 0.0:
+            continue
+        if result is None:
+            result = term * (scale * coefficient)
+        else:
+            result = result.add(term, alpha=scale * coefficient)
+    if result is None:
+        return torch.zeros_like(terms[0])
+    return result
+
+
+class ExplicitRK(StepSolver):
+    """An explicit RK method defined by a :class:`ButcherTableau`.
+
+    Adaptive when the tableau has an embedded error estimate; the step state is the derivative at
+    the step start (reused as the next first stage, FSAL or not), and each step's dense output is
+    the tableau's continuous extension.
+    """
+
+    def __init__(self, tableau: ButcherTableau):
+        self.tableau = tableau
+        self.name = tableau.name
+        self.order = tableau.order
+        self.adaptive = tableau.b_error is not None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    def init(self, func, t0: float, y0: Tensor) -> Tensor:
+        return func(t0, y0)
+
+    def step(self, func, t0: float, h: float, y0: Tensor, state: Tensor) -> StepResult:
+        tab = self.tableau
+        stages = [state]
+        inputs = [y0]
+        for c, row in zip(tab.c[1:], tab.a[1:]):
+            y_stage = _add_scaled(y0, h, row, stages)
+            stages.append(func(t0 + c * h, y_stage))
+            inputs.append(y_stage)
+        if tab.fsal:
+            y1 = inputs[-1]
+        else:
+            y1 = _add_scaled(y0, h, tab.b, stages)
+            stages.append(func(t0 + h, y1))
+            inputs.append(y1)
+        error = _add_scaled(None, h, tab.b_error, stages) if self.adaptive else None
+        with torch.no_grad():
+            stiffness = (torch.linalg.vector_norm(stages[-1] - stages[-2])
+                         / torch.linalg.vector_norm(inputs[-1] - inputs[-2]).clamp_min(1e-300)
+                         * abs(h))
+        return StepResult(y1, error, (y0, stages), stages[-1], stiffness)
+
+    def interpolate(self, dense_info, t0: float, h: float, t: float) -> Tensor:
+        y0, stages = dense_info
+        theta = (t - t0) / h
+        weights = [sum(w * theta ** (p + 1) for p, w in enumerate(row)) for row in self.tableau.dense]
+        return _add_scaled(y0, h, weights, stages)
+
+
+def make_rk(name: str) -> ExplicitRK:
+    return ExplicitRK(ALL_TABLEAUX[name])

@@ -1,0 +1,1 @@
+"""User-facing gradient-correctness suite (see issue: testing)."""
