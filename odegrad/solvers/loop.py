@@ -97,10 +97,18 @@ def integrate_steps(solver: StepSolver, func, y0: Tensor, t: Tensor, config: Int
                     *, keep_dense: bool = False) -> Solution:
     """Integrate with ``solver`` and return a :class:`Solution` with ``ys: [len(t), *y0.shape]``."""
     times = [float(v) for v in t.tolist()] if not _tracing() else [float(v) for v in t]
+    return integrate_on_times(solver, func, y0, times, config, t_like=t, keep_dense=keep_dense)
+
+
+def integrate_on_times(solver: StepSolver, func, y0: Tensor, times: list[float], config: IntegrationConfig,
+                       *, t_like: Tensor, keep_dense: bool = False) -> Solution:
+    """:func:`integrate_steps` with the output times as Python floats (``t_like`` gives the dtype and
+    device of the time func receives). Nothing here reads tensor values, so a fixed-step solve
+    traces (``torch.export``, ``torch.jit.trace``) to one static graph; ``odegrad.export`` uses it."""
     if len(times) == 1:
         return Solution(ys=y0.unsqueeze(0), stats=Stats())
     direction = 1.0 if times[-1] > times[0] else -1.0
-    timed = func if isinstance(func, TimedFunc) else TimedFunc(func, t)
+    timed = func if isinstance(func, TimedFunc) else TimedFunc(func, t_like)
     nfe_before = timed.nfe
     state = solver.init(timed, times[0], y0)
     if not _tracing():
