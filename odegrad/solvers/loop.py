@@ -17,7 +17,8 @@ from .controller import PIController, initial_step
 class TimedFunc:
     """Calls ``func(t, y)`` with t as a 0-dim tensor in the dtype of the user's ``t``; counts NFE.
 
-    Solvers call it with a Python float time; ``raw`` is the user's function.
+    Solvers call it with a Python float time; ``raw`` is the user's function. The first output is
+    checked against the state's shape, dtype and device.
     """
 
     def __init__(self, func, t_like: Tensor):
@@ -25,10 +26,15 @@ class TimedFunc:
         self.dtype = t_like.dtype
         self.device = t_like.device
         self.nfe = 0
+        self.checked = _tracing()
 
     def __call__(self, t: float, y: Tensor) -> Tensor:
         self.nfe += 1
-        return self.raw(torch.tensor(t, dtype=self.dtype, device=self.device), y)
+        out = self.raw(torch.tensor(t, dtype=self.dtype, device=self.device), y)
+        if not self.checked:
+            check_func_output(out, y)
+            self.checked = True
+        return out
 
 
 def _tracing() -> bool:
@@ -111,8 +117,6 @@ def integrate_on_times(solver: StepSolver, func, y0: Tensor, times: list[float],
     timed = func if isinstance(func, TimedFunc) else TimedFunc(func, t_like)
     nfe_before = timed.nfe
     state = solver.init(timed, times[0], y0)
-    if not _tracing():
-        check_func_output(state if isinstance(state, Tensor) else y0, y0)
     dense = DenseOutput(solver, direction) if keep_dense else None
     recorder = _Recorder()
     stats = Stats()
