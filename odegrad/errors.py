@@ -58,6 +58,23 @@ class UnsupportedCombination(OdegradError, ValueError):
     """Two individually valid choices that cannot be used together."""
 
 
+class TaylorModeUnsupported(UnsupportedCombination):
+    """Taylor-mode arithmetic was requested for a func using an op without a Taylor rule.
+
+    Attributes:
+        op: name of the torch function / Tensor method without a rule.
+        layer: the nn.Module running it (qualified name and type), when known.
+    """
+
+    def __init__(self, op: str, layer: str | None = None):
+        self.op = op
+        self.layer = layer
+        where = f" in layer {layer}" if layer else ""
+        super().__init__(f"Taylor mode has no rule for the op {op!r}{where}; use the nested-jvp "
+                         f"fallback (Taylor(..., mode='jvp') or mode='auto') or build the vector "
+                         f"field from supported ops (odegrad.solvers.taylor.supported_ops())")
+
+
 class NonFiniteValue(OdegradError, FloatingPointError):
     """NaN or Inf in an input or in a value produced by ``func``.
 
