@@ -8,12 +8,14 @@ from ..errors import InvalidInput, UnknownName
 from .backsolve import Backsolve
 from .base import AdjointBackend, Backend, BlockNorm, Problem, func_vjp
 from .direct import Direct
+from .interpolation import Interpolation
 from .quadrature import GaussQuadrature
 
 _REGISTRY: dict[str, Callable[[], Backend]] = {
     "direct": Direct,
     "backsolve": Backsolve,
     "gq": GaussQuadrature,
+    "interp": Interpolation,
 }
 
 
@@ -37,5 +39,5 @@ def get_backend(gradient: str | Backend) -> Backend:
     return _REGISTRY[gradient]()
 
 
-__all__ = ["AdjointBackend", "Backend", "Backsolve", "BlockNorm", "Direct", "GaussQuadrature", "Problem",
-           "backend_names", "func_vjp", "get_backend", "register_backend"]
+__all__ = ["AdjointBackend", "Backend", "Backsolve", "BlockNorm", "Direct", "GaussQuadrature",
+           "Interpolation", "Problem", "backend_names", "func_vjp", "get_backend", "register_backend"]

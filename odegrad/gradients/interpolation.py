@@ -1,0 +1,324 @@
+"""``gradient="interp"``: the interpolated reverse dynamic method, IRDM (Daulbaev et al., NeurIPS 2020).
+
+Forward: one ordinary solve without a graph; the state is stored at Chebyshev points of the first
+kind of every observation segment [t_{i-1}, t_i], read off the forward solver's dense output (or,
+for integrators without one, requested as extra output times, which never shorten steps).
+Backward: y(t) is rebuilt by barycentric Lagrange interpolation and only
+
+    da/dt = −aᵀ ∂f/∂y,   dg/dt = −aᵀ ∂f/∂θ,   g(T) = 0  ⇒  g(t0) = dL/dθ
+
+is integrated backwards, adding dL/dy_i to a at each observation time. There is no reverse solve
+of y, so the backward pass cannot drift off the forward trajectory the way the classic adjoint
+does on dissipative systems (where y(t) is unstable backwards in time).
+
+Nodes per segment rather than one set over [t0, T] (the reference supports t = [t0, T] only):
+the backward solve runs segment by segment anyway (a jumps by dL/dy_i at every observation), the
+segment ends are known exactly (the stored ys), each segment gets the node count its own dynamics
+need instead of the count the hardest part of the span needs, and the cost of one evaluation of
+the interpolant grows with n. A segment whose trajectory is too complex for ``max_nodes`` points is
+split in halves (piecewise Chebyshev) up to ``max_pieces`` pieces.
+
+Accuracy rule: an interpolant is accepted only if it matches the forward solution at held-out
+points — the n + 1 second-kind Chebyshev points, which interleave the n nodes — to the check
+tolerances; otherwise n doubles, then the segment splits, and when that budget is spent an
+:class:`~odegrad.errors.InterpolationError` is raised (or a warning, with ``on_failure="warn"``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import warnings
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+
+from ..errors import InterpolationError, InvalidInput
+from ..solvers.base import IntegrationConfig, Integrator, Solution
+from ..solvers.loop import _fixed_grid
+from .barycentric import ChebyshevInterpolant, chebyshev_extrema, to_interval
+from .base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, split_like
+
+_FIXED_STEP_CHECK_RTOL = 1e-4
+_FIXED_STEP_CHECK_ATOL = 1e-6
+
+
+def segment_grid(grid: list[float], a: float, b: float) -> list[float]:
+    """The points of a fixed-step ``grid`` strictly inside (a, b), with a and b added, ordered
+    from a to b: the same steps restricted to one segment (either direction)."""
+    direction = 1.0 if b > a else -1.0
+    inside = sorted((g for g in grid if direction * (g - a) > 0 and direction * (b - g) > 0),
+                    key=lambda g: direction * g)
+    return [a, *inside, b]
+
+
+def fixed_grid(config: IntegrationConfig, times: list[float]) -> list[float]:
+    """The step points a fixed-step method uses for output ``times`` (explicit grid, step_size
+    grid, or the output times themselves)."""
+    return _fixed_grid(times, config, 1.0 if times[-1] > times[0] else -1.0)
+
+
+def _same_steps(config: IntegrationConfig, solver: Integrator, times: list[float], a: float,
+                b: float) -> IntegrationConfig:
+    """Config of a solve from a to b taking the steps the forward solve over ``times`` took there,
+    whatever output times are added: fixed-step methods get that part of the forward grid."""
+    if solver.adaptive:
+        return config
+    return replace(config, grid=segment_grid(fixed_grid(config, times), a, b), step_size=None)
+
+
+class _DenseSampler:
+    """Samples of the forward solution from its dense output: no function evaluations."""
+
+    nfe = 0
+
+    def __init__(self, solution: Solution):
+        self.dense = solution.dense
+
+    def sample(self, segment: int, times: list[float]) -> Tensor:
+        return torch.stack([self.dense.evaluate(x) for x in times])
+
+
+class _ResolveSampler:
+    """Samples of the forward solution for integrators without dense output, from a cache that
+    the forward solve fills through extra output times. Adaptive methods interpolate output times
+    inside their steps (they never shorten a step); a time that is not cached costs a re-solve of
+    its segment from the stored y_{i-1}. Fixed-step methods may interpolate output times only
+    linearly (torchdiffeq), so their values come from one shortened step from the preceding grid
+    point instead (a continuous extension of the method's own order). Both costs count in ``nfe``."""
+
+    def __init__(self, problem: Problem, cache: dict[float, Tensor], grid: list[float] | None):
+        self.problem = problem
+        self.times = problem.t.tolist()
+        self.cache = cache
+        self.grid = grid
+        self.nfe = 0
+
+    def sample(self, segment: int, times: list[float]) -> Tensor:
+        missing = [x for x in times if x not in self.cache]
+        if missing and self.grid is None:
+            a, b = self.times[segment], self.times[segment + 1]
+            direction = 1.0 if b > a else -1.0
+            self._solve(a, sorted(set(missing) - {a, b}, key=lambda x: direction * x) + [b],
+                        self.problem.config)
+        elif missing:
+            direction = 1.0 if self.grid[-1] > self.grid[0] else -1.0
+            keys = [direction * g for g in self.grid]
+            for x in missing:
+                start = self.grid[max(bisect.bisect_right(keys, direction * x) - 1, 0)]
+                self._solve(start, [x], replace(self.problem.config, grid=[start, x], step_size=None))
+        return torch.stack([self.cache[x] for x in times])
+
+    def _solve(self, start: float, times: list[float], config: IntegrationConfig) -> None:
+        p = self.problem
+        sol = p.solver.integrate(p.func, self.cache[start], p.t.new_tensor([start, *times]), config)
+        self.nfe += sol.stats.nfe_forward
+        self.cache.update(zip(times, sol.ys[1:]))
+
+
+@dataclass
+class SegmentInterpolant:
+    """y(t) on one observation segment: Chebyshev interpolants on consecutive pieces.
+
+    ``starts[k]`` (times direction-signed) is where piece k begins; a call takes a 0-d time tensor
+    and returns ``Tensor[*y0.shape]``."""
+
+    direction: float
+    pieces: list[ChebyshevInterpolant] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
+
+    def add(self, piece: ChebyshevInterpolant) -> None:
+        self.pieces.append(piece)
+        self.starts.append(self.direction * piece.a)
+
+    def __call__(self, t: Tensor) -> Tensor:
+        if len(self.pieces) == 1:
+            return self.pieces[0](t)
+        index = max(bisect.bisect_right(self.starts, self.direction * float(t)) - 1, 0)
+        return self.pieces[index](t)
+
+    @property
+    def nodes(self) -> int:
+        return sum(piece.n for piece in self.pieces)
+
+
+def _scaled_error(approx: Tensor, exact: Tensor, rtol: float, atol: float) -> float:
+    scale = atol + rtol * torch.maximum(approx.abs(), exact.abs())
+    return float(((approx - exact).abs() / scale).max())
+
+
+class Interpolation(AdjointBackend):
+    """Interpolation adjoint (IRDM): the backward pass reads y(t) from Chebyshev interpolants of
+    the forward trajectory and solves only the adjoint and the parameter-gradient integral.
+
+    Args:
+        nodes: Chebyshev nodes per piece; None chooses automatically (``min_nodes``, doubled up to
+            ``max_nodes`` until the held-out check passes).
+        min_nodes, max_nodes: range of the automatic rule.
+        max_pieces: most pieces one observation segment may be split into (1: never split).
+        check_rtol, check_atol: tolerances of the held-out check, |p − y| ≤ atol + rtol·|y| at
+            every held-out point and state entry. None: 10× the forward rtol/atol for adaptive
+            methods; 1e-4 / 1e-6 for fixed-step methods (they carry no tolerance of their own).
+        on_failure: ``"raise"`` an InterpolationError or ``"warn"`` and go on with the most
+            accurate interpolant found, when the check cannot be met.
+        seminorm: leave the parameter-gradient integral out of the backward error norm
+            (Kidger, Chen & Lyons 2021).
+        rtol, atol, method: backward-solve tolerances and integrator (default: the forward ones).
+    """
+
+    name = "interp"
+
+    def __init__(self, nodes: int | None = None, *, min_nodes: int = 8, max_nodes: int = 64,
+                 max_pieces: int = 64, check_rtol: float | None = None,
+                 check_atol: float | None = None, on_failure: str = "raise",
+                 seminorm: bool = False, rtol: float | None = None, atol: float | None = None,
+                 method=None):
+        super().__init__(rtol=rtol, atol=atol, method=method)
+        for name, value in (("nodes", nodes), ("min_nodes", min_nodes), ("max_nodes", max_nodes),
+                            ("max_pieces", max_pieces)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < (1 if name == "max_pieces" else 2)):
+                raise InvalidInput(f"Interpolation {name}", value,
+                                   "an integer >= " + ("1" if name == "max_pieces" else "2"))
+        if min_nodes > max_nodes:
+            raise InvalidInput("Interpolation min_nodes", min_nodes,
+                               f"at most max_nodes={max_nodes}")
+        for name, value in (("check_rtol", check_rtol), ("check_atol", check_atol)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not value >= 0):
+                raise InvalidInput(f"Interpolation {name}", value, "a non-negative number")
+        if on_failure not in ("raise", "warn"):
+            raise InvalidInput("Interpolation on_failure", on_failure, "'raise' or 'warn'")
+        self.nodes = nodes
+        self.min_nodes, self.max_nodes, self.max_pieces = min_nodes, max_nodes, max_pieces
+        self.check_rtol, self.check_atol = check_rtol, check_atol
+        self.on_failure = on_failure
+        self.seminorm = bool(seminorm)
+
+    def __repr__(self) -> str:
+        return (f"Interpolation(nodes={self.nodes}, max_nodes={self.max_nodes}, "
+                f"max_pieces={self.max_pieces}, seminorm={self.seminorm})")
+
+    # ---- forward ---------------------------------------------------------------------------
+
+    def node_counts(self) -> list[int]:
+        """Node counts tried on one piece, in order."""
+        if self.nodes is not None:
+            return [self.nodes]
+        counts, n = [], self.min_nodes
+        while n < self.max_nodes:
+            counts.append(n)
+            n *= 2
+        return [*counts, self.max_nodes]
+
+    def check_tolerances(self, problem: Problem) -> tuple[float, float]:
+        if problem.solver.adaptive:
+            rtol, atol = 10 * problem.config.rtol, 10 * problem.config.atol
+        else:
+            rtol, atol = _FIXED_STEP_CHECK_RTOL, _FIXED_STEP_CHECK_ATOL
+        return (rtol if self.check_rtol is None else self.check_rtol,
+                atol if self.check_atol is None else self.check_atol)
+
+    def forward_pass(self, problem: Problem) -> tuple[Solution, list[SegmentInterpolant]]:
+        try:
+            solution = problem.solver.integrate(problem.func, problem.y0, problem.t,
+                                                problem.config, keep_dense=True)
+        except NotImplementedError:
+            solution = None
+        if solution is not None and solution.dense is not None:
+            sampler = _DenseSampler(solution)
+        else:
+            solution, sampler = self._solve_at_nodes(problem)
+        interpolants = [self._fit_segment(problem, sampler, i) for i in range(len(problem.t) - 1)]
+        solution.stats.nfe_forward += sampler.nfe
+        solution.dense = None  # the step data is not needed any more
+        return solution, interpolants
+
+    def _solve_at_nodes(self, problem: Problem) -> tuple[Solution, _ResolveSampler]:
+        """One forward solve whose extra output times are the first try of every segment's nodes
+        and held-out points (adaptive methods) or the step points (fixed-step methods), for
+        integrators without dense output."""
+        times = problem.t.tolist()
+        config, grid = problem.config, None
+        if problem.solver.adaptive:
+            n = self.node_counts()[0]
+            extra: list[float] = []
+            for a, b in zip(times, times[1:]):
+                extra += ChebyshevInterpolant.points(n, a, b)
+                extra += to_interval(chebyshev_extrema(n), a, b).tolist()[1:-1]
+        else:
+            extra = grid = fixed_grid(config, times)
+            config = _same_steps(config, problem.solver, times, times[0], times[-1])
+        direction = 1.0 if times[-1] > times[0] else -1.0
+        outputs = sorted(set(times) | set(extra), key=lambda x: direction * x)
+        full = problem.solver.integrate(problem.func, problem.y0, problem.t.new_tensor(outputs), config)
+        cache = dict(zip(outputs, full.ys))
+        ys = torch.stack([cache[x] for x in times])
+        return Solution(ys=ys, stats=full.stats, steps=full.steps), _ResolveSampler(problem, cache, grid)
+
+    def _fit_segment(self, problem: Problem, sampler, segment: int) -> SegmentInterpolant:
+        a, b = problem.t[segment].item(), problem.t[segment + 1].item()
+        result = SegmentInterpolant(direction=1.0 if b > a else -1.0)
+        budget = [self.max_pieces - 1]  # splits still allowed
+        rtol, atol = self.check_tolerances(problem)
+        self._fit_piece(sampler, segment, a, b, rtol, atol, budget, result)
+        return result
+
+    def _fit_piece(self, sampler, segment: int, a: float, b: float, rtol: float, atol: float,
+                   budget: list[int], result: SegmentInterpolant) -> None:
+        best: tuple[float, ChebyshevInterpolant, int] | None = None
+        for n in self.node_counts():
+            piece = ChebyshevInterpolant(a, b, sampler.sample(segment, ChebyshevInterpolant.points(n, a, b)))
+            held_out = to_interval(chebyshev_extrema(n), a, b)
+            error = _scaled_error(piece(held_out), sampler.sample(segment, held_out.tolist()), rtol, atol)
+            if error <= 1.0:
+                result.add(piece)
+                return
+            if best is None or error < best[0]:
+                best = (error, piece, n)
+        if budget[0] > 0:
+            budget[0] -= 1
+            mid = 0.5 * (a + b)
+            self._fit_piece(sampler, segment, a, mid, rtol, atol, budget, result)
+            self._fit_piece(sampler, segment, mid, b, rtol, atol, budget, result)
+            return
+        error, piece, n = best
+        message = (f"the Chebyshev interpolant of the forward trajectory on [{a:.6g}, {b:.6g}] "
+                   f"(observation segment {segment}) misses held-out points by {error:.3g}x the "
+                   f"check tolerance (rtol={rtol:.3g}, atol={atol:.3g}) with {n} nodes and "
+                   f"{self.max_pieces} pieces per segment; gradients would be inaccurate. Allow more "
+                   f"nodes or pieces (Interpolation(max_nodes=..., max_pieces=...)), add "
+                   f"observation times, tighten the forward tolerances, or loosen check_rtol/"
+                   f"check_atol")
+        if self.on_failure == "raise":
+            raise InterpolationError(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        result.add(piece)
+
+    # ---- backward --------------------------------------------------------------------------
+
+    def backward_pass(self, problem: Problem, ys: Tensor, context: list[SegmentInterpolant],
+                      grad_ys: Tensor):
+        func, params, t = problem.func, problem.params, problem.t
+        shape, n = problem.y0.shape, problem.y0.numel()
+        sizes = (n, sum(p.numel() for p in params))
+        solver = self.backward_solver(problem)
+        config = self.backward_config(problem, norm=BlockNorm(sizes, 1 if self.seminorm else 2))
+        times = t.tolist()
+        a = grad_ys[-1]
+        g = problem.y0.new_zeros(sizes[1])
+        nfe = 0
+        for i in range(len(t) - 1, 0, -1):
+            trajectory = context[i - 1]
+
+            def adjoint(tt: Tensor, state: Tensor, trajectory=trajectory) -> Tensor:
+                _, vjp_y, vjp_params = func_vjp(func, tt, trajectory(tt), state[:n].view(shape), params)
+                return torch.cat([-vjp_y.reshape(-1), -flat_cat(vjp_params, state)])
+
+            segment_config = _same_steps(config, solver, times, times[i], times[i - 1])
+            sol = solver.integrate(adjoint, torch.cat([a.reshape(-1), g]), t[i - 1:i + 1].flip(0),
+                                   segment_config)
+            nfe += sol.stats.nfe_forward
+            a = sol.ys[-1][:n].view(shape) + grad_ys[i - 1]
+            g = sol.ys[-1][n:]
+        return a, split_like(g, params), nfe
