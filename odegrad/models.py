@@ -53,3 +53,112 @@ class NeuralODE(nn.Module):
         ys = odeint(self.func, y0, t, method=self.method, gradient=self.gradient, rtol=self.rtol,
                     atol=self.atol, options=self.options)
         return ys if self.return_trajectory else ys[-1]
+
+
+class TLNODE(nn.Module):
+    """Taylor-Lagrange neural ODE (Djeumou et al., 2022): ``y0 -> y(t0 + horizon)`` by ``steps``
+    fixed Taylor steps of order ``order`` with a learned Lagrange remainder.
+
+    Args:
+        func: the vector field, an ``nn.Module`` called as ``func(t, y)``, built from ops with a
+            Taylor rule (``odegrad.solvers.taylor.supported_ops()``) or differentiable by
+            ``torch.func.jvp`` (``mode="jvp"``/``"auto"``).
+        order: Taylor order p >= 1 (the paper uses p = 1).
+        steps: number of fixed steps over the horizon (>= 1).
+        horizon: integration time (> 0); Python float, so the graph is static.
+        remainder: the midpoint network (e.g. ``LearnedMidpoint(dim)``) or None for the plain
+            truncated Taylor series.
+        mode: Taylor coefficient computation, see :class:`odegrad.solvers.Taylor`.
+        gradient: ``"direct"`` (default) backpropagates through the steps and trains the remainder
+            network. Any other backend goes through :func:`odegrad.odeint` with
+            ``params = func params + remainder params``; adjoint-type backends integrate the
+            continuous adjoint (backward method: fixed-step ``backward_method`` on the same grid,
+            because the adjoint system holds ``torch.autograd.grad`` calls that have no Taylor
+            expansion), and since the remainder is not part of the ODE its parameters then get zero
+            gradients — train them with ``direct``.
+        t0: start time.
+
+    Shapes: ``forward(y0: Tensor[*batch, *state]) -> Tensor[*batch, *state]``. The forward pass is
+    a fixed sequence of tensor ops (no ``.item()``, no branching on values), so ``torch.export`` /
+    ONNX export produce one static graph with a dynamic batch dimension.
+    """
+
+    def __init__(self, func: nn.Module, *, order: int = 1, steps: int = 1, horizon: float = 1.0,
+                 remainder: nn.Module | None = None, mode: str = "auto", gradient: str = "direct",
+                 backward_method: str = "rk4", t0: float = 0.0):
+        super().__init__()
+        from .solvers.tlnode import Taylor
+
+        if not isinstance(func, nn.Module):
+            raise InvalidInput("func", type(func).__name__, "an nn.Module vector field func(t, y)")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise InvalidInput("steps", steps, "a positive integer number of fixed steps")
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, float)) or not horizon > 0 \
+                or horizon == float("inf"):
+            raise InvalidInput("horizon", horizon, "a finite positive number (integration time)")
+        self.func = func
+        self.remainder = remainder
+        self.solver = Taylor(order=order, remainder=remainder, mode=mode)
+        self.order = self.solver.order
+        self.steps = steps
+        self.horizon = float(horizon)
+        self.t0 = float(t0)
+        self.gradient = gradient
+        self.backward_method = backward_method
+        self.nfe = 0
+
+    @property
+    def step_size(self) -> float:
+        return self.horizon / self.steps
+
+    def nfe_per_forward(self) -> int:
+        """Evaluations of func (plain or jet) per forward pass in Taylor mode."""
+        return self.steps * self.solver.nfe_per_step()
+
+    def forward(self, y0: Tensor, t0: float | None = None) -> Tensor:
+        start = self.t0 if t0 is None else float(t0)
+        if self.gradient == "direct":
+            counter = _NFECounter(self.func)
+            y = self.solver.rollout(counter, y0, start, self.step_size, self.steps)
+            self.nfe += counter.nfe
+            return y
+        return self._odeint(y0, start)
+
+    def _odeint(self, y0: Tensor, start: float) -> Tensor:
+        from .gradients import AdjointBackend, get_backend
+
+        backend = get_backend(self.gradient)
+        if isinstance(backend, AdjointBackend) and backend.method is None:
+            backend.method = self.backward_method
+        t = torch.tensor([start, start + self.horizon], dtype=y0.dtype, device=y0.device)
+        params = [p for p in self.parameters() if p.requires_grad]
+        before = self.nfe
+        solution = _solve(self.func, y0, t, self.solver, backend, self.step_size, params)
+        self.nfe = before + solution.stats.nfe_forward
+        return solution.ys[-1]
+
+    def trajectory(self, y0: Tensor, intervals: int) -> Tensor:
+        """States at ``t0 + i·horizon`` for ``i = 0..intervals``: ``Tensor[intervals + 1, *y0.shape]``."""
+        ys = [y0]
+        for i in range(intervals):
+            ys.append(self(ys[-1], self.t0 + i * self.horizon))
+        return torch.stack(ys)
+
+
+class _NFECounter:
+    """func(t, y) for the Taylor solver; the solver adds its evaluations to ``nfe``."""
+
+    def __init__(self, func: nn.Module):
+        self.raw = func
+        self.nfe = 0
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        self.nfe += 1
+        return self.raw(t, y)
+
+
+def _solve(func, y0, t, solver, backend, step_size, params):
+    from .api import solve
+
+    return solve(func, y0, t, method=solver, gradient=backend, options={"step_size": step_size},
+                 params=params)

@@ -19,6 +19,7 @@ from .base import (
 from .controller import PIController
 from .rk import ExplicitRK, make_rk
 from .tableaux import ALL_TABLEAUX, ButcherTableau
+from .tlnode import LearnedMidpoint, Taylor
 
 _REGISTRY: dict[str, Callable[[], Integrator]] = {
     name: (lambda name=name: make_rk(name)) for name in ALL_TABLEAUX
@@ -28,6 +29,9 @@ _REGISTRY: dict[str, Callable[[], Integrator]] = {
 def register_solver(name: str, factory: Callable[[], Integrator]) -> None:
     """Make ``odeint(method=name)`` build ``factory()``; property tests pick registered solvers up."""
     _REGISTRY[name] = factory
+
+
+register_solver("taylor", Taylor)
 
 
 def solver_names() -> tuple[str, ...]:
@@ -63,7 +67,7 @@ Euler, Midpoint, Heun, RK4, Bosh3, Dopri5, Tsit5 = (
     _named(n) for n in ("euler", "midpoint", "heun", "rk4", "bosh3", "dopri5", "tsit5"))
 
 __all__ = [
-    "ALL_TABLEAUX", "ButcherTableau", "DenseOutput", "ExplicitRK", "IntegrationConfig",
+    "ALL_TABLEAUX", "ButcherTableau", "DenseOutput", "ExplicitRK", "IntegrationConfig", "LearnedMidpoint", "Taylor",
     "Integrator", "PIController", "Solution", "Stats", "StepRecord", "StepResult", "StepSolver",
     "get_solver", "register_solver", "rms_norm", "solver_names",
     "Euler", "Midpoint", "Heun", "RK4", "Bosh3", "Dopri5", "Tsit5",
