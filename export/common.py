@@ -1,0 +1,110 @@
+"""What both exporters share: checking the arguments, PyTorch reference outputs at two batch
+sizes, the metadata written into the file, and the result object."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from odegrad.errors import ExportError, InvalidInput
+
+from .graph import GraphInfo, check_example, describe, eval_mode, trace_example
+from .validation import Parity, Tolerance, resized_batch
+
+_PROBE_LIMIT = 4096  # largest probe (elements) stored in the file for `odegrad serve-check`
+
+
+@dataclass
+class ExportJob:
+    """A checked export request with its PyTorch reference outputs.
+
+    ``examples[i]`` and ``expected[i]`` are the validation inputs (the user's example and, with a
+    batch dimension, the same rows at another batch size) and PyTorch's outputs on them.
+    """
+
+    example: Tensor
+    traced_example: Tensor
+    examples: list[Tensor]
+    expected: list[Tensor]
+    tolerance: Tolerance
+    info: GraphInfo
+    dynamic_batch: bool
+    output_batch_axis: int | None
+
+
+@dataclass
+class ExportResult:
+    """A written, validated export."""
+
+    path: Path
+    format: str
+    parity: Parity
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"wrote {self.format} model {self.path}; parity with PyTorch: {self.parity}"
+
+
+def _single_output(out: Any) -> Tensor:
+    if not isinstance(out, Tensor):
+        raise ExportError(f"the model returns {type(out).__name__}; export supports models returning one Tensor")
+    return out.detach()
+
+
+def _batch_axis(out_a: Tensor, out_b: Tensor) -> int | None:
+    axes = [i for i, (a, b) in enumerate(zip(out_a.shape, out_b.shape)) if a != b]
+    return axes[0] if len(axes) == 1 and out_a.dim() == out_b.dim() else None
+
+
+def prepare_job(model: nn.Module, example_input: Any, *, dynamic_batch: bool, atol: float | None,
+                rtol: float | None) -> ExportJob:
+    if not isinstance(model, nn.Module):
+        raise InvalidInput("model", type(model).__name__, "a torch.nn.Module")
+    if not isinstance(dynamic_batch, bool):
+        raise InvalidInput("dynamic_batch", dynamic_batch, "True or False")
+    example = check_example(example_input, dynamic_batch)
+    tolerance = Tolerance.for_dtype(example.dtype, atol, rtol)
+    info = describe(model)  # refuses adaptive/unsupported ODE blocks before any work
+    examples = [example, resized_batch(example, example.shape[0] + 3)] if dynamic_batch else [example]
+    with eval_mode(model), torch.no_grad():
+        expected = [_single_output(model(x)) for x in examples]
+    if dynamic_batch:
+        axis = _batch_axis(expected[0], expected[1])
+        if axis is None:
+            raise ExportError("dynamic_batch=True but the model's output does not follow the batch size of "
+                              f"its input (output shapes {tuple(expected[0].shape)} and "
+                              f"{tuple(expected[1].shape)} for batch sizes {example.shape[0]} and "
+                              f"{examples[1].shape[0]}); export with dynamic_batch=False")
+    else:
+        out = expected[0]
+        axis = 0 if example.dim() and out.dim() and out.shape[0] == example.shape[0] else None
+    return ExportJob(example, trace_example(example, dynamic_batch), examples, expected, tolerance, info,
+                     dynamic_batch, axis)
+
+
+def _dims(shape: torch.Size, axis: int | None, dynamic: bool) -> list[int | str]:
+    return ["batch" if dynamic and i == axis else int(n) for i, n in enumerate(shape)]
+
+
+def build_metadata(job: ExportJob, input_name: str, output_name: str) -> dict[str, str]:
+    """odegrad version, method, order, steps, input/output names, shapes and dtype, and a small
+    probe (input rows and PyTorch outputs) that lets ``serve-check`` verify the file later."""
+    meta = job.info.as_metadata()
+    dtype = str(job.example.dtype).removeprefix("torch.")
+    meta["odegrad.inputs"] = json.dumps([{"name": input_name, "dtype": dtype,
+                                          "shape": _dims(job.example.shape, 0, job.dynamic_batch)}])
+    meta["odegrad.outputs"] = json.dumps([{"name": output_name, "dtype": dtype,
+                                           "shape": _dims(job.expected[0].shape, job.output_batch_axis,
+                                                          job.dynamic_batch)}])
+    if job.output_batch_axis is not None:
+        meta["odegrad.output_batch_axis"] = str(job.output_batch_axis)
+    if job.example.numel() <= _PROBE_LIMIT and job.expected[0].numel() <= _PROBE_LIMIT:
+        meta["odegrad.probe"] = json.dumps({
+            "input": job.example.cpu().double().tolist(), "output": job.expected[0].cpu().double().tolist(),
+            "atol": job.tolerance.atol, "rtol": job.tolerance.rtol})
+    return meta

@@ -1,0 +1,222 @@
+"""Turn a fixed-cost model into a trace-clean inference module, or refuse with a reason.
+
+A :class:`~odegrad.models.NeuralODE` goes through :func:`odegrad.odeint`, which keeps its output
+times in a tensor; a traced graph cannot read tensor values back, so each fixed-step NeuralODE
+(the model itself or any submodule) is swapped for :class:`UnrolledNeuralODE`, which drives the
+same solver through the shared loop with the times as Python floats. The steps unroll into one
+static graph. Adaptive methods choose their step count from the data and are refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from odegrad import __version__
+from odegrad.api import build_config
+from odegrad.errors import ExportError, InvalidInput, OdegradError
+from odegrad.models import NeuralODE
+from odegrad.solvers import StepSolver, get_solver
+from odegrad.solvers.loop import _fixed_grid, integrate_on_times
+
+_FIXED_HINT = ("export a NeuralODE with a fixed-step method (euler, midpoint, heun, rk4) and "
+               "options={'step_size': h} or {'grid': [...]}, or a TLNODE")
+
+
+class UnrolledNeuralODE(nn.Module):
+    """Inference-only twin of a fixed-step :class:`NeuralODE` sharing its vector field.
+
+    Shapes: ``forward(y0: Tensor[*batch, *state]) -> Tensor[*batch, *state]``, or
+    ``Tensor[len(t), *batch, *state]`` when the block returns its trajectory.
+    """
+
+    def __init__(self, block: NeuralODE):
+        super().__init__()
+        solver = _fixed_step_solver(block)
+        self.func = block.func
+        self.solver = solver
+        self.times = list(block.times)
+        self.config = build_config(solver, block.rtol, block.atol, block.options)
+        self.return_trajectory = block.return_trajectory
+        direction = 1.0 if self.times[-1] > self.times[0] else -1.0
+        self.steps = len(_fixed_grid(self.times, self.config, direction)) - 1
+        if self.steps > self.config.max_steps:
+            raise ExportError(f"the fixed grid needs {self.steps} steps but options['max_steps'] is "
+                              f"{self.config.max_steps}")
+
+    def forward(self, y0: Tensor) -> Tensor:
+        ys = integrate_on_times(self.solver, self.func, y0, self.times, self.config, t_like=y0).ys
+        return ys if self.return_trajectory else ys[-1]
+
+
+def _fixed_step_solver(block: NeuralODE) -> StepSolver:
+    solver = get_solver(block.method)
+    name = getattr(solver, "name", repr(solver))
+    if not isinstance(solver, StepSolver):
+        raise ExportError(f"cannot export NeuralODE(method={block.method!r}): only odegrad's own step "
+                          f"solvers unroll into a static graph; {_FIXED_HINT}")
+    if solver.adaptive:
+        raise ExportError(f"cannot export NeuralODE(method={name!r}): an adaptive step-size method "
+                          "chooses how many steps to take from the data (data-dependent control "
+                          f"flow), so it has no fixed graph; {_FIXED_HINT}")
+    return solver
+
+
+@dataclass
+class GraphInfo:
+    """What was exported: recorded as metadata in the ONNX/TorchScript file."""
+
+    kind: str
+    method: str = ""
+    order: int | None = None
+    steps: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_metadata(self) -> dict[str, str]:
+        meta = {"odegrad.version": __version__, "odegrad.kind": self.kind}
+        if self.method:
+            meta["odegrad.method"] = self.method
+        if self.order is not None:
+            meta["odegrad.order"] = str(self.order)
+        if self.steps is not None:
+            meta["odegrad.steps"] = str(self.steps)
+        meta.update({f"odegrad.{k}": str(v) for k, v in self.extra.items()})
+        return meta
+
+
+def _tlnode_class() -> type | None:
+    from odegrad import models
+
+    return getattr(models, "TLNODE", None)
+
+
+def _describe_tlnode(module: nn.Module) -> GraphInfo:
+    attrs = {name: getattr(module, name) for name in ("order", "steps", "n_steps", "num_steps")
+             if isinstance(getattr(module, name, None), int)}
+    steps = attrs.get("steps", attrs.get("n_steps", attrs.get("num_steps")))
+    return GraphInfo("tlnode", method="taylor", order=attrs.get("order"), steps=steps)
+
+
+def describe(model: nn.Module) -> GraphInfo:
+    """Kind, method, order and step count of the ODE blocks in ``model`` (joined when several)."""
+    tlnode = _tlnode_class()
+    blocks = [m for m in model.modules() if isinstance(m, NeuralODE) or (tlnode and isinstance(m, tlnode))]
+    if not blocks:
+        return GraphInfo("module")
+    infos = []
+    for block in blocks:
+        if isinstance(block, NeuralODE):
+            unrolled = UnrolledNeuralODE(block)
+            infos.append(GraphInfo("neural_ode", method=unrolled.solver.name, order=unrolled.solver.order,
+                                   steps=unrolled.steps))
+        else:
+            infos.append(_describe_tlnode(block))
+    if len(infos) == 1:
+        return infos[0]
+    steps = [i.steps for i in infos]
+    orders = [i.order for i in infos if i.order is not None]
+    return GraphInfo("+".join(i.kind for i in infos), method="+".join(i.method for i in infos),
+                     order=max(orders) if orders else None,
+                     steps=sum(steps) if None not in steps else None, extra={"blocks": len(infos)})
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode; restore each one's training flag on exit."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+
+
+@contextlib.contextmanager
+def inference_module(model: nn.Module) -> Iterator[nn.Module]:
+    """Yield a trace-clean module computing ``model`` in eval mode; restores ``model`` on exit.
+
+    Every fixed-step NeuralODE in ``model`` is swapped for an :class:`UnrolledNeuralODE` (the
+    model itself when it is one); adaptive ones raise :class:`ExportError` before anything changes.
+    """
+    if not isinstance(model, nn.Module):
+        raise InvalidInput("model", type(model).__name__, "a torch.nn.Module")
+    blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, NeuralODE)]
+    replacements = [(name, block, UnrolledNeuralODE(block)) for name, block in blocks]
+    root = next((unrolled for name, _, unrolled in replacements if not name), model)
+    with eval_mode(model):
+        try:
+            for name, _, unrolled in replacements:
+                if name:
+                    _replace(model, name, unrolled)
+            root.eval()
+            yield root
+        finally:
+            for name, block, _ in replacements:
+                if name:
+                    _replace(model, name, block)
+
+
+def check_example(example_input: Any, dynamic_batch: bool) -> Tensor:
+    """The example input must be one floating-point tensor (with a batch dimension if dynamic)."""
+    if not isinstance(example_input, Tensor):
+        raise InvalidInput("example_input", type(example_input).__name__,
+                           "one torch.Tensor shaped like the model input, e.g. Tensor[batch, state]")
+    if not example_input.is_floating_point():
+        raise InvalidInput("example_input dtype", str(example_input.dtype), "a floating-point dtype")
+    if dynamic_batch and example_input.dim() == 0:
+        raise InvalidInput("example_input shape", "() (a scalar)",
+                           "a leading batch dimension when dynamic_batch=True")
+    if example_input.numel() == 0:
+        raise InvalidInput("example_input shape", str(tuple(example_input.shape)), "a non-empty tensor")
+    if not bool(torch.isfinite(example_input).all()):
+        raise InvalidInput("example_input", "a tensor with NaN/Inf", "finite values")
+    return example_input.detach()
+
+
+def trace_example(example: Tensor, dynamic_batch: bool) -> Tensor:
+    """Tracers specialise a size-1 dimension to the constant 1, so trace a batch of at least 2."""
+    if dynamic_batch and example.shape[0] == 1:
+        return example.expand(2, *example.shape[1:]).clone()
+    return example
+
+
+def batch_dims(dynamic_batch: bool) -> tuple[dict[int, Any], ...] | None:
+    return ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+
+
+def export_program(module: nn.Module, example: Tensor, dynamic_batch: bool) -> torch.export.ExportedProgram:
+    """``torch.export`` the module, turning failures (data-dependent control flow, unsupported
+    operations, a batch size baked into the graph) into an :class:`ExportError` saying why."""
+    try:
+        with torch.no_grad():
+            return torch.export.export(module, (example,), dynamic_shapes=batch_dims(dynamic_batch))
+    except OdegradError:
+        raise
+    except Exception as error:  # torch raises many unrelated types here; all mean "not exportable"
+        raise ExportError(_explain(error)) from error
+
+
+def _explain(error: Exception) -> str:
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    if "data-dependent" in text or "GuardOnDataDependent" in type(error).__name__:
+        return ("the model has data-dependent control flow (a Python branch, loop bound or .item() "
+                f"on tensor values), which a static graph cannot represent: {first}. Use torch.where "
+                f"instead of branching on values, and for ODE blocks {_FIXED_HINT}")
+    if "batch" in text and ("specialized" in text or "constant" in text or "Constraints violated" in text):
+        return (f"the model fixes the batch size in its graph ({first}); avoid reshaping with a "
+                "Python int taken from the input shape, or export with dynamic_batch=False")
+    return f"torch.export could not capture the model as one static graph: {type(error).__name__}: {first}"
+

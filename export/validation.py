@@ -1,0 +1,96 @@
+"""Parity checks between an exported graph and PyTorch, and argument checks shared by the
+exporters. Tolerances default by dtype: float32 ``atol=1e-5, rtol=1e-4`` (operator fusion in
+onnxruntime reorders sums), float64 ``atol=1e-10, rtol=1e-8``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from odegrad.errors import ExportError, InvalidInput
+
+_DEFAULT_TOLERANCE = {torch.float64: (1e-10, 1e-8), torch.float32: (1e-5, 1e-4)}
+_LOW_PRECISION = (1e-2, 1e-2)  # float16 / bfloat16
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Elementwise acceptance ``|got - expected| <= atol + rtol · |expected|``."""
+
+    atol: float
+    rtol: float
+
+    @classmethod
+    def for_dtype(cls, dtype: torch.dtype, atol: float | None = None, rtol: float | None = None) -> Tolerance:
+        default_atol, default_rtol = _DEFAULT_TOLERANCE.get(dtype, _LOW_PRECISION)
+        return cls(default_atol if atol is None else finite_nonnegative("atol", atol),
+                   default_rtol if rtol is None else finite_nonnegative("rtol", rtol))
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Result of comparing an exported graph's output with PyTorch's on the same input."""
+
+    max_abs_diff: float
+    max_rel_diff: float
+    tolerance: Tolerance
+    ok: bool
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else "MISMATCH"
+        return (f"max |diff| {self.max_abs_diff:.3g}, max rel diff {self.max_rel_diff:.3g} "
+                f"(atol {self.tolerance.atol:g}, rtol {self.tolerance.rtol:g}): {verdict}")
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def compare(expected: Any, got: Any, tolerance: Tolerance) -> Parity:
+    """Compare two arrays/tensors of the same shape (a shape mismatch is a failed parity)."""
+    expected, got = to_numpy(expected).astype(np.float64), to_numpy(got).astype(np.float64)
+    if expected.shape != got.shape:
+        return Parity(math.inf, math.inf, tolerance, False)
+    diff = np.abs(got - expected)
+    finite = bool(np.isfinite(got).all() and np.isfinite(expected).all())
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float((diff / np.maximum(np.abs(expected), 1e-30)).max()) if diff.size else 0.0
+    ok = finite and bool((diff <= tolerance.atol + tolerance.rtol * np.abs(expected)).all())
+    return Parity(max_abs if finite else math.inf, max_rel if finite else math.inf, tolerance, ok)
+
+
+def require_parity(expected: Any, got: Any, tolerance: Tolerance, what: str) -> Parity:
+    """:func:`compare`, raising :class:`ExportError` when the outputs disagree."""
+    parity = compare(expected, got, tolerance)
+    if not parity.ok:
+        shapes = f"shape {tuple(to_numpy(got).shape)} vs PyTorch {tuple(to_numpy(expected).shape)}"
+        raise ExportError(f"{what} does not reproduce PyTorch: {parity}; {shapes}. The file was not "
+                          "written. Loosen atol/rtol if the difference is rounding, or check the "
+                          "model for operations that behave differently at inference time")
+    return parity
+
+
+def positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(name, value, "a positive integer")
+    return value
+
+
+def finite_nonnegative(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidInput(name, value, "a finite non-negative number")
+    return float(value)
+
+
+def resized_batch(example: Tensor, batch: int) -> Tensor:
+    """``example`` with its batch dimension resized to ``batch`` by cycling its rows (a second
+    batch size checks that the exported graph did not bake the example's batch size in)."""
+    index = torch.arange(batch, device=example.device) % example.shape[0]
+    return example[index]
