@@ -63,10 +63,14 @@ class GaussQuadrature(AdjointBackend):
     """Gauss–Legendre quadrature adjoint.
 
     Args:
-        nodes: quadrature nodes per segment (1..256), or None for the automatic rule of the
-            reference: ``n_i = min(ceil(gtol · NFE_forward · |t_i − t_{i-1}| / |t_N − t_0|), max_nodes)``
-            (at least 1).
+        nodes: quadrature nodes per segment (1..256), or None for the automatic rule: the
+            reference's ``ceil(gtol · NFE_forward · |t_i − t_{i-1}| / |t_N − t_0|)`` clipped to
+            ``[min_nodes, max_nodes]``.
         gtol: factor of the automatic rule (more nodes for larger gtol).
+        min_nodes: floor of the automatic rule. The reference's floor is 1 (the midpoint rule),
+            which on short segments (one forward step or less) costs gradient accuracy: 1e-5
+            relative error where 3 nodes give 1e-8 on the spiral benchmark. 3 nodes integrate
+            degree-5 polynomials exactly, matching a 5th-order solver's interpolant.
         max_nodes: cap of the automatic rule (64 nodes integrate polynomials of degree 127 exactly).
         rtol, atol, method: tolerances and integrator of the backward [y, a] solve
             (default: the forward ones).
@@ -77,7 +81,7 @@ class GaussQuadrature(AdjointBackend):
 
     name = "gq"
 
-    def __init__(self, nodes: int | None = None, *, gtol: float = 0.1, max_nodes: int = 64,
+    def __init__(self, nodes: int | None = None, *, gtol: float = 0.1, min_nodes: int = 3, max_nodes: int = 64,
                  rtol: float | None = None, atol: float | None = None,
                  method: str | Integrator | None = None, vectorize: bool = True, max_batch: int = 256):
         super().__init__(rtol=rtol, atol=atol, method=method)
@@ -85,21 +89,26 @@ class GaussQuadrature(AdjointBackend):
         if isinstance(gtol, bool) or not isinstance(gtol, (int, float)) or not (math.isfinite(gtol) and gtol > 0):
             raise InvalidInput("GaussQuadrature gtol", gtol, "a finite positive number")
         self.gtol = float(gtol)
+        self.min_nodes = _check_count("GaussQuadrature min_nodes", min_nodes, MAX_NODES)
         self.max_nodes = _check_count("GaussQuadrature max_nodes", max_nodes, MAX_NODES)
+        if self.min_nodes > self.max_nodes:
+            raise InvalidInput("GaussQuadrature min_nodes/max_nodes", f"{min_nodes} > {max_nodes}",
+                               "min_nodes <= max_nodes")
         if not isinstance(vectorize, bool):
             raise InvalidInput("GaussQuadrature vectorize", vectorize, "True or False")
         self.vectorize = vectorize
         self.max_batch = _check_count("GaussQuadrature max_batch", max_batch, None)
 
     def __repr__(self) -> str:
-        rule = f"nodes={self.nodes}" if self.nodes is not None else f"gtol={self.gtol}, max_nodes={self.max_nodes}"
+        rule = (f"nodes={self.nodes}" if self.nodes is not None
+                else f"gtol={self.gtol}, min_nodes={self.min_nodes}, max_nodes={self.max_nodes}")
         return f"GaussQuadrature({rule}, rtol={self.rtol}, atol={self.atol}, vectorize={self.vectorize})"
 
     def node_count(self, fraction: float, nfe_forward: int) -> int:
         """Nodes for a segment covering ``fraction`` of the whole time span."""
         if self.nodes is not None:
             return self.nodes
-        return max(1, min(math.ceil(self.gtol * nfe_forward * fraction), self.max_nodes))
+        return max(self.min_nodes, min(math.ceil(self.gtol * nfe_forward * fraction), self.max_nodes))
 
     def forward_pass(self, problem: Problem):
         solution = problem.solver.integrate(problem.func, problem.y0, problem.t, problem.config)
