@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from odegrad import __version__
 from odegrad.api import build_config
 from odegrad.errors import ExportError, InvalidInput, OdegradError
-from odegrad.models import NeuralODE
+from odegrad.models import TLNODE, NeuralODE
 from odegrad.solvers import StepSolver, get_solver
 from odegrad.solvers.loop import _fixed_grid, integrate_on_times
 
@@ -89,33 +89,47 @@ class GraphInfo:
         return meta
 
 
-def _tlnode_class() -> type | None:
-    from odegrad import models
+class RolledOutTLNODE(nn.Module):
+    """Inference twin of a :class:`~odegrad.models.TLNODE`: its fixed Taylor steps as plain tensor
+    ops, whatever gradient backend the block trains with (other backends go through odeint).
 
-    return getattr(models, "TLNODE", None)
+    Shapes: ``forward(y0: Tensor[*batch, *state]) -> Tensor[*batch, *state]``.
+    """
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.func = block.func
+        self.remainder = block.remainder
+        self.solver = block.solver
+        self.t0, self.step_size, self.steps = block.t0, block.step_size, block.steps
+
+    def forward(self, y0: Tensor) -> Tensor:
+        return self.solver.rollout(self.func, y0, self.t0, self.step_size, self.steps)
 
 
-def _describe_tlnode(module: nn.Module) -> GraphInfo:
-    attrs = {name: getattr(module, name) for name in ("order", "steps", "n_steps", "num_steps")
-             if isinstance(getattr(module, name, None), int)}
-    steps = attrs.get("steps", attrs.get("n_steps", attrs.get("num_steps")))
-    return GraphInfo("tlnode", method="taylor", order=attrs.get("order"), steps=steps)
+def _is_ode_block(module: nn.Module) -> bool:
+    return isinstance(module, (NeuralODE, TLNODE))
+
+
+def _unrolled(block: nn.Module) -> nn.Module:
+    return UnrolledNeuralODE(block) if isinstance(block, NeuralODE) else RolledOutTLNODE(block)
+
+
+def _describe_block(block: nn.Module) -> GraphInfo:
+    if isinstance(block, NeuralODE):
+        unrolled = UnrolledNeuralODE(block)
+        return GraphInfo("neural_ode", method=unrolled.solver.name, order=unrolled.solver.order,
+                         steps=unrolled.steps)
+    remainder = "none" if block.remainder is None else type(block.remainder).__name__
+    return GraphInfo("tlnode", method="taylor", order=block.order, steps=block.steps,
+                     extra={"horizon": block.horizon, "remainder": remainder, "taylor_mode": block.solver.mode})
 
 
 def describe(model: nn.Module) -> GraphInfo:
     """Kind, method, order and step count of the ODE blocks in ``model`` (joined when several)."""
-    tlnode = _tlnode_class()
-    blocks = [m for m in model.modules() if isinstance(m, NeuralODE) or (tlnode and isinstance(m, tlnode))]
-    if not blocks:
+    infos = [_describe_block(m) for m in model.modules() if _is_ode_block(m)]
+    if not infos:
         return GraphInfo("module")
-    infos = []
-    for block in blocks:
-        if isinstance(block, NeuralODE):
-            unrolled = UnrolledNeuralODE(block)
-            infos.append(GraphInfo("neural_ode", method=unrolled.solver.name, order=unrolled.solver.order,
-                                   steps=unrolled.steps))
-        else:
-            infos.append(_describe_tlnode(block))
     if len(infos) == 1:
         return infos[0]
     steps = [i.steps for i in infos]
@@ -147,13 +161,14 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 def inference_module(model: nn.Module) -> Iterator[nn.Module]:
     """Yield a trace-clean module computing ``model`` in eval mode; restores ``model`` on exit.
 
-    Every fixed-step NeuralODE in ``model`` is swapped for an :class:`UnrolledNeuralODE` (the
-    model itself when it is one); adaptive ones raise :class:`ExportError` before anything changes.
+    Every fixed-step NeuralODE in ``model`` is swapped for an :class:`UnrolledNeuralODE` and every
+    TLNODE for a :class:`RolledOutTLNODE` (the model itself when it is one); adaptive blocks raise
+    :class:`ExportError` before anything changes.
     """
     if not isinstance(model, nn.Module):
         raise InvalidInput("model", type(model).__name__, "a torch.nn.Module")
-    blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, NeuralODE)]
-    replacements = [(name, block, UnrolledNeuralODE(block)) for name, block in blocks]
+    blocks = [(name, m) for name, m in model.named_modules() if _is_ode_block(m)]
+    replacements = [(name, block, _unrolled(block)) for name, block in blocks]
     root = next((unrolled for name, _, unrolled in replacements if not name), model)
     with eval_mode(model):
         try:
@@ -217,6 +232,7 @@ def _explain(error: Exception) -> str:
                 f"instead of branching on values, and for ODE blocks {_FIXED_HINT}")
     if "batch" in text and ("specialized" in text or "constant" in text or "Constraints violated" in text):
         return (f"the model fixes the batch size in its graph ({first}); avoid reshaping with a "
-                "Python int taken from the input shape, or export with dynamic_batch=False")
+                "Python int taken from the input shape (torch.func transforms such as TLNODE(mode='jvp') "
+                "do this; use mode='taylor'), or export with dynamic_batch=False")
     return f"torch.export could not capture the model as one static graph: {type(error).__name__}: {first}"
 

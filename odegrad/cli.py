@@ -12,6 +12,7 @@ from collections.abc import Sequence
 # Modules providing subcommands (imported lazily so `odegrad --help` stays fast).
 _COMMAND_MODULES = (
     "odegrad.demo",
+    "odegrad.export.cli",
 )
 
 

@@ -1,0 +1,145 @@
+"""``serve-check``: run an exported file (ONNX through onnxruntime, or TorchScript) on random
+input, time it, and check parity against the probe recorded at export and, optionally, against
+the PyTorch model it came from."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from odegrad.errors import ExportError
+
+from .files import existing_file
+from .runtime import OnnxModel
+from .serving import Latency, eager_call, measure_latency
+from .torchscript import load_torchscript
+from .validation import Parity, Tolerance, compare, positive_int
+
+_NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
+
+
+@dataclass
+class CheckRow:
+    batch: int
+    latency: Latency
+    eager: Latency | None = None
+    parity: Parity | None = None  # against the PyTorch model, when one was given
+
+
+@dataclass
+class CheckReport:
+    path: Path
+    format: str
+    runtime: str
+    input_shape: list[Any]
+    dtype: str
+    metadata: dict[str, Any]
+    probe: Parity | None
+    rows: list[CheckRow] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        parities = [self.probe] + [row.parity for row in self.rows]
+        return all(p.ok for p in parities if p is not None)
+
+    def __str__(self) -> str:
+        meta = ", ".join(f"{k.removeprefix('odegrad.')}={self.metadata[k]}" for k in
+                         ("odegrad.kind", "odegrad.method", "odegrad.order", "odegrad.steps", "odegrad.version")
+                         if k in self.metadata)
+        lines = [f"{self.path}: {self.format} model, input {self.input_shape} {self.dtype}, run by {self.runtime}",
+                 f"metadata: {meta or 'none (not exported by odegrad)'}",
+                 f"parity with the PyTorch output recorded at export: {self.probe or 'no probe recorded'}"]
+        with_eager = any(row.eager is not None for row in self.rows)
+        header = f"{'batch':>6} {'median ms':>10} {'p90 ms':>9} {'samples/s':>11}"
+        if with_eager:
+            header += f" {'eager ms':>9} {'ratio':>7}  parity vs PyTorch"
+        lines.append(header)
+        for row in self.rows:
+            line = (f"{row.batch:>6} {row.latency.median * 1e3:>10.3f} {row.latency.p90 * 1e3:>9.3f} "
+                    f"{row.latency.throughput:>11.0f}")
+            if row.eager is not None:
+                line += f" {row.eager.median * 1e3:>9.3f} {row.latency.median / row.eager.median:>6.3f}x  {row.parity}"
+            lines.append(line)
+        lines.append("parity: " + ("ok" if self.ok else "FAILED"))
+        return "\n".join(lines)
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
+def _load(path: Path, providers: str | Sequence[str]) -> tuple[str, str, Callable, list[Any], str, dict[str, Any]]:
+    """(format, runtime name, numpy->numpy callable, input shape with "batch", dtype, metadata)."""
+    if _is_zip(path):
+        module, meta = load_torchscript(path)
+        inputs = json.loads(meta["odegrad.inputs"]) if "odegrad.inputs" in meta else None
+        if not inputs:
+            raise ExportError(f"{path} is a TorchScript archive without odegrad metadata (or a file saved with "
+                              "torch.save); serve-check needs a file written by odegrad export")
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return module(torch.from_numpy(x)).numpy()
+
+        return "torchscript", "torch.jit", run, inputs[0]["shape"], inputs[0]["dtype"], meta
+    served = OnnxModel(path, providers=providers)
+    shape = ["batch" if d is None else d for d in served.input_shape]
+    return ("onnx", f"onnxruntime [{', '.join(served.providers)}]", lambda x: served.run(x)[0], shape,
+            str(served.dtype), served.metadata)
+
+
+def _probe_parity(meta: dict[str, Any], run: Callable, dtype: str) -> Parity | None:
+    if "odegrad.probe" not in meta:
+        return None
+    try:
+        probe = json.loads(meta["odegrad.probe"])
+        x = np.asarray(probe["input"], dtype=_NUMPY_DTYPES[dtype])
+        expected = np.asarray(probe["output"])
+        tolerance = Tolerance(float(probe["atol"]), float(probe["rtol"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ExportError(f"the probe recorded in the file is corrupted: {error}") from error
+    return compare(expected, run(x), tolerance)
+
+
+def check_exported(path: str | os.PathLike, *, batch_sizes: Sequence[int] = (1, 256),
+                   providers: str | Sequence[str] = "auto", repeats: int = 50, seed: int = 0,
+                   model: nn.Module | None = None) -> CheckReport:
+    """Run an exported file on random standard-normal input at each batch size.
+
+    Args:
+        path: an ``.onnx`` file or a TorchScript archive written by :mod:`odegrad.export`.
+        batch_sizes: batch sizes to time (the file's fixed batch size if it has one).
+        providers: onnxruntime providers for ONNX files.
+        repeats: timed calls per batch size.
+        seed: seed of the random inputs.
+        model: the PyTorch model the file came from; adds eager latency and parity columns.
+    """
+    source = existing_file(path, "an exported .onnx or TorchScript file")
+    fmt, runtime, run, shape, dtype, meta = _load(source, providers)
+    if dtype not in _NUMPY_DTYPES:
+        raise ExportError(f"{source} takes {dtype} input, which serve-check does not generate")
+    report = CheckReport(source, fmt, runtime, shape, dtype, meta, _probe_parity(meta, run, dtype))
+    generator = np.random.default_rng(seed)
+    sizes = [positive_int("batch size", b) for b in batch_sizes]
+    if shape and shape[0] != "batch":
+        sizes = [int(shape[0])]
+    for batch in sizes:
+        concrete = [batch if d == "batch" else int(d) for d in shape]
+        x = generator.standard_normal(concrete).astype(_NUMPY_DTYPES[dtype])
+        row = CheckRow(batch, measure_latency(lambda x=x: run(x), batch, repeats=repeats))
+        if model is not None:
+            x_torch = torch.from_numpy(x)
+            expected = eager_call(model, x_torch)()
+            row.parity = compare(expected, run(x), Tolerance.for_dtype(x_torch.dtype))
+            row.eager = measure_latency(eager_call(model, x_torch), batch, repeats=repeats)
+        report.rows.append(row)
+    return report

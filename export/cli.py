@@ -1,0 +1,94 @@
+"""``odegrad export`` and ``odegrad serve-check`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from odegrad.errors import OdegradError
+
+FORMATS = ("onnx", "torchscript")
+
+
+def _batch_list(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes, got {text!r}") from None
+    if not sizes or any(b < 1 for b in sizes):
+        raise argparse.ArgumentTypeError(f"expected positive batch sizes, got {text!r}")
+    return sizes
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    export = subparsers.add_parser(
+        "export", help="export a saved fixed-cost model to ONNX or TorchScript",
+        description="Export a model saved with odegrad.export.save_model (state dict + JSON config, loaded "
+                    "with torch.load(weights_only=True)) to a validated ONNX or TorchScript file.")
+    export.add_argument("model", metavar="MODEL.pt", help="file written by odegrad.export.save_model")
+    export.add_argument("--format", choices=FORMATS, default="onnx", help="output format (default: onnx)")
+    export.add_argument("--out", required=True, metavar="PATH", help="file to write")
+    export.add_argument("--batch", type=int, default=2, help="batch size of the example input (default: 2)")
+    export.add_argument("--static-batch", action="store_true", help="ONNX: fix the batch size to --batch")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    export.add_argument("--atol", type=float, default=None, help="parity tolerance (default by dtype)")
+    export.add_argument("--rtol", type=float, default=None, help="relative parity tolerance (default by dtype)")
+    export.set_defaults(run=run_export)
+
+    check = subparsers.add_parser(
+        "serve-check", help="run an exported file on random input; print latency and parity",
+        description="Run an exported .onnx (onnxruntime) or TorchScript file on random input, print latency "
+                    "and throughput, and check parity with the output recorded at export (and with the "
+                    "PyTorch model when --model is given). Exit status 1 on a parity failure.")
+    check.add_argument("path", metavar="PATH", help="exported .onnx or TorchScript file")
+    check.add_argument("--batch", type=_batch_list, default=[1, 256], help="batch sizes, e.g. 1,256 (default)")
+    check.add_argument("--repeats", type=int, default=50, help="timed calls per batch size (default: 50)")
+    check.add_argument("--providers", default="auto", help="onnxruntime providers: auto, cpu or cuda")
+    check.add_argument("--model", metavar="MODEL.pt", default=None,
+                       help="the saved PyTorch model, to add eager latency and parity columns")
+    check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    check.set_defaults(run=run_serve_check)
+
+
+def _fail(command: str, error: OdegradError) -> int:
+    print(f"odegrad {command}: error: {error}", file=sys.stderr)
+    return 1
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .onnx import to_onnx
+    from .serialization import example_for, load_model
+    from .torchscript import to_torchscript
+
+    try:
+        model, config = load_model(args.model)
+        if args.batch < 1:
+            raise OdegradError(f"--batch must be a positive integer, got {args.batch}")
+        example = example_for(config, args.batch)
+        if args.format == "onnx":
+            result = to_onnx(model, example, args.out, dynamic_batch=not args.static_batch, opset=args.opset,
+                             atol=args.atol, rtol=args.rtol)
+        else:
+            result = to_torchscript(model, example, args.out, atol=args.atol, rtol=args.rtol)
+    except OdegradError as error:
+        return _fail("export", error)
+    print(result)
+    for key in ("odegrad.kind", "odegrad.method", "odegrad.order", "odegrad.steps", "odegrad.inputs",
+                "odegrad.outputs"):
+        if key in result.metadata:
+            print(f"  {key.removeprefix('odegrad.')}: {result.metadata[key]}")
+    return 0
+
+
+def run_serve_check(args: argparse.Namespace) -> int:
+    from .check import check_exported
+    from .serialization import load_model
+
+    try:
+        model = load_model(args.model)[0] if args.model else None
+        report = check_exported(args.path, batch_sizes=args.batch, providers=args.providers,
+                                repeats=args.repeats, seed=args.seed, model=model)
+    except OdegradError as error:
+        return _fail("serve-check", error)
+    print(report)
+    return 0 if report.ok else 1

@@ -1,0 +1,139 @@
+"""Timing and side-by-side serving: exported model (onnxruntime / TorchScript) vs eager PyTorch.
+
+:func:`serve_and_compare` is what ``odegrad demo`` ends with: export to ONNX, serve with
+onnxruntime, report parity and the latency ratio against eager PyTorch.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .graph import eval_mode
+from .onnx import to_onnx
+from .runtime import OnnxModel
+from .validation import Parity, Tolerance, compare, positive_int, resized_batch, to_numpy
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Wall-clock seconds per call over ``repeats`` timed calls (after warm-up)."""
+
+    median: float
+    p90: float
+    repeats: int
+    batch: int
+
+    @property
+    def throughput(self) -> float:
+        """Samples per second at the median latency."""
+        return self.batch / self.median
+
+
+def measure_latency(fn: Callable[[], Any], batch: int, *, repeats: int = 50, warmup: int = 5,
+                    budget_s: float = 2.0) -> Latency:
+    """Time ``fn()``; stops early (after at least 5 timed calls) once ``budget_s`` is spent."""
+    repeats = positive_int("repeats", repeats)
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (len(times) < 5 or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return Latency(statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))], len(times), batch)
+
+
+def eager_call(model: nn.Module, x: Tensor) -> Callable[[], Tensor]:
+    def run() -> Tensor:
+        with torch.no_grad():
+            return model(x)
+
+    return run
+
+
+@dataclass
+class ServeRow:
+    batch: int
+    eager: Latency
+    onnxruntime: Latency
+    parity: Parity
+
+    @property
+    def ratio(self) -> float:
+        """onnxruntime latency / eager PyTorch latency (below 1: onnxruntime is faster)."""
+        return self.onnxruntime.median / self.eager.median
+
+
+@dataclass
+class ServeReport:
+    """Parity and latency of an ONNX export served by onnxruntime against eager PyTorch."""
+
+    path: Path | None  # None when the file was temporary
+    providers: list[str]
+    rows: list[ServeRow] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(row.parity.ok for row in self.rows)
+
+    def __str__(self) -> str:
+        kind = self.metadata.get("odegrad.kind", "model")
+        details = ", ".join(f"{k.removeprefix('odegrad.')}={self.metadata[k]}"
+                            for k in ("odegrad.method", "odegrad.order", "odegrad.steps") if k in self.metadata)
+        lines = [f"ONNX export of the {kind} ({details}) served by onnxruntime [{', '.join(self.providers)}]",
+                 f"{'batch':>6} {'eager ms':>10} {'onnxrt ms':>10} {'ratio':>7} {'max |diff|':>11}  parity"]
+        for row in self.rows:
+            verdict = "ok" if row.parity.ok else "MISMATCH"
+            lines.append(f"{row.batch:>6} {row.eager.median * 1e3:>10.3f} {row.onnxruntime.median * 1e3:>10.3f} "
+                         f"{row.ratio:>6.3f}x {row.parity.max_abs_diff:>11.3g}  {verdict}")
+        return "\n".join(lines)
+
+
+def serve_and_compare(model: nn.Module, example_input: Tensor, *, path: str | Path | None = None,
+                      batch_sizes: Sequence[int] = (1, 256), providers: str | Sequence[str] = "auto",
+                      repeats: int = 50, atol: float | None = None, rtol: float | None = None) -> ServeReport:
+    """Export ``model`` to ONNX (dynamic batch), serve it with onnxruntime and compare it with
+    eager PyTorch at each batch size: max abs difference and median latency ratio.
+
+    Args:
+        model: a fixed-cost model (TLNODE, fixed-step NeuralODE, ...).
+        example_input: ``Tensor[batch, *state]``; inputs at other batch sizes cycle its rows.
+        path: where to write the ``.onnx`` file (None: a temporary file, deleted afterwards).
+        batch_sizes: batch sizes to time.
+        providers: onnxruntime providers, as for :class:`OnnxModel`.
+        repeats: timed calls per measurement.
+        atol, rtol: parity tolerance (defaults depend on the dtype).
+
+    Returns:
+        :class:`ServeReport`; ``str(report)`` is a small table.
+    """
+    sizes = [positive_int("batch_sizes[i]", b) for b in batch_sizes]
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(path) if path is not None else Path(tmp) / "model.onnx"
+        result = to_onnx(model, example_input, target, atol=atol, rtol=rtol)
+        served = OnnxModel(target, providers=providers)
+        tolerance = Tolerance.for_dtype(example_input.dtype, atol, rtol)
+        rows = []
+        with eval_mode(model):
+            for batch in sizes:
+                x = resized_batch(example_input.detach(), batch)
+                x_np = np.ascontiguousarray(to_numpy(x))
+                expected = eager_call(model, x)()
+                parity = compare(expected, served(x_np), tolerance)
+                rows.append(ServeRow(batch, measure_latency(eager_call(model, x), batch, repeats=repeats),
+                                     measure_latency(lambda x_np=x_np: served.run(x_np), batch, repeats=repeats),
+                                     parity))
+        return ServeReport(result.path if path is not None else None, served.providers, rows, result.metadata)
