@@ -114,9 +114,13 @@ class ChebyshevInterpolant:
             raise InvalidInput("interval", (a, b), "two distinct finite ends a != b")
         self.a, self.b = float(a), float(b)
         self.values = values
+        self.shape = values.shape[1:]
+        self._flat = values.reshape(values.shape[0], -1)
         n = values.shape[0]
         self.nodes = chebyshev_nodes(n, dtype=torch.float64, device=values.device)
         self.weights = chebyshev_weights(n, dtype=torch.float64, device=values.device)
+        self._node_list = chebyshev_nodes(n).tolist()
+        self._weight_list = chebyshev_weights(n).tolist()
 
     @staticmethod
     def points(n: int, a: float, b: float) -> list[float]:
@@ -128,7 +132,23 @@ class ChebyshevInterpolant:
         return self.values.shape[0]
 
     def __call__(self, t: Tensor | float) -> Tensor:
-        """Interpolated value at ``t`` (0-d: ``Tensor[*shape]``; ``Tensor[m]``: ``Tensor[m, *shape]``)."""
+        """Interpolated value at ``t``: a float or 0-d tensor gives ``Tensor[*shape]``, a
+        ``Tensor[m]`` gives ``Tensor[m, *shape]``."""
+        if isinstance(t, float):
+            return self._at(t)
         t = torch.as_tensor(t, dtype=torch.float64, device=self.values.device)
         return barycentric_interpolate(from_interval(t, self.a, self.b), self.nodes, self.weights,
                                        self.values)
+
+    def _at(self, t: float) -> Tensor:
+        # One point: the basis in Python floats (float64, no device round trip), one matvec.
+        x = (2.0 * t - (self.a + self.b)) / (self.b - self.a)
+        basis = []
+        for j, (node, weight) in enumerate(zip(self._node_list, self._weight_list)):
+            if x == node:
+                return self.values[j]
+            basis.append(weight / (x - node))
+        total = sum(basis)
+        coefficients = torch.tensor([c / total for c in basis], dtype=self.values.dtype,
+                                    device=self.values.device)
+        return (coefficients @ self._flat).view(self.shape)

@@ -35,7 +35,8 @@ from torch import Tensor
 
 from ..errors import InterpolationError, InvalidInput
 from ..solvers.base import IntegrationConfig, Integrator, Solution
-from ..solvers.loop import _fixed_grid
+from ..solvers.controller import PIController
+from ..solvers.loop import TimedFunc, _fixed_grid
 from .barycentric import ChebyshevInterpolant, chebyshev_extrema, to_interval
 from .base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, split_like
 
@@ -117,13 +118,18 @@ class _ResolveSampler:
 
 
 @dataclass
-class SegmentInterpolant:
-    """y(t) on one observation segment: Chebyshev interpolants on consecutive pieces.
+class Trajectory:
+    """y(t) over the whole forward span: Chebyshev interpolants on consecutive pieces (one or more
+    per observation segment), in the direction of the forward solve.
 
-    ``starts[k]`` (times direction-signed) is where piece k begins; a call takes a 0-d time tensor
-    and returns ``Tensor[*y0.shape]``."""
+    ``starts[k]`` is where piece k begins, times multiplied by ``direction``. A call takes a time
+    (float or 0-d tensor) and returns ``Tensor[*y0.shape]``. Times in a neighbouring segment (a backward step
+    may overshoot its segment end) are read from that segment's piece; times beyond t0 or T
+    extrapolate the end pieces. ``step_hint``: size of the forward solve's last accepted step,
+    the first step of the backward solve (None: the integrator's own heuristic)."""
 
     direction: float
+    step_hint: float | None = None
     pieces: list[ChebyshevInterpolant] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)
 
@@ -131,7 +137,7 @@ class SegmentInterpolant:
         self.pieces.append(piece)
         self.starts.append(self.direction * piece.a)
 
-    def __call__(self, t: Tensor) -> Tensor:
+    def __call__(self, t: float | Tensor) -> Tensor:
         if len(self.pieces) == 1:
             return self.pieces[0](t)
         index = max(bisect.bisect_right(self.starts, self.direction * float(t)) - 1, 0)
@@ -139,7 +145,52 @@ class SegmentInterpolant:
 
     @property
     def nodes(self) -> int:
+        """Stored states: Chebyshev nodes over all pieces."""
         return sum(piece.n for piece in self.pieces)
+
+
+class _AdjointField(TimedFunc):
+    """The backward system d[a, g]/dt = [−aᵀ∂f/∂y, −aᵀ∂f/∂θ] with y(t) from the trajectory
+    interpolant, state flat ``Tensor[|y| + |θ|]``. A :class:`TimedFunc`, so odegrad's loop hands
+    it the stage time as a Python float: the interpolant is evaluated at the exact float64 time
+    even when the user's t is float32 (integrators that pass tensors work too)."""
+
+    def __init__(self, problem: Problem, trajectory: Trajectory):
+        super().__init__(problem.func, problem.t)
+        self.trajectory = trajectory
+        self.params = problem.params
+        self.shape, self.size = problem.y0.shape, problem.y0.numel()
+
+    def __call__(self, t: float | Tensor, state: Tensor) -> Tensor:
+        self.nfe += 1
+        if isinstance(t, float):
+            y, t = self.trajectory(t), torch.tensor(t, dtype=self.dtype, device=self.device)
+        else:
+            y = self.trajectory(t)
+        a = state[:self.size].view(self.shape)
+        _, vjp_y, vjp_params = func_vjp(self.raw, t, y, a, self.params)
+        return torch.cat([-vjp_y.reshape(-1), -flat_cat(vjp_params, state)])
+
+
+class _StopAtEnd:
+    """Wraps a step-size controller so that no step of one backward segment passes the segment's
+    end (a 'tstop'): stages then read y(t) only where the interpolant was checked. Remembers the
+    unclipped proposal, the natural first step of the next segment."""
+
+    def __init__(self, controller, t_start: float, t_end: float):
+        self.controller = controller
+        self.t, self.t_end = t_start, t_end
+        self.proposed: float | None = None
+
+    def next_step(self, h: float, ratio: float, previous_ratio: float | None, order: int,
+                  accepted: bool) -> float:
+        if accepted:
+            self.t = self.t + h  # the same float operation as the loop's, so the same time
+        h_new = self.controller.next_step(h, ratio, previous_ratio, order, accepted)
+        self.proposed = h_new
+        remaining = self.t_end - self.t
+        # land a hair beyond the end so the loop emits the output without a sliver step
+        return remaining * (1 + 1e-12) if abs(h_new) > abs(remaining) else h_new
 
 
 def _scaled_error(approx: Tensor, exact: Tensor, rtol: float, atol: float) -> float:
@@ -168,7 +219,7 @@ class Interpolation(AdjointBackend):
 
     name = "interp"
 
-    def __init__(self, nodes: int | None = None, *, min_nodes: int = 8, max_nodes: int = 64,
+    def __init__(self, nodes: int | None = None, *, min_nodes: int = 4, max_nodes: int = 64,
                  max_pieces: int = 64, check_rtol: float | None = None,
                  check_atol: float | None = None, on_failure: str = "raise",
                  seminorm: bool = False, rtol: float | None = None, atol: float | None = None,
@@ -219,7 +270,7 @@ class Interpolation(AdjointBackend):
         return (rtol if self.check_rtol is None else self.check_rtol,
                 atol if self.check_atol is None else self.check_atol)
 
-    def forward_pass(self, problem: Problem) -> tuple[Solution, list[SegmentInterpolant]]:
+    def forward_pass(self, problem: Problem) -> tuple[Solution, Trajectory]:
         try:
             solution = problem.solver.integrate(problem.func, problem.y0, problem.t,
                                                 problem.config, keep_dense=True)
@@ -229,10 +280,16 @@ class Interpolation(AdjointBackend):
             sampler = _DenseSampler(solution)
         else:
             solution, sampler = self._solve_at_nodes(problem)
-        interpolants = [self._fit_segment(problem, sampler, i) for i in range(len(problem.t) - 1)]
+        times = problem.t.tolist()
+        hint = None if solution.steps is None or not len(solution.steps.h) else float(solution.steps.h[-1])
+        trajectory = Trajectory(direction=1.0 if times[-1] > times[0] else -1.0, step_hint=hint)
+        rtol, atol = self.check_tolerances(problem)
+        for i in range(len(times) - 1):
+            budget = [self.max_pieces - 1]  # splits still allowed in this segment
+            self._fit_piece(sampler, i, times[i], times[i + 1], rtol, atol, budget, trajectory)
         solution.stats.nfe_forward += sampler.nfe
         solution.dense = None  # the step data is not needed any more
-        return solution, interpolants
+        return solution, trajectory
 
     def _solve_at_nodes(self, problem: Problem) -> tuple[Solution, _ResolveSampler]:
         """One forward solve whose extra output times are the first try of every segment's nodes
@@ -256,16 +313,8 @@ class Interpolation(AdjointBackend):
         ys = torch.stack([cache[x] for x in times])
         return Solution(ys=ys, stats=full.stats, steps=full.steps), _ResolveSampler(problem, cache, grid)
 
-    def _fit_segment(self, problem: Problem, sampler, segment: int) -> SegmentInterpolant:
-        a, b = problem.t[segment].item(), problem.t[segment + 1].item()
-        result = SegmentInterpolant(direction=1.0 if b > a else -1.0)
-        budget = [self.max_pieces - 1]  # splits still allowed
-        rtol, atol = self.check_tolerances(problem)
-        self._fit_piece(sampler, segment, a, b, rtol, atol, budget, result)
-        return result
-
     def _fit_piece(self, sampler, segment: int, a: float, b: float, rtol: float, atol: float,
-                   budget: list[int], result: SegmentInterpolant) -> None:
+                   budget: list[int], result: Trajectory) -> None:
         best: tuple[float, ChebyshevInterpolant, int] | None = None
         for n in self.node_counts():
             piece = ChebyshevInterpolant(a, b, sampler.sample(segment, ChebyshevInterpolant.points(n, a, b)))
@@ -297,28 +346,31 @@ class Interpolation(AdjointBackend):
 
     # ---- backward --------------------------------------------------------------------------
 
-    def backward_pass(self, problem: Problem, ys: Tensor, context: list[SegmentInterpolant],
-                      grad_ys: Tensor):
-        func, params, t = problem.func, problem.params, problem.t
+    def backward_pass(self, problem: Problem, ys: Tensor, context: Trajectory, grad_ys: Tensor):
+        params, t, trajectory = problem.params, problem.t, context
         shape, n = problem.y0.shape, problem.y0.numel()
         sizes = (n, sum(p.numel() for p in params))
         solver = self.backward_solver(problem)
         config = self.backward_config(problem, norm=BlockNorm(sizes, 1 if self.seminorm else 2))
+        controller = config.controller or PIController()
         times = t.tolist()
+        adjoint = _AdjointField(problem, trajectory)
+
         a = grad_ys[-1]
         g = problem.y0.new_zeros(sizes[1])
         nfe = 0
+        first_step = config.first_step if config.first_step is not None else trajectory.step_hint
         for i in range(len(t) - 1, 0, -1):
-            trajectory = context[i - 1]
-
-            def adjoint(tt: Tensor, state: Tensor, trajectory=trajectory) -> Tensor:
-                _, vjp_y, vjp_params = func_vjp(func, tt, trajectory(tt), state[:n].view(shape), params)
-                return torch.cat([-vjp_y.reshape(-1), -flat_cat(vjp_params, state)])
-
             segment_config = _same_steps(config, solver, times, times[i], times[i - 1])
+            stop = _StopAtEnd(controller, times[i], times[i - 1])
+            if solver.adaptive:
+                length = abs(times[i] - times[i - 1])
+                segment_config = replace(segment_config, controller=stop, first_step=(
+                    None if first_step is None else min(abs(first_step), length)))
             sol = solver.integrate(adjoint, torch.cat([a.reshape(-1), g]), t[i - 1:i + 1].flip(0),
                                    segment_config)
             nfe += sol.stats.nfe_forward
+            first_step = stop.proposed or first_step
             a = sol.ys[-1][:n].view(shape) + grad_ys[i - 1]
             g = sol.ys[-1][n:]
         return a, split_like(g, params), nfe
