@@ -1,0 +1,269 @@
+"""The interpolation adjoint backend (``gradient="interp"``, IRDM)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import odegrad
+from odegrad.errors import InterpolationError, InvalidInput
+from odegrad.gradients import Interpolation, Problem, backend_names
+from odegrad.solvers import IntegrationConfig, get_solver
+
+D = torch.float64
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int = 3, width: int = 16, time: bool = False, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.time = time
+        self.net = nn.Sequential(nn.Linear(dim + int(time), width), nn.Tanh(), nn.Linear(width, dim)).to(D)
+
+    def forward(self, t, y):
+        if self.time:
+            y = torch.cat([y, t.expand(*y.shape[:-1], 1).to(y.dtype)], dim=-1)
+        return self.net(y)
+
+
+class Linear(nn.Module):
+    def __init__(self, A: torch.Tensor):
+        super().__init__()
+        self.A = nn.Parameter(A.clone())
+
+    def forward(self, t, y):
+        return y @ self.A.T
+
+
+def _gradients(func, y0, t, gradient, method="dopri5", weights=None, **kwargs):
+    """(dL/dy0, dL/dt, dL/dθ...) of L = Σ weights · ys."""
+    y0 = y0.detach().clone().requires_grad_()
+    t = t.detach().clone().requires_grad_()
+    ys = odegrad.odeint(func, y0, t, method=method, gradient=gradient, **kwargs)
+    weights = torch.linspace(-1.0, 1.0, ys.numel(), dtype=ys.dtype).view_as(ys) if weights is None else weights
+    return torch.autograd.grad((ys * weights).sum(), (y0, t, *func.parameters()))
+
+
+def _cat(grads) -> torch.Tensor:
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+# ---- exact gradients of a linear ODE -----------------------------------------------------------
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_linear_ode_matches_matrix_exponential(reverse):
+    torch.manual_seed(1)
+    A = 0.4 * torch.randn(3, 3, dtype=D) - 0.3 * torch.eye(3, dtype=D)
+    y0 = torch.randn(2, 3, dtype=D)
+    t = torch.tensor([0.0, 0.4, 0.9, 1.5], dtype=D)
+    if reverse:
+        t = t.flip(0)
+    weights = torch.randn(len(t), 2, 3, dtype=D)
+
+    A_ = A.clone().requires_grad_()
+    y0_ = y0.clone().requires_grad_()
+    t_ = t.clone().requires_grad_()
+    ys = torch.stack([y0_ @ torch.linalg.matrix_exp(A_ * (ti - t_[0])).T for ti in t_])
+    exact = torch.autograd.grad((ys * weights).sum(), (y0_, t_, A_))
+
+    got = _gradients(Linear(A), y0, t, "interp", weights=weights, rtol=1e-10, atol=1e-12)
+    for g, e in zip(got, exact):
+        assert _rel(g, e) < 1e-7
+
+
+# ---- agreement with the other backends on random MLP fields -------------------------------------
+
+SOLVERS = [  # method, options, relative agreement expected with direct
+    ("dopri5", None, 1e-6),
+    ("tsit5", None, 1e-6),
+    ("bosh3", None, 1e-5),
+    ("rk4", {"step_size": 0.05}, 1e-6),
+    ("rk4", None, 1e-4),  # one step per segment: the discretisations of the adjoints differ
+    ("torchdiffeq:dopri5", None, 1e-6),
+    ("torchdiffeq:rk4", {"step_size": 0.05}, 1e-6),
+]
+
+
+@pytest.mark.parametrize("method,options,tol", SOLVERS)
+def test_agrees_with_direct_and_backsolve(method, options, tol):
+    func = MLP(time=True)
+    y0 = torch.randn(4, 3, dtype=D)
+    t = torch.tensor([0.0, 0.3, 0.8, 1.6], dtype=D)
+    kw = dict(method=method, options=options, rtol=1e-8, atol=1e-10)
+    interp = _cat(_gradients(func, y0, t, "interp", **kw))
+    direct = _cat(_gradients(func, y0, t, "direct", **kw))
+    backsolve = _cat(_gradients(func, y0, t, "backsolve", **kw))
+    assert _rel(interp, direct) < tol
+    assert _rel(interp, backsolve) < tol
+
+
+@pytest.mark.skipif("gq" not in backend_names(), reason="the gq backend is not registered")
+def test_agrees_with_gq():
+    func = MLP(seed=3)
+    y0 = torch.randn(5, 3, dtype=D)
+    t = torch.linspace(0.0, 2.0, 6, dtype=D)
+    interp = _cat(_gradients(func, y0, t, "interp", rtol=1e-9, atol=1e-11))
+    gq = _cat(_gradients(func, y0, t, "gq", rtol=1e-9, atol=1e-11))
+    assert _rel(interp, gq) < 1e-6
+
+
+def test_tuple_state():
+    torch.manual_seed(2)
+    net = MLP(dim=3, seed=2)
+
+    def func(t, state):
+        x, v = state
+        return v, net(t, x) - 0.1 * v
+
+    x0, v0 = torch.randn(2, 3, dtype=D, requires_grad=True), torch.randn(2, 3, dtype=D, requires_grad=True)
+    t = torch.linspace(0.0, 1.0, 4, dtype=D)
+    results = {}
+    for gradient in ("direct", "interp"):
+        xs, vs = odegrad.odeint(func, (x0, v0), t, gradient=gradient, rtol=1e-9, atol=1e-11,
+                                params=list(net.parameters()))
+        loss = (xs ** 2).sum() + vs.sum()
+        results[gradient] = _cat(torch.autograd.grad(loss, (x0, v0, *net.parameters())))
+    assert _rel(results["interp"], results["direct"]) < 1e-6
+
+
+def test_unused_parameter_gets_zero_gradient():
+    func = MLP(seed=4)
+    func.unused = nn.Parameter(torch.ones(3, dtype=D))
+    y0 = torch.randn(2, 3, dtype=D)
+    ys = odegrad.odeint(func, y0, torch.tensor([0.0, 1.0], dtype=D), gradient="interp")
+    ys.sum().backward()
+    assert func.unused.grad is not None and torch.equal(func.unused.grad, torch.zeros(3, dtype=D))
+
+
+def test_float32_state_with_float32_times():
+    func = MLP(seed=5).float()
+    y0 = torch.randn(8, 3)
+    t = torch.linspace(0.0, 1.0, 5)
+    got = _cat(_gradients(func, y0, t, "interp", rtol=1e-5, atol=1e-7))
+    ref = _cat(_gradients(func.double(), y0.double(), t.double(), "direct", rtol=1e-10, atol=1e-12))
+    assert _rel(got.double(), ref) < 1e-4
+
+
+# ---- where the reverse-dynamics adjoint fails --------------------------------------------------
+
+def test_dissipative_system_backsolve_inaccurate_interp_accurate():
+    # Modes decaying at rates 1 and 30: integrating y backwards amplifies the forward error of the
+    # fast mode by e^{30·T}; interp never integrates y backwards.
+    Q = torch.tensor([[1.0, 0.3], [0.0, 1.0]], dtype=D)
+    A = Q @ torch.diag(torch.tensor([-1.0, -30.0], dtype=D)) @ torch.linalg.inv(Q)
+    y0 = torch.tensor([1.0, 1.0], dtype=D)
+    T = 2.0
+    A_ = A.clone().requires_grad_()
+    exact = torch.autograd.grad((torch.linalg.matrix_exp(A_ * T) @ y0).sum(), A_)[0]
+    errors = {}
+    for gradient in ("backsolve", "interp"):
+        func = Linear(A)
+        ys = odegrad.odeint(func, y0, torch.tensor([0.0, T], dtype=D), gradient=gradient,
+                            rtol=1e-6, atol=1e-8)
+        ys[-1].sum().backward()
+        errors[gradient] = _rel(func.A.grad, exact)
+    assert errors["interp"] < 1e-6
+    assert errors["backsolve"] > 1e-2
+
+
+# ---- the automatic node rule and the accuracy check ---------------------------------------------
+
+def _forward(backend, func, y0, t, method="dopri5", **config):
+    problem = Problem(func=func, y0=y0, t=t, solver=get_solver(method),
+                      config=IntegrationConfig(**config), params=tuple(func.parameters()))
+    with torch.no_grad():
+        return backend.forward_pass(problem)
+
+
+def test_automatic_nodes_reproduce_dense_output_on_a_long_segment():
+    func = MLP(seed=6, width=32)
+    y0 = torch.randn(3, 3, dtype=D)
+    t = torch.tensor([0.0, 6.0], dtype=D)
+    _, trajectory = _forward(Interpolation(), func, y0, t, rtol=1e-9, atol=1e-11)
+    assert trajectory.nodes > Interpolation().min_nodes  # a long segment needs more than the minimum
+    with torch.no_grad():
+        sol = get_solver("dopri5").integrate(func, y0, t, IntegrationConfig(rtol=1e-9, atol=1e-11),
+                                             keep_dense=True)
+    for x in torch.linspace(0.0, 6.0, 37, dtype=D).tolist():
+        exact = sol.dense.evaluate(x)
+        assert float((trajectory(x) - exact).abs().max()) <= 10 * (1e-11 + 1e-9 * float(exact.abs().max()))
+
+
+def test_segment_is_split_when_max_nodes_is_not_enough():
+    func = MLP(seed=6, width=32)
+    y0 = torch.randn(3, 3, dtype=D)
+    t = torch.tensor([0.0, 6.0], dtype=D)
+    _, trajectory = _forward(Interpolation(max_nodes=8), func, y0, t, rtol=1e-9, atol=1e-11)
+    assert len(trajectory.pieces) > 1
+    assert all(piece.n <= 8 for piece in trajectory.pieces)
+
+
+def test_fixed_node_count_is_used():
+    func = MLP(seed=7)
+    y0 = torch.randn(2, 3, dtype=D)
+    t = torch.linspace(0.0, 0.5, 4, dtype=D)
+    _, trajectory = _forward(Interpolation(nodes=12), func, y0, t)
+    assert [piece.n for piece in trajectory.pieces] == [12, 12, 12]
+
+
+def test_inaccurate_interpolant_raises():
+    func = MLP(seed=6, width=32)
+    y0 = torch.randn(3, 3, dtype=D)
+    t = torch.tensor([0.0, 6.0], dtype=D)
+    with pytest.raises(InterpolationError, match="held-out"):
+        odegrad.odeint(func, y0, t, gradient=Interpolation(nodes=3, max_pieces=1), rtol=1e-9, atol=1e-11)
+
+
+def test_inaccurate_interpolant_warns_when_asked():
+    func = MLP(seed=6, width=32)
+    y0 = torch.randn(3, 3, dtype=D)
+    t = torch.tensor([0.0, 6.0], dtype=D)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ys = odegrad.odeint(func, y0, t, gradient=Interpolation(nodes=3, max_pieces=1, on_failure="warn"),
+                            rtol=1e-9, atol=1e-11)
+    assert any("held-out" in str(w.message) for w in caught)
+    assert torch.isfinite(ys).all()
+
+
+def test_torchdiffeq_forward_checks_without_dense_output():
+    # No dense output: held-out points are extra output times; a failed check re-solves the segment.
+    func = MLP(seed=6, width=32)
+    y0 = torch.randn(3, 3, dtype=D)
+    t = torch.tensor([0.0, 6.0], dtype=D)
+    solution, trajectory = _forward(Interpolation(), func, y0, t, method="torchdiffeq:dopri5",
+                                    rtol=1e-9, atol=1e-11)
+    assert trajectory.nodes > Interpolation().min_nodes
+    plain = get_solver("torchdiffeq:dopri5").integrate(func, y0, t, IntegrationConfig(rtol=1e-9, atol=1e-11))
+    assert torch.allclose(solution.ys, plain.ys, rtol=1e-8, atol=1e-10)
+    with pytest.raises(InterpolationError):
+        _forward(Interpolation(nodes=3, max_pieces=1), func, y0, t, method="torchdiffeq:dopri5",
+                 rtol=1e-9, atol=1e-11)
+
+
+# ---- argument checking --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,argument", [
+    (dict(nodes=1), "nodes"),
+    (dict(nodes=4.0), "nodes"),
+    (dict(min_nodes=16, max_nodes=8), "min_nodes"),
+    (dict(max_pieces=0), "max_pieces"),
+    (dict(check_rtol=-1.0), "check_rtol"),
+    (dict(on_failure="ignore"), "on_failure"),
+    (dict(rtol=-1.0), "rtol"),
+])
+def test_bad_arguments(kwargs, argument):
+    with pytest.raises(InvalidInput, match=argument):
+        Interpolation(**kwargs)
+
+
+def test_registered_by_name():
+    assert "interp" in backend_names()
+    assert isinstance(odegrad.get_backend("interp"), Interpolation)
