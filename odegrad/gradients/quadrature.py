@@ -76,14 +76,16 @@ class GaussQuadrature(AdjointBackend):
             (default: the forward ones).
         vectorize: evaluate node VJPs with ``torch.func.vmap`` (falls back to a loop, with the
             same result, when vmap cannot batch ``func``).
-        max_batch: most nodes evaluated in one batched call (bounds the memory of that call).
+        max_batch: most nodes evaluated in one batched call. That call keeps the activations of
+            all its nodes alive at once, so this bounds the extra memory to ``max_batch`` evaluations
+            of func; larger values make fewer calls.
     """
 
     name = "gq"
 
     def __init__(self, nodes: int | None = None, *, gtol: float = 0.1, min_nodes: int = 3, max_nodes: int = 64,
                  rtol: float | None = None, atol: float | None = None,
-                 method: str | Integrator | None = None, vectorize: bool = True, max_batch: int = 256):
+                 method: str | Integrator | None = None, vectorize: bool = True, max_batch: int = 16):
         super().__init__(rtol=rtol, atol=atol, method=method)
         self.nodes = None if nodes is None else _check_count("GaussQuadrature nodes", nodes, MAX_NODES)
         if isinstance(gtol, bool) or not isinstance(gtol, (int, float)) or not (math.isfinite(gtol) and gtol > 0):
@@ -139,6 +141,7 @@ class GaussQuadrature(AdjointBackend):
             sol = solver.integrate(adjoint_dynamics, state, distinct,
                                    _segment_config(solver, config, times[i], times[i - 1]))
             nfe += sol.stats.nfe_forward
+            config = _continue_steps(solver, config, sol, problem.config)
             at_nodes = sol.ys[position[1:-1]]
             if problem.params:
                 weighted_a = torch.as_tensor(weights, dtype=a.dtype, device=a.device).view(-1, *[1] * a.dim())
@@ -159,6 +162,16 @@ def _segment_config(solver: Integrator, config: IntegrationConfig, t_start: floa
     low, high = min(t_start, t_end), max(t_start, t_end)
     inner = sorted((g for g in (config.grid or ()) if low < g < high), reverse=t_start > t_end)
     return replace(config, grid=[t_start, *inner, t_end])
+
+
+def _continue_steps(solver: Integrator, config: IntegrationConfig, sol, forward: IntegrationConfig
+                    ) -> IntegrationConfig:
+    """Start the next segment's adaptive solve with the last accepted step of this one: the
+    segments are adjacent pieces of one backward trajectory, so this step size fits and the
+    initial-step heuristic (an extra evaluation and restart cost per segment) is skipped."""
+    if not solver.adaptive or forward.first_step is not None or sol.steps is None or not len(sol.steps.h):
+        return config
+    return replace(config, first_step=abs(float(sol.steps.h[-1])))
 
 
 class _ParamQuadrature:
