@@ -13,10 +13,11 @@ iteration (forward + backward), NFE and peak memory as odegrad/torchdiffeq ratio
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import torch
 import torchdiffeq
-from common import CountingField, median_time, peak_memory_mib, ratio
+from common import CountingField, paired_median_times, peak_memory_mib, ratio, saved_tensor_mib
 
 import odegrad
 
@@ -71,32 +72,54 @@ def make_runner(lib: str, mode: str, func: CountingField, rtol: float, atol: flo
     return lambda y0, t: solve(func, y0, t, rtol=rtol, atol=atol, method="dopri5")
 
 
-def measure(lib, mode, func, data, repeats, rtol, atol):
-    run = make_runner(lib, mode, func, rtol, atol)
-    cursor = iter(range(10 ** 9))
+def measure(mode, func, data, repeats, rtol, atol):
+    """Timings, NFE and peak memory for odegrad and torchdiffeq (measured alternately)."""
+    results = {}
+    jobs = {}
+    for lib in ("odegrad", "torchdiffeq"):
+        run = make_runner(lib, mode, func, rtol, atol)
+        cursor = iter(range(10 ** 9))
 
-    def forward():
-        y0, t, _ = data[next(cursor) % len(data)]
-        with torch.no_grad():
-            run(y0, t)
+        def forward(run=run, cursor=cursor):
+            y0, t, _ = data[next(cursor) % len(data)]
+            with torch.no_grad():
+                run(y0, t)
 
-    def train():
-        y0, t, target = data[next(cursor) % len(data)]
-        func.zero_grad()
-        loss = (run(y0, t) - target).abs().mean()
+        def train(run=run, cursor=cursor):
+            y0, t, target = data[next(cursor) % len(data)]
+            func.zero_grad()
+            (run(y0, t) - target).abs().mean().backward()
+
+        jobs[lib] = (run, forward, train)
+    forward_times = paired_median_times([jobs[lib][1] for lib in jobs], repeats)
+    train_times = paired_median_times([jobs[lib][2] for lib in jobs], repeats)
+    for i, (lib, (run, _, train)) in enumerate(jobs.items()):
+        func.calls = 0
+        y0, t, target = data[0]
+        ys = run(y0, t)
+        nfe_forward = func.calls
+        (ys - target).abs().mean().backward()
+        results[lib] = dict(forward=forward_times[i], train=train_times[i], nfe_f=nfe_forward,
+                            nfe_b=func.calls - nfe_forward, peak=peak_memory_mib(train),
+                            saved=saved_tensor_mib(partial(run, y0, t)))
+    return results["odegrad"], results["torchdiffeq"]
+
+
+def pretrain(func: CountingField, data, iterations: int, rtol: float, atol: float) -> float:
+    """Fit the field for a while (Adam, as torchdiffeq's demo) so timings see learned, non-trivial dynamics."""
+    optimizer = torch.optim.Adam(func.parameters(), lr=1e-3)
+    loss = torch.tensor(float("nan"))
+    for i in range(iterations):
+        y0, t, target = data[i % len(data)]
+        optimizer.zero_grad()
+        loss = (odegrad.odeint(func, y0, t, rtol=rtol, atol=atol) - target).abs().mean()
         loss.backward()
+        optimizer.step()
+    return float(loss.detach())
 
-    forward_time = median_time(forward, repeats)
-    train_time = median_time(train, repeats)
-    func.calls = 0
-    y0, t, target = data[0]
-    ys = run(y0, t)
-    nfe_forward = func.calls
-    (ys - target).abs().mean().backward()
-    nfe_total = func.calls
-    memory = peak_memory_mib(train)
-    return dict(forward=forward_time, train=train_time, nfe_f=nfe_forward, nfe_b=nfe_total - nfe_forward,
-                memory=memory)
+
+def nfe(result: dict) -> int:
+    return result["nfe_f"] + result["nfe_b"]
 
 
 def main(argv=None) -> int:
@@ -107,33 +130,35 @@ def main(argv=None) -> int:
     parser.add_argument("--rtol", type=float, default=1e-7)
     parser.add_argument("--atol", type=float, default=1e-9)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pretrain", type=int, default=300, help="training iterations before measuring")
     parser.add_argument("--quick", action="store_true", help="few repeats, small model only")
     args = parser.parse_args(argv)
     if args.quick:
-        args.models, args.repeats = "mlp50", 3
+        args.models, args.repeats, args.pretrain = "mlp50", 3, 20
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     t, ys = spiral_data()
-    data = batches(t, ys, count=8)
+    data = batches(t, ys, count=32)
     print(f"spiral benchmark: dopri5 rtol={args.rtol} atol={args.atol}, batch 20 x 10 points, float32, "
           f"{args.threads} thread(s), median of {args.repeats}")
-    header = ("| model | gradient | forward time | train iter time | NFE fwd (ours/tdq) | NFE bwd (ours/tdq) "
-              "| peak mem (ours/tdq MiB) |")
-    print(header)
-    print("|---|---|---|---|---|---|---|")
+    print("| model | gradient | forward time | train iter time | train time per NFE | NFE fwd (ours/tdq) "
+          "| NFE bwd (ours/tdq) | memory kept for backward (ours/tdq MiB) | peak RSS rise (ours/tdq MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for model_name in args.models.split(","):
         width, layers = MODELS[model_name]
         torch.manual_seed(1)
         func = CountingField(SpiralField(width, layers))
+        loss = pretrain(func, data, args.pretrain, 1e-5, 1e-7)
+        print(f"<!-- {model_name}: {args.pretrain} pretraining iterations, last loss {loss:.4f} -->")
         for mode in args.modes.split(","):
-            ours = measure("odegrad", mode, func, data, args.repeats, args.rtol, args.atol)
-            ref = measure("torchdiffeq", mode, func, data, args.repeats, args.rtol, args.atol)
+            ours, ref = measure(mode, func, data, args.repeats, args.rtol, args.atol)
             backend = "direct" if mode == "direct" else "backsolve vs odeint_adjoint"
             print(f"| {model_name} | {backend} | {ratio(ours['forward'], ref['forward'])} "
                   f"({ours['forward'] * 1e3:.1f} / {ref['forward'] * 1e3:.1f} ms) "
                   f"| {ratio(ours['train'], ref['train'])} ({ours['train'] * 1e3:.1f} / {ref['train'] * 1e3:.1f} ms) "
+                  f"| {ratio(ours['train'] / nfe(ours), ref['train'] / nfe(ref))} "
                   f"| {ours['nfe_f']}/{ref['nfe_f']} | {ours['nfe_b']}/{ref['nfe_b']} "
-                  f"| {ours['memory']:.1f}/{ref['memory']:.1f} |", flush=True)
+                  f"| {ours['saved']:.2f}/{ref['saved']:.2f} | {ours['peak']:.1f}/{ref['peak']:.1f} |", flush=True)
     return 0
 
 

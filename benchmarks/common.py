@@ -23,15 +23,18 @@ class CountingField(torch.nn.Module):
         return self.field(t, y)
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs (after one warm-up run)."""
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def paired_median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median seconds of each function, run alternately (a, b, a, b, ...) so that load from other
+    processes and CPU frequency drift affect all of them alike."""
+    for fn in fns:
         fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, bucket in zip(fns, samples):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(bucket) for bucket in samples]
 
 
 def _status_kib(key: str) -> int:
@@ -51,6 +54,23 @@ def peak_memory_mib(fn: Callable[[], object]) -> float:
     before = _status_kib("VmRSS")
     fn()
     return max(_status_kib("VmHWM") - before, 0) / 1024
+
+
+def saved_tensor_mib(fn: Callable[[], object]) -> float:
+    """MiB of distinct tensor storage that autograd keeps for the backward pass while ``fn()``
+    builds its graph (``saved_tensors_hooks``). This is the memory that grows with the number of
+    solver steps under direct backprop and stays flat under adjoint methods; deterministic, unlike
+    resident-set sizes, which the allocator's caching blurs for small problems."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn()
+    return sum(storages.values()) / 2 ** 20
 
 
 def ratio(a: float, b: float) -> str:
