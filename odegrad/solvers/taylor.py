@@ -95,6 +95,11 @@ class Jet:
     __neg__ = lambda self: Jet([-c for c in self.coeffs])  # noqa: E731
     __pos__ = lambda self: self  # noqa: E731
     __getitem__ = lambda self, index: Jet([c[index] for c in self.coeffs])  # noqa: E731
+    # comparisons read the value only (piecewise-constant in s)
+    __gt__ = lambda self, other: self.primal > _primal(other)  # noqa: E731
+    __lt__ = lambda self, other: self.primal < _primal(other)  # noqa: E731
+    __ge__ = lambda self, other: self.primal >= _primal(other)  # noqa: E731
+    __le__ = lambda self, other: self.primal <= _primal(other)  # noqa: E731
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,18 +119,36 @@ def _lift(value: Any, order: int, like: Jet) -> Jet:
     return Jet([value] + [zero] * order)
 
 
+def _primal(value: Any) -> Any:
+    return value.primal if isinstance(value, Jet) else value
+
+
 def _first_jet(values: Sequence[Any]) -> Jet:
     return next(v for v in values if isinstance(v, Jet))
 
 
+def _sum(terms: Sequence[Tensor]) -> Tensor:
+    """Sum without the ``0 +`` of builtin ``sum`` (one op fewer in the autograd graph)."""
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def _scaled(scale: float, term: Tensor) -> Tensor:
+    return term if scale == 1 else term * scale
+
+
 def _bilinear(op: Callable[[Tensor, Tensor], Tensor], a: Any, b: Any) -> Jet:
     """Series of ``op(a, b)`` for an op linear in each argument: Cauchy product."""
+    if not isinstance(a, Jet) and not isinstance(b, Jet):
+        return op(a, b)
     if not isinstance(a, Jet):
         return Jet([op(a, c) for c in b.coeffs])
     if not isinstance(b, Jet):
         return Jet([op(c, b) for c in a.coeffs])
     order = min(a.order, b.order)
-    return Jet([sum(op(a.coeffs[j], b.coeffs[k - j]) for j in range(k + 1)) for k in range(order + 1)])
+    return Jet([_sum([op(a.coeffs[j], b.coeffs[k - j]) for j in range(k + 1)]) for k in range(order + 1)])
 
 
 def _coefficientwise(op: Callable[..., Tensor]) -> Callable[..., Any]:
@@ -194,7 +217,7 @@ def _reciprocal(u: Jet) -> Jet:
     inv0 = 1.0 / u.coeffs[0]
     z = [inv0]
     for k in range(1, u.order + 1):
-        z.append(-sum(u.coeffs[j] * z[k - j] for j in range(1, k + 1)) * inv0)
+        z.append(-_sum([u.coeffs[j] * z[k - j] for j in range(1, k + 1)]) * inv0)
     return Jet(z)
 
 
@@ -259,7 +282,7 @@ def _pow(u: Any, exponent: Any) -> Jet:
     u0 = u.coeffs[0]
     z = [u0 ** exponent]
     for k in range(1, u.order + 1):
-        total = sum((exponent * j - (k - j)) * u.coeffs[j] * z[k - j] for j in range(1, k + 1))
+        total = _sum([(exponent * j - (k - j)) * u.coeffs[j] * z[k - j] for j in range(1, k + 1)])
         z.append(total / (k * u0))
     return Jet(z)
 
@@ -274,14 +297,14 @@ def _derivative_series(u: Jet, z0: Tensor, slope: Callable[[list[Tensor], int], 
     z = [z0]
     w = [slope(z, 0)]
     for k in range(1, u.order + 1):
-        z.append(sum(j * u.coeffs[j] * w[k - j] for j in range(1, k + 1)) / k)
+        z.append(_scaled(1 / k, _sum([_scaled(j, u.coeffs[j]) * w[k - j] for j in range(1, k + 1)])))
         if k < u.order:
             w.append(slope(z, k))
     return Jet(z)
 
 
 def _cauchy(a: list[Tensor], b: list[Tensor], k: int) -> Tensor:
-    return sum(a[j] * b[k - j] for j in range(k + 1))
+    return _sum([a[j] * b[k - j] for j in range(k + 1)])
 
 
 def _exp(u: Jet) -> Jet:
@@ -293,7 +316,7 @@ def _log(u: Jet) -> Jet:
     u0 = u.coeffs[0]
     z = [torch.log(u0)]
     for k in range(1, u.order + 1):
-        acc = u.coeffs[k] - sum(j * z[j] * u.coeffs[k - j] for j in range(1, k)) / k
+        acc = u.coeffs[k] - _sum([j * z[j] * u.coeffs[k - j] for j in range(1, k)]) / k if k > 1 else u.coeffs[k]
         z.append(acc / u0)
     return Jet(z)
 
@@ -320,8 +343,8 @@ def _softplus(u: Jet, beta: float = 1.0, threshold: float = 20.0) -> Jet:
 def _sin_cos(u: Jet) -> tuple[Jet, Jet]:
     s, c = [torch.sin(u.coeffs[0])], [torch.cos(u.coeffs[0])]
     for k in range(1, u.order + 1):
-        s.append(sum(j * u.coeffs[j] * c[k - j] for j in range(1, k + 1)) / k)
-        c.append(-sum(j * u.coeffs[j] * s[k - j] for j in range(1, k + 1)) / k)
+        s.append(_scaled(1 / k, _sum([_scaled(j, u.coeffs[j]) * c[k - j] for j in range(1, k + 1)])))
+        c.append(_scaled(-1 / k, _sum([_scaled(j, u.coeffs[j]) * s[k - j] for j in range(1, k + 1)])))
     return Jet(s), Jet(c)
 
 
