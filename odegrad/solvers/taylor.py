@@ -465,14 +465,17 @@ def supported_ops() -> tuple[str, ...]:
 # Taylor coefficients of ODE solutions
 
 
-def _layer_name(func: Any, error: BaseException) -> str | None:
-    """The innermost nn.Module whose forward was running when ``error`` was raised."""
-    names = {id(m): name for name, m in func.named_modules()} if isinstance(func, nn.Module) else {}
+def _layer_name(error: BaseException) -> str | None:
+    """The innermost nn.Module whose forward was running when ``error`` was raised, named
+    relative to the outermost module on the stack."""
+    names: dict[int, str] = {}
     layer = None
     tb = error.__traceback__
     while tb is not None:
         owner = tb.tb_frame.f_locals.get("self")
         if isinstance(owner, nn.Module):
+            if not names:
+                names = {id(m): name for name, m in owner.named_modules()}
             qualified = names.get(id(owner))
             label = type(owner).__name__
             layer = f"{qualified} ({label})" if qualified else label
@@ -514,7 +517,7 @@ def taylor_coefficients(func: TaylorFunc, t0: Tensor, y0: Tensor, order: int,
                 z = Jet([torch.as_tensor(z)] + [torch.zeros_like(y0)] * k)
             coeffs.append(z.coeffs[k] / (k + 1))
     except _NoRule as error:
-        raise TaylorModeUnsupported(error.op, _layer_name(func, error)) from None
+        raise TaylorModeUnsupported(error.op, _layer_name(error)) from None
     return coeffs
 
 
