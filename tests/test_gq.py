@@ -135,6 +135,14 @@ def test_random_mlp_agrees_with_direct_and_backsolve(seed):
     _assert_close(gq, _mlp_grads(func, y0, t, "backsolve"), 1e-7)
 
 
+def test_long_single_segment_with_default_rule():
+    func = MLP(seed=14, width=32)
+    y0 = torch.randn(4, 3, dtype=D)
+    t = torch.tensor([0.0, 4.0], dtype=D)
+    reference = _mlp_grads(func, y0, t, "direct", rtol=1e-12, atol=1e-14)
+    _assert_close(_mlp_grads(func, y0, t, "gq", rtol=1e-8, atol=1e-10), reference, 1e-6)
+
+
 def test_time_dependent_field():
     func = MLP(time=True, seed=2)
     y0 = torch.randn(5, 3, dtype=D)
