@@ -40,7 +40,9 @@ def test_exact_gradients_linear_ode(gradient, method):
     func = Linear(A)
     y0_ = y0.clone().requires_grad_()
     t_ = t.clone().requires_grad_()
-    ys = odegrad.odeint(func, y0_, t_, method=method, gradient=gradient, rtol=1e-11, atol=1e-13)
+    # 3rd-order bosh3 needs ~20x more steps than the 5th-order pairs for the same tolerance.
+    rtol = 1e-9 if method == "bosh3" else 1e-11
+    ys = odegrad.odeint(func, y0_, t_, method=method, gradient=gradient, rtol=rtol, atol=rtol * 1e-2)
     (ys * w).sum().backward()
     for ours, ref in ((y0_.grad, y0_ref.grad), (func.A.grad, A_ref.grad), (t_.grad, t_ref.grad)):
         assert torch.allclose(ours, ref, rtol=1e-6, atol=1e-8), (ours, ref)
