@@ -130,7 +130,7 @@ class SpiralField(nn.Module):
         return self.net(y ** 3)
 
 
-def spiral_data(points: int = 400, t_end: float = 20.0) -> tuple[Tensor, Tensor]:
+def spiral_data(points: int = 120, t_end: float = 20.0) -> tuple[Tensor, Tensor]:
     """Times ``[points]`` and the true trajectory ``[points, 1, 2]`` (dopri5, tight tolerance)."""
     from .api import odeint
 
@@ -142,12 +142,15 @@ def spiral_data(points: int = 400, t_end: float = 20.0) -> tuple[Tensor, Tensor]
 
 
 @dataclass
-class SpiralSetup:
-    """Data and hyper-parameters shared by the TL-NODE and dopri5 runs."""
+class TrajectoryTask:
+    """System identification from sampled trajectories: ``ys: [T, N, D]`` at times ``t: [T]``
+    (N trajectories), trained on random ``batch_time``-point segments; tested on every segment of
+    ``test_ys: [T, M, D]`` (default: of ``ys``, the one-trajectory setting of the spiral demo)."""
 
     t: Tensor
     ys: Tensor
-    iterations: int = 600
+    test_ys: Tensor | None = None
+    iterations: int = 400
     batch_size: int = 16
     batch_time: int = 10
     lr: float = 3e-3
@@ -158,20 +161,56 @@ class SpiralSetup:
     def dt(self) -> float:
         return float(self.t[1] - self.t[0])
 
+    def segments(self, ys: Tensor, starts: Tensor, trajectories: Tensor) -> tuple[Tensor, Tensor]:
+        """Initial states ``[B, D]`` and targets ``[batch_time, B, D]`` of the given segments."""
+        segment = torch.stack([ys[starts + i, trajectories] for i in range(self.batch_time)])
+        return segment[0], segment
+
+    def test_segments(self) -> tuple[Tensor, Tensor]:
+        ys = self.ys if self.test_ys is None else self.test_ys
+        starts = torch.arange(0, len(self.t) - self.batch_time + 1)
+        grid_s, grid_n = torch.meshgrid(starts, torch.arange(ys.shape[1]), indexing="ij")
+        return self.segments(ys, grid_s.reshape(-1), grid_n.reshape(-1))
+
     def batches(self) -> list[tuple[Tensor, Tensor]]:
         generator = torch.Generator().manual_seed(self.seed)
         out = []
         for _ in range(self.iterations):
             starts = torch.randint(0, len(self.t) - self.batch_time, (self.batch_size,), generator=generator)
-            segment = torch.stack([self.ys[starts + i, 0] for i in range(self.batch_time)])
-            out.append((segment[0], segment))
+            which = torch.randint(0, self.ys.shape[1], (self.batch_size,), generator=generator)
+            out.append(self.segments(self.ys, starts, which))
         return out
 
 
-def _train(setup: SpiralSetup, name: str, predict: Callable[[Tensor, int], Tensor],
+def train_trajectory_model(setup: TrajectoryTask, name: str, predict: Callable[[Tensor, int], Tensor],
+                           params: list[Tensor], progress: bool = True) -> Run:
+    """Train ``predict(y0, intervals) -> [intervals + 1, *y0.shape]`` on random segments with Adam
+    and MSE; test loss = MSE over every test segment."""
+    return _train(setup, name, predict, params, progress)
+
+
+def tlnode_predictor(model) -> Callable[[Tensor, int], Tensor]:
+    return lambda y0, intervals: model.trajectory(y0, intervals)
+
+
+def adaptive_predictor(field_: nn.Module, setup: TrajectoryTask, method: str, rtol: float, atol: float,
+                       nfe: list[float]) -> Callable[[Tensor, int], Tensor]:
+    """Predictions by ``odegrad.solve(method=...)`` over the segment's times; appends the NFE per
+    observation interval of each call to ``nfe``."""
+    from .api import solve
+
+    def predict(y0: Tensor, intervals: int) -> Tensor:
+        solution = solve(field_, y0, setup.t[: intervals + 1], method=method, rtol=rtol, atol=atol)
+        nfe.append(solution.stats.nfe_forward / intervals)
+        return solution.ys
+
+    return predict
+
+
+def _train(setup: TrajectoryTask, name: str, predict: Callable[[Tensor, int], Tensor],
            params: list[Tensor], progress: bool) -> Run:
     """Train ``predict(y0, intervals) -> [intervals + 1, *y0.shape]`` on random segments;
-    test loss = MSE of the full rollout from the initial state."""
+    test loss = MSE over every segment of the trajectory."""
     optimizer = torch.optim.Adam(params, lr=setup.lr)
     batches = iter(setup.batches())
     intervals = setup.batch_time - 1
@@ -182,16 +221,18 @@ def _train(setup: SpiralSetup, name: str, predict: Callable[[Tensor, int], Tenso
         loss = (predict(y0, intervals) - target).pow(2).mean()
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
+
+    test_y0, test_target = setup.test_segments()
 
     def evaluate() -> float:
         with torch.no_grad():
-            return float((predict(setup.ys[0], len(setup.t) - 1) - setup.ys).pow(2).mean())
+            return float((predict(test_y0, intervals) - test_target).pow(2).mean())
 
     return fit(step, setup.iterations, evaluate, eval_every=setup.eval_every, name=name, progress=progress)
 
 
-def build_tlnode(setup: SpiralSetup, order: int = 1, steps: int = 1, hidden: int = 50):
+def build_tlnode(setup: TrajectoryTask, order: int = 1, steps: int = 1, hidden: int = 50):
     """A TL-NODE whose forward advances one observation interval of the spiral data."""
     from .models import TLNODE
     from .solvers import LearnedMidpoint
@@ -201,8 +242,8 @@ def build_tlnode(setup: SpiralSetup, order: int = 1, steps: int = 1, hidden: int
     return TLNODE(field_, order=order, steps=steps, horizon=setup.dt, remainder=LearnedMidpoint(2, hidden=16))
 
 
-def train_spiral_tlnode(iterations: int = 600, order: int = 1, steps: int = 1, *, progress: bool = True,
-                        setup: SpiralSetup | None = None) -> tuple[nn.Module, Tensor]:
+def train_spiral_tlnode(iterations: int = 400, order: int = 1, steps: int = 1, *, progress: bool = True,
+                        setup: TrajectoryTask | None = None) -> tuple[nn.Module, Tensor]:
     """Train a TL-NODE on the spiral task. Returns ``(model, example_input)``: the trained
     :class:`~odegrad.models.TLNODE` (``forward(y0: [B, 2]) -> [B, 2]`` advances one observation
     interval) and an example input ``[16, 2]`` for export."""
@@ -211,33 +252,25 @@ def train_spiral_tlnode(iterations: int = 600, order: int = 1, steps: int = 1, *
 
 
 def _train_tlnode(iterations, order, steps, progress, setup):
-    setup = setup or SpiralSetup(*spiral_data(), iterations=iterations)
+    setup = setup or TrajectoryTask(*spiral_data(), iterations=iterations)
     model = build_tlnode(setup, order, steps)
-    run = _train(setup, f"TL-NODE p={order} s={steps}", lambda y0, n: model.trajectory(y0, n),
+    run = _train(setup, f"TL-NODE p={order} s={steps}", tlnode_predictor(model),
                  list(model.parameters()), progress)
     run.nfe_per_forward = model.nfe_per_forward()
     return model, run, setup
 
 
-def _train_dopri5(setup: SpiralSetup, progress: bool, rtol: float, atol: float):
-    from .api import solve
-
+def _train_dopri5(setup: TrajectoryTask, progress: bool, rtol: float, atol: float, method: str = "dopri5"):
     torch.manual_seed(setup.seed)
     field_ = SpiralField()
-    nfe: list[int] = []
-
-    def predict(y0: Tensor, intervals: int) -> Tensor:
-        t = setup.t[: intervals + 1]
-        solution = solve(field_, y0, t, method="dopri5", rtol=rtol, atol=atol)
-        nfe.append(solution.stats.nfe_forward / intervals)
-        return solution.ys
-
-    run = _train(setup, "dopri5", predict, list(field_.parameters()), progress)
+    nfe: list[float] = []
+    run = _train(setup, method, adaptive_predictor(field_, setup, method, rtol, atol, nfe),
+                 list(field_.parameters()), progress)
     run.nfe_per_forward = sum(nfe) / len(nfe)
     return field_, run
 
 
-def _plot(out_dir: Path, setup: SpiralSetup, tl_model, dopri_field, runs: list[Run]) -> Path:
+def _plot(out_dir: Path, setup: TrajectoryTask, tl_model, dopri_field, runs: list[Run]) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,14 +309,15 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidInput(f"--{name}", value, "a positive integer")
     torch.set_num_threads(args.threads)
     iterations = 60 if args.quick else args.iters
-    setup = SpiralSetup(*spiral_data(), iterations=iterations, eval_every=max(1, min(25, iterations // 4)))
+    setup = TrajectoryTask(*spiral_data(), iterations=iterations, eval_every=max(1, min(25, iterations // 4)))
     progress = not args.no_progress
     tl_model, tl_run, _ = _train_tlnode(iterations, args.order, args.steps, progress, setup)
     dopri_field, dopri_run = _train_dopri5(setup, progress, args.rtol, args.atol)
     runs = [tl_run, dopri_run]
     target = common_target(runs)
     print(f"spiral task: {len(setup.t)} points on [0, {float(setup.t[-1]):g}], {iterations} iterations, "
-          f"batch {setup.batch_size} x {setup.batch_time} points, dopri5 rtol={args.rtol:g} atol={args.atol:g}")
+          f"batch {setup.batch_size} x {setup.batch_time} points, dopri5 rtol={args.rtol:g} atol={args.atol:g}; "
+          f"NFE per observation interval")
     print(comparison_table(runs, target, reference="dopri5"))
     path = _plot(Path(args.out), setup, tl_model, dopri_field, runs)
     print(f"plot saved to {path}")
@@ -293,12 +327,13 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="train a TL-NODE on the spiral task and compare with dopri5",
                                    description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=600, help="training iterations per model (default 600)")
+    parser.add_argument("--iters", type=int, default=400, help="training iterations per model (default 400)")
     parser.add_argument("--order", type=int, default=1, help="Taylor order of the TL-NODE (default 1)")
     parser.add_argument("--steps", type=int, default=1, help="Taylor steps per observation interval (default 1)")
     parser.add_argument("--rtol", type=float, default=1e-7, help="dopri5 rtol (default 1e-7)")
     parser.add_argument("--atol", type=float, default=1e-9, help="dopri5 atol (default 1e-9)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: small models run fastest single-threaded)")
     parser.add_argument("--out", default="demo_out", help="directory for the plot (default ./demo_out)")
     parser.add_argument("--quick", action="store_true", help="a few iterations only (smoke run)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
