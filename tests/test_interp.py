@@ -114,6 +114,38 @@ def test_agrees_with_gq():
     assert _rel(interp, gq) < 1e-6
 
 
+def test_reverse_time_fixed_step_without_dense_output():
+    # torchdiffeq interpolates output times between grid points linearly; interp must sample the
+    # trajectory by the method's own (shortened) steps and still agree with the other backends.
+    func = MLP(seed=8)
+    y0 = torch.randn(3, 3, dtype=D)
+    t = torch.linspace(1.0, -1.0, 4, dtype=D)
+    kw = dict(method="torchdiffeq:rk4", options={"step_size": 0.1})
+    interp = _cat(_gradients(func, y0, t, "interp", **kw))
+    backsolve = _cat(_gradients(func, y0, t, "backsolve", **kw))
+    assert _rel(interp, backsolve) < 1e-3  # both O(h^4) approximations of the continuous adjoint
+
+
+def test_float32_times_without_dense_output():
+    func = MLP(seed=9).float()
+    y0 = torch.randn(4, 3)
+    t = torch.linspace(0.0, 2.0, 5)
+    got = _cat(_gradients(func, y0, t, "interp", method="torchdiffeq:dopri5"))
+    ref = _cat(_gradients(func.double(), y0.double(), t.double(), "direct", rtol=1e-10, atol=1e-12))
+    assert _rel(got.double(), ref) < 1e-5
+
+
+@pytest.mark.skipif("taylor" not in odegrad.solver_names(), reason="the taylor solver is not registered")
+def test_taylor_forward_with_rk4_backward():
+    func = MLP(seed=10)
+    y0 = torch.randn(2, 3, dtype=D)
+    t = torch.linspace(0.0, 1.0, 3, dtype=D)
+    kw = dict(method="taylor", options={"step_size": 0.05})
+    interp = _cat(_gradients(func, y0, t, Interpolation(method="rk4"), **kw))
+    direct = _cat(_gradients(func, y0, t, "direct", **kw))
+    assert _rel(interp, direct) < 1e-5
+
+
 def test_tuple_state():
     torch.manual_seed(2)
     net = MLP(dim=3, seed=2)
