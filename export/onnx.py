@@ -19,6 +19,7 @@ from odegrad.errors import ExportError, InvalidInput, OdegradError
 from .common import ExportResult, build_metadata, prepare_job
 from .files import atomic_write
 from .graph import export_program, inference_module
+from .precision import TRANSLATIONS
 from .runtime import OnnxModel, load_onnx
 from .validation import require_parity, to_numpy
 
@@ -79,7 +80,8 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
             with _quiet_exporter():
                 onnx_program = torch.onnx.export(program, (job.traced_example,), dynamo=True,
                                                  input_names=[input_name], output_names=[output_name],
-                                                 opset_version=opset, optimize=True)
+                                                 opset_version=opset, optimize=True,
+                                                 custom_translation_table=TRANSLATIONS)
         except OdegradError:
             raise
         except Exception as error:
