@@ -246,9 +246,9 @@ def train_spiral_tlnode(iterations: int = 400, order: int = 1, steps: int = 1, *
                         setup: TrajectoryTask | None = None) -> tuple[nn.Module, Tensor]:
     """Train a TL-NODE on the spiral task. Returns ``(model, example_input)``: the trained
     :class:`~odegrad.models.TLNODE` (``forward(y0: [B, 2]) -> [B, 2]`` advances one observation
-    interval) and an example input ``[16, 2]`` for export."""
+    interval) and an example input ``[16, 2]`` (spiral states) for export."""
     model, _, setup = _train_tlnode(iterations, order, steps, progress, setup)
-    return model.eval(), setup.ys[: setup.batch_size * 8: 8, 0].clone()
+    return model.eval(), setup.test_segments()[0][:16].clone()
 
 
 def _train_tlnode(iterations, order, steps, progress, setup):

@@ -128,7 +128,7 @@ class TLNODE(nn.Module):
         from .gradients import AdjointBackend, get_backend
 
         backend = get_backend(self.gradient)
-        if isinstance(backend, AdjointBackend) and backend.method is None:
+        if isinstance(self.gradient, str) and isinstance(backend, AdjointBackend) and backend.method is None:
             backend.method = self.backward_method
         t = torch.tensor([start, start + self.horizon], dtype=y0.dtype, device=y0.device)
         params = [p for p in self.parameters() if p.requires_grad]

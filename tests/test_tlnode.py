@@ -192,3 +192,16 @@ def test_adjoint_system_without_backward_method_is_explained():
                         gradient="backsolve", options={"step_size": 0.25})
     with pytest.raises(UnsupportedCombination, match="Backsolve\\(method='rk4'\\)"):
         ys.sum().backward()
+
+
+def test_demo_trains_a_tlnode_and_validates_arguments():
+    from odegrad import demo
+    from odegrad.cli import build_parser
+
+    setup = demo.TrajectoryTask(*demo.spiral_data(points=40, t_end=8.0), iterations=6, eval_every=3)
+    model, example = demo.train_spiral_tlnode(iterations=6, progress=False, setup=setup)
+    assert isinstance(model, TLNODE) and example.shape == (16, 2)
+    assert model(example).shape == (16, 2)
+    args = build_parser().parse_args(["demo", "--iters", "0"])
+    with pytest.raises(InvalidInput, match="--iters"):
+        args.run(args)
