@@ -162,10 +162,13 @@ class _AdjointField(TimedFunc):
     """The backward system d[a, g]/dt = [−aᵀ∂f/∂y, −aᵀ∂f/∂θ] with y(t) from the trajectory
     interpolant, state flat ``Tensor[|y| + |θ|]``. A :class:`TimedFunc`, so odegrad's loop hands
     it the stage time as a Python float: the interpolant is evaluated at the exact float64 time
-    even when the user's t is float32 (integrators that pass tensors work too)."""
+    even when the user's t is float32. ``raw`` (what a TimedFunc wraps, called with a tensor time
+    by integrators that bypass the float interface) is the same backward system, never the
+    user's func."""
 
     def __init__(self, problem: Problem, trajectory: Trajectory):
-        super().__init__(problem.func, problem.t)
+        super().__init__(self._system, problem.t)
+        self.func = problem.func
         self.trajectory = trajectory
         self.params = problem.params
         self.shape, self.size = problem.y0.shape, problem.y0.numel()
@@ -173,11 +176,13 @@ class _AdjointField(TimedFunc):
     def __call__(self, t: float | Tensor, state: Tensor) -> Tensor:
         self.nfe += 1
         if isinstance(t, float):
-            y, t = self.trajectory(t), torch.tensor(t, dtype=self.dtype, device=self.device)
-        else:
-            y = self.trajectory(t)
+            return self._system(torch.tensor(t, dtype=self.dtype, device=self.device), state, t)
+        return self._system(t, state)
+
+    def _system(self, t: Tensor, state: Tensor, exact_time: float | None = None) -> Tensor:
+        y = self.trajectory(t if exact_time is None else exact_time)
         a = state[:self.size].view(self.shape)
-        _, vjp_y, vjp_params = func_vjp(self.raw, t, y, a, self.params)
+        _, vjp_y, vjp_params = func_vjp(self.func, t, y, a, self.params)
         return torch.cat([-vjp_y.reshape(-1), -flat_cat(vjp_params, state)])
 
 
