@@ -61,6 +61,19 @@ def _batch_axis(out_a: Tensor, out_b: Tensor) -> int | None:
     return axes[0] if len(axes) == 1 and out_a.dim() == out_b.dim() else None
 
 
+def _static_batch_axis(model: nn.Module, example: Tensor, out: Tensor) -> int | None:
+    """The output's batch axis for a static-batch export (used by ``OnnxModel.predict`` to pad
+    and join chunks): found by running another batch size, else the first axis of that size."""
+    if example.dim() == 0:
+        return None
+    try:
+        with eval_mode(model), torch.no_grad():
+            other = _single_output(model(resized_batch(example, example.shape[0] + 1)))
+        return _batch_axis(out, other)
+    except Exception:  # a model that only works at this batch size
+        return next((i for i, n in enumerate(out.shape) if n == example.shape[0]), None)
+
+
 def prepare_job(model: nn.Module, example_input: Any, *, dynamic_batch: bool, atol: float | None,
                 rtol: float | None) -> ExportJob:
     if not isinstance(model, nn.Module):
@@ -81,8 +94,7 @@ def prepare_job(model: nn.Module, example_input: Any, *, dynamic_batch: bool, at
                               f"{tuple(expected[1].shape)} for batch sizes {example.shape[0]} and "
                               f"{examples[1].shape[0]}); export with dynamic_batch=False")
     else:
-        out = expected[0]
-        axis = 0 if example.dim() and out.dim() and out.shape[0] == example.shape[0] else None
+        axis = _static_batch_axis(model, example, expected[0])
     return ExportJob(example, trace_example(example, dynamic_batch), examples, expected, tolerance, info,
                      dynamic_batch, axis)
 

@@ -20,7 +20,7 @@ from .common import ExportResult, build_metadata, prepare_job
 from .files import atomic_write
 from .graph import export_program, inference_module
 from .precision import TRANSLATIONS
-from .runtime import OnnxModel, load_onnx
+from .runtime import GRAPH_CHECKSUM, OnnxModel, graph_checksum, load_onnx
 from .validation import require_parity, to_numpy
 
 MIN_OPSET = 18  # the dynamo exporter emits opset 18 and later
@@ -93,6 +93,8 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = f"odegrad {meta['odegrad.kind']} model exported with torch {torch.__version__}"
+    meta[GRAPH_CHECKSUM] = graph_checksum(proto)
+    proto.metadata_props.add(key=GRAPH_CHECKSUM, value=meta[GRAPH_CHECKSUM])
     if proto.ByteSize() >= 2**31 - 1:
         raise ExportError("the model is larger than 2 GiB, the limit of a single-file ONNX model")
     with atomic_write(path) as tmp:

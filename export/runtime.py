@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from odegrad.errors import ExportError, InvalidInput, UnsupportedCombination
 from .files import existing_file
 from .validation import positive_int
 
+GRAPH_CHECKSUM = "odegrad.graph_sha256"
 _PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -64,10 +66,20 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
+def graph_checksum(model: onnx.ModelProto) -> str:
+    """SHA-256 of the serialized graph (nodes and weights), recorded at export so that a file
+    whose weights were damaged — still a well-formed ONNX model — is caught when it is opened."""
+    return hashlib.sha256(model.graph.SerializeToString()).hexdigest()
+
+
 def check_onnx(model: onnx.ModelProto, source: Any) -> None:
     if not model.graph.node or not model.graph.output:
         raise ExportError(f"{source} is not a valid ONNX model (truncated or corrupted?): it has no graph "
                           f"nodes or outputs")
+    recorded = metadata(model).get(GRAPH_CHECKSUM)
+    if recorded is not None and recorded != graph_checksum(model):
+        raise ExportError(f"{source} is corrupted (truncated or corrupted?): its graph does not match the "
+                          f"SHA-256 checksum recorded at export")
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as error:
@@ -105,7 +117,9 @@ class OnnxModel:
         except (InvalidInput, UnsupportedCombination):
             raise
         except Exception as error:
-            raise ExportError(f"onnxruntime cannot load {self.path}: {error}") from error
+            hint = (" (onnxruntime's CPU kernels do not cover this operator in this dtype; export in "
+                    "float32, which every operator supports)" if "NOT_IMPLEMENTED" in str(error) else "")
+            raise ExportError(f"onnxruntime cannot load {self.path}: {error}{hint}") from error
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ExportError(f"{self.path} has {len(inputs)} inputs; OnnxModel serves single-input models")
