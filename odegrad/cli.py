@@ -13,6 +13,7 @@ from collections.abc import Sequence
 _COMMAND_MODULES = (
     "odegrad.demo",
     "odegrad.export.cli",
+    "odegrad.testing.cli",
 )
 
 

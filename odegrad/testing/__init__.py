@@ -1,1 +1,45 @@
-"""User-facing gradient-correctness suite (see issue: testing)."""
+"""The gradient-correctness suite, for odegrad's own property tests and for users' models.
+
+* :func:`check_gradients` — run a model through (method, gradient) pairs in float64; report every
+  pair's gradient disagreement with every other pair and with finite differences, NFE and time
+  per pair, and a verdict against the error-model tolerance (``odegrad check`` on the command line).
+* :mod:`odegrad.testing.references` — exact solutions and gradients of linear/affine ODEs
+  (``torch.linalg.matrix_exp``).
+* :mod:`odegrad.testing.strategies` — hypothesis strategies (needs ``hypothesis``; imported lazily).
+* :mod:`odegrad.testing.tolerances` — accurate per-method settings and the error model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .check import Comparison, GradientReport, check_gradients, estimate_scale
+from .fields import ForcedLinearField, LinearField, MLPField, TupleField
+from .references import linear_gradients, linear_solution, reference_solution
+from .runs import (
+    FiniteDifferences,
+    PairRun,
+    RandomProjectionLoss,
+    finite_differences,
+    registered_pairs,
+    relative_disagreement,
+    run_pair,
+)
+from .tolerances import ROUNDOFF, Settings, accurate_settings, expected_error, method_order
+
+__all__ = [
+    "Comparison", "FiniteDifferences", "ForcedLinearField", "GradientReport", "LinearField",
+    "MLPField", "PairRun", "ROUNDOFF", "RandomProjectionLoss", "Settings", "TupleField",
+    "accurate_settings", "check_gradients", "estimate_scale", "expected_error", "finite_differences",
+    "linear_gradients", "linear_solution", "method_order", "reference_solution", "registered_pairs",
+    "relative_disagreement", "run_pair", "strategies",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # hypothesis is a test-time dependency: import the strategies only when asked for.
+    if name == "strategies":
+        import importlib
+
+        return importlib.import_module(".strategies", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

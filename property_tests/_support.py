@@ -1,0 +1,116 @@
+"""Shared machinery of the property tests: the pairs under test, the per-pair loop with
+not-applicable handling and failure messages, and the run summary printed at the end."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hypothesis import event, note
+
+from odegrad.errors import UnsupportedCombination
+from odegrad.testing import Settings, accurate_settings, registered_pairs
+from odegrad.testing.strategies import ODECase
+
+# Read when the test modules are collected: solvers/backends registered on import of odegrad
+# (and by any plugin imported before collection) are all checked without editing the tests.
+# ODEGRAD_PAIRS="rk4/*,*/interp" narrows a run to matching "method/gradient" labels and
+# "!taylor/*" leaves matching ones out (debugging one new solver or backend); unset, every pair
+# is checked.
+
+
+def _selected(label: str, spec: str) -> bool:
+    patterns = [p.strip() for p in spec.split(",") if p.strip()]
+    include = [p for p in patterns if not p.startswith("!")]
+    exclude = [p[1:] for p in patterns if p.startswith("!")]
+    return ((not include or any(fnmatch.fnmatch(label, p) for p in include))
+            and not any(fnmatch.fnmatch(label, p) for p in exclude))
+
+
+PAIRS = [(m, g) for m, g in registered_pairs() if _selected(f"{m}/{g}", os.environ.get("ODEGRAD_PAIRS", ""))]
+
+
+@dataclass
+class Check:
+    """One measured quantity of one pair: ``disagreement`` must not exceed ``tolerance``."""
+
+    what: str
+    disagreement: float
+    tolerance: float
+    where: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.disagreement <= self.tolerance  # False for NaN
+
+
+@dataclass
+class PropertyRecord:
+    examples: int = 0
+    checks: int = 0
+    not_applicable: dict[str, str] = field(default_factory=dict)
+    pairs: set[str] = field(default_factory=set)
+    worst: float = 0.0
+    worst_ratio: float = 0.0
+    worst_detail: str = ""
+
+
+SUMMARY: dict[str, PropertyRecord] = {}
+
+
+def check_pairs(name: str, case: ODECase, compute: Callable[[str, str, Settings], list[Check]],
+                pairs: list[tuple[str, str]] | None = None) -> None:
+    """Run ``compute(method, gradient, settings)`` for every pair and assert all checks pass.
+
+    A pair raising :class:`UnsupportedCombination` is not applicable (recorded, not failed); any
+    other exception fails the example with the pair and the case in the message.
+    """
+    record = SUMMARY.setdefault(name, PropertyRecord())
+    record.examples += 1
+    description = case.describe()
+    note(f"case: {description}")
+    failures = []
+    for method, gradient in pairs if pairs is not None else PAIRS:
+        label = f"{method}/{gradient}"
+        settings = accurate_settings(method, case.span, case.scale)
+        try:
+            checks = compute(method, gradient, settings)
+        except UnsupportedCombination as error:
+            event(f"not applicable: {label}")
+            record.not_applicable.setdefault(label, str(error)[:160])
+            continue
+        except Exception as error:
+            raise AssertionError(f"[{name}] pair {label} ({settings.describe()}) raised "
+                                 f"{type(error).__name__}: {error}\n{description}\n"
+                                 f"{traceback.format_exc(limit=6)}") from error
+        record.pairs.add(label)
+        for check in checks:
+            record.checks += 1
+            ratio = check.disagreement / check.tolerance if math.isfinite(check.disagreement) else math.inf
+            if ratio > record.worst_ratio:
+                record.worst_ratio = ratio
+                record.worst = check.disagreement
+                record.worst_detail = f"{label} {check.what} ({check.where})"
+            if not check.passed:
+                failures.append(f"  pair {label} ({settings.describe()}): {check.what}: relative "
+                                f"disagreement {check.disagreement:.3e} > tolerance {check.tolerance:.3e}"
+                                f" in {check.where or '-'}")
+    assert not failures, f"[{name}] {len(failures)} check(s) failed\n{description}\n" + "\n".join(failures)
+
+
+def format_summary() -> list[str]:
+    lines = [f"{'property':<34} {'examples':>8} {'pairs':>5} {'n/a':>4} {'checks':>7} "
+             f"{'worst rel. diff':>15} {'/ tolerance':>11}  where"]
+    for name in sorted(SUMMARY):
+        r = SUMMARY[name]
+        lines.append(f"{name:<34} {r.examples:>8} {len(r.pairs):>5} {len(r.not_applicable):>4} "
+                     f"{r.checks:>7} {r.worst:>15.3e} {r.worst_ratio:>11.3f}  {r.worst_detail}")
+    na = sorted({f"{label}: {why}" for r in SUMMARY.values() for label, why in r.not_applicable.items()})
+    if na:
+        lines.append("not applicable (raised UnsupportedCombination):")
+        lines.extend(f"  {item}" for item in na)
+    return lines

@@ -1,0 +1,45 @@
+"""Hypothesis profiles for the property suite and the end-of-run summary.
+
+Profiles: ``ci`` (few examples, derandomized so CI runs are reproducible; the default) and
+``dev`` (≥ 200 examples per property, random). Choose with ``HYPOTHESIS_PROFILE=dev``.
+``ODEGRAD_PROPERTY_SUMMARY=path.json`` also writes the summary table's numbers to a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _support import PAIRS, SUMMARY, format_summary  # noqa: E402
+
+_COMMON = dict(deadline=None, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=4, derandomize=True, database=None, **_COMMON)
+settings.register_profile("dev", max_examples=200, **_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_report_header(config):
+    return [f"odegrad property suite: hypothesis profile {settings.get_current_profile_name()!r}, "
+            f"{len(PAIRS)} solver x backend pairs"]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not SUMMARY:
+        return
+    terminalreporter.section("odegrad gradient-correctness summary")
+    for line in format_summary():
+        terminalreporter.write_line(line)
+    path = os.environ.get("ODEGRAD_PROPERTY_SUMMARY")
+    if path:
+        data = {name: {"examples": r.examples, "pairs": sorted(r.pairs), "checks": r.checks,
+                       "not_applicable": r.not_applicable, "worst_disagreement": r.worst,
+                       "worst_ratio_to_tolerance": r.worst_ratio, "worst_where": r.worst_detail}
+                for name, r in SUMMARY.items()}
+        Path(path).write_text(json.dumps(data, indent=2))

@@ -1,0 +1,43 @@
+"""(2) For linear and affine ODEs every pair's values and gradients match the exact solution
+(matrix exponential) within the pair's error bound."""
+
+from __future__ import annotations
+
+from _support import Check, check_pairs
+from hypothesis import given
+from hypothesis import strategies as st
+
+from odegrad.testing import (
+    RandomProjectionLoss,
+    expected_error,
+    linear_gradients,
+    linear_solution,
+    relative_disagreement,
+    run_pair,
+)
+from odegrad.testing.strategies import ODECase, linear_fields, ode_cases
+
+
+def exact_errors(case: ODECase, run) -> tuple[float, float, str]:
+    """(value error, gradient error, worst gradient group) of a run against the exact solution."""
+    field = case.func
+    loss = RandomProjectionLoss(case.seed)
+    exact = linear_gradients(field.A, case.y0, case.t, loss, field.b)
+    exact_ys = linear_solution(field.A, case.y0, case.t, field.b).detach()
+    value_error = float((run.ys - exact_ys).abs().max() / exact_ys.abs().max().clamp_min(1e-300))
+    gradient_error, where = relative_disagreement(run.grads, exact)
+    return value_error, gradient_error, where
+
+
+@given(case=ode_cases(fields=linear_fields(), tuple_states=st.just(False)))
+def test_exact_linear_gradients(case: ODECase):
+    loss = RandomProjectionLoss(case.seed)
+
+    def compare(method, gradient, settings):
+        run = run_pair(case.func, case.y0, case.t, method, gradient, settings=settings, loss=loss)
+        tolerance = expected_error(method, settings, case.span, case.scale, steps=2 * run.steps)
+        value_error, gradient_error, where = exact_errors(case, run)
+        return [Check("values vs exact", value_error, tolerance, "ys"),
+                Check("gradients vs exact", gradient_error, tolerance, where)]
+
+    check_pairs("2 exact linear gradients", case, compare)
