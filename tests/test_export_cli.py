@@ -1,0 +1,116 @@
+"""save_model/load_model, the `odegrad export` / `odegrad serve-check` commands and
+serve_and_compare."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from odegrad.export import MLPField, load_model, register_module, save_model, serve_and_compare
+from torch import nn
+
+from odegrad.cli import main
+from odegrad.errors import ExportError, InvalidInput
+from odegrad.models import TLNODE, NeuralODE
+from odegrad.solvers import LearnedMidpoint
+
+
+def _assert_same(a: nn.Module, b: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x), atol=0, rtol=0)
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    models = [
+        NeuralODE(MLPField(3, hidden=8, layers=2, activation="softplus", time_dependent=True), (0.0, 0.5, 1.0),
+                  method="heun", options={"grid": [0.0, 0.25, 0.5, 1.0]}, return_trajectory=True),
+        TLNODE(MLPField(3, hidden=8, layers=1), order=2, steps=3, horizon=0.5, remainder=LearnedMidpoint(3, 4, 1),
+               mode="taylor").double(),
+        nn.Sequential(nn.Linear(2, 3), nn.Tanh(), NeuralODE(MLPField(3, 4), method="dopri5"), nn.Linear(3, 1)),
+    ]
+    for i, model in enumerate(models):
+        dtype = next(model.parameters()).dtype
+        x = torch.randn(4, 2 if i == 2 else 3, dtype=dtype)
+        save_model(model, tmp_path / f"m{i}.pt", x)
+        loaded, config = load_model(tmp_path / f"m{i}.pt")
+        assert config["input_shape"] == [x.shape[1]] and config["dtype"] == str(dtype)[6:]
+        assert type(loaded) is type(model) and not loaded.training
+        _assert_same(model.eval(), loaded, x)
+
+
+def test_save_refuses_unknown_architectures_and_load_refuses_bad_files(tmp_path):
+    class Custom(nn.Module):
+        def __init__(self, width: int = 2):
+            super().__init__()
+            self.width = width
+            self.lin = nn.Linear(width, width)
+
+        def forward(self, t, y):
+            return self.lin(y)
+
+        def export_config(self):
+            return {"width": self.width}
+
+    model = NeuralODE(Custom(), method="rk4")
+    with pytest.raises(ExportError, match="register_module"):
+        save_model(model, tmp_path / "m.pt", torch.randn(2, 2))
+    assert not list(tmp_path.iterdir())
+    register_module(Custom, name="test_export_cli.Custom")
+    save_model(model, tmp_path / "m.pt", torch.randn(2, 2))
+    _assert_same(model, load_model(tmp_path / "m.pt")[0], torch.randn(3, 2))
+    with pytest.raises(InvalidInput, match="export_config"):
+        register_module(nn.Linear)
+
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ExportError, match="truncated or corrupted"):
+        load_model(tmp_path / "truncated.pt")
+    torch.save({"state_dict": {}}, tmp_path / "plain.pt")
+    with pytest.raises(ExportError, match="not written by odegrad.export.save_model"):
+        load_model(tmp_path / "plain.pt")
+    torch.save(nn.Linear(2, 2), tmp_path / "pickled.pt")  # a pickled module is never unpickled
+    with pytest.raises(ExportError, match="truncated or corrupted, or not"):
+        load_model(tmp_path / "pickled.pt")
+
+
+def test_cli_export_and_serve_check(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = TLNODE(MLPField(2, hidden=8, layers=1), order=1, steps=2, remainder=LearnedMidpoint(2, 4, 1),
+                   mode="taylor")
+    save_model(model, tmp_path / "model.pt", torch.randn(2, 2))
+    onnx_path, ts_path = tmp_path / "model.onnx", tmp_path / "model.ts"
+    assert main(["export", str(tmp_path / "model.pt"), "--out", str(onnx_path)]) == 0
+    assert main(["export", str(tmp_path / "model.pt"), "--format", "torchscript", "--out", str(ts_path)]) == 0
+    out = capsys.readouterr().out
+    assert "wrote onnx model" in out and "wrote torchscript model" in out and "method: taylor" in out
+
+    for path in (onnx_path, ts_path):
+        code = main(["serve-check", str(path), "--batch", "1,7", "--repeats", "3",
+                     "--model", str(tmp_path / "model.pt")])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert "parity: ok" in out and "kind=tlnode" in out and "samples/s" in out
+        rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0] in ("1", "7")]
+        assert [r[0] for r in rows] == ["1", "7"] and all(float(r[1]) > 0 for r in rows)
+
+
+def test_cli_reports_errors(tmp_path, capsys):
+    save_model(NeuralODE(MLPField(2, hidden=4), method="dopri5"), tmp_path / "adaptive.pt", torch.randn(2, 2))
+    assert main(["export", str(tmp_path / "adaptive.pt"), "--out", str(tmp_path / "x.onnx")]) == 1
+    assert "adaptive step-size method" in capsys.readouterr().err
+    (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
+    assert main(["serve-check", str(tmp_path / "bad.onnx")]) == 1
+    assert "truncated or corrupted" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_serve_and_compare(tmp_path):
+    torch.manual_seed(0)
+    model = NeuralODE(MLPField(2, hidden=8, layers=1), method="rk4", options={"step_size": 0.5})
+    report = serve_and_compare(model, torch.randn(3, 2), path=tmp_path / "demo.onnx", batch_sizes=(1, 16),
+                               repeats=3)
+    assert report.ok and report.path == tmp_path / "demo.onnx" and report.path.is_file()
+    assert [row.batch for row in report.rows] == [1, 16]
+    assert all(row.ratio > 0 and row.parity.max_abs_diff < 1e-5 for row in report.rows)
+    text = str(report)
+    assert "neural_ode" in text and "rk4" in text and "ratio" in text
