@@ -1,4 +1,4 @@
-"""``odegrad demo``: train a TL-NODE on the spiral task and compare it with adaptive dopri5.
+"""odegrad demo: train a TL-NODE on the spiral task and compare it with adaptive dopri5.
 
 The spiral is torchdiffeq's demo system y' = (y³)A, A = [[-0.1, 2], [-2, -0.1]], y0 = [2, 0].
 Both models learn the same MLP vector field f(y) = MLP(y³) from random short trajectory segments;

@@ -235,10 +235,10 @@ def _matmul(a: Any, b: Any) -> Jet:
 
 def _linear(x: Any, weight: Any, bias: Any = None) -> Jet:
     if isinstance(x, Jet) and not isinstance(weight, Jet):
-        # one matmul for all coefficients
-        out = list(F.linear(torch.stack(x.coeffs), weight).unbind(0))
-    else:
-        out = _bilinear(F.linear, x, weight).coeffs
+        # bias fused into the value's matmul; one matmul per coefficient (measured faster
+        # forward + backward than stacking the coefficients into one matmul)
+        return Jet([F.linear(x.coeffs[0], weight, bias)] + [F.linear(c, weight) for c in x.coeffs[1:]])
+    out = _bilinear(F.linear, x, weight).coeffs
     return _add(Jet(out), bias) if bias is not None else Jet(out)
 
 
