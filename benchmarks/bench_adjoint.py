@@ -22,7 +22,9 @@ it prints:
     the CPU allocator reports to the PyTorch profiler (``profile_memory=True``), summed in time
     order; the peak of that running sum is the most tensor memory alive at once above what
     existed before the iteration. This counts tensor bytes exactly, unlike RSS (page granularity,
-    allocator caching) or tracemalloc (which does not see PyTorch's allocator at all);
+    allocator caching) or tracemalloc (which does not see PyTorch's allocator at all). Frees of
+    blocks allocated before profiling started are not reported (PyTorch warns about it), so the
+    peak can only err upwards, and only by tensors that existed before the iteration;
   * relative gradient error ‖g − g_ref‖/‖g_ref‖ over all field parameters, where g_ref is odegrad
     ``direct`` on a float64 copy of the same field and batch at rtol=1e-10, atol=1e-12.
 All methods use the same forward tolerances (``--rtol/--atol``, also the adjoint tolerances).
