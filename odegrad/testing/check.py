@@ -181,6 +181,8 @@ def check_gradients(func: Callable, y0: State, t: Tensor, *,
         raise InvalidInput("gradients", gradients, "a non-empty sequence of gradient backend names")
     if tolerance is not None and not (isinstance(tolerance, (int, float)) and tolerance > 0):
         raise InvalidInput("tolerance", tolerance, "a positive number")
+    if isinstance(fd_directions, bool) or not isinstance(fd_directions, int) or fd_directions < 0:
+        raise InvalidInput("fd_directions", fd_directions, "a non-negative integer (0 skips finite differences)")
     for method in methods:
         get_solver(method)
     func, y0, t = _to_float64(func, y0, t)
