@@ -15,6 +15,15 @@ from odegrad.solvers import LearnedMidpoint, Taylor
 F64 = torch.float64
 
 
+@pytest.fixture
+def one_thread():
+    """Small models train fastest single-threaded (and far faster on a loaded machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _solve_error(order: int, h: float) -> float:
     # y' = cos(t) y + y², nonautonomous and nonlinear; reference by tight dopri5
     f = lambda t, y: torch.cos(t) * y + 0.3 * y * y  # noqa: E731
@@ -57,7 +66,7 @@ class Pendulum(nn.Module):
         return torch.stack([y[..., 1], -torch.sin(y[..., 0]) - 0.1 * y[..., 1]], dim=-1)
 
 
-def test_learned_remainder_training_reduces_error():
+def test_learned_remainder_training_reduces_error(one_thread):
     torch.manual_seed(0)
     field = Pendulum()
     h = 0.4
@@ -194,7 +203,7 @@ def test_adjoint_system_without_backward_method_is_explained():
         ys.sum().backward()
 
 
-def test_demo_trains_a_tlnode_and_validates_arguments():
+def test_demo_trains_a_tlnode_and_validates_arguments(one_thread):
     from odegrad import demo
     from odegrad.cli import build_parser
 
