@@ -95,6 +95,18 @@ class Jet:
     __neg__ = lambda self: Jet([-c for c in self.coeffs])  # noqa: E731
     __pos__ = lambda self: self  # noqa: E731
     __getitem__ = lambda self, index: Jet([c[index] for c in self.coeffs])  # noqa: E731
+    # conversions to Python numbers drop the series: no Taylor rule
+    def __float__(self):
+        raise _NoRule("float()")
+
+    def __int__(self):
+        raise _NoRule("int()")
+
+    def __bool__(self):
+        raise _NoRule("bool()")
+
+    __index__ = __int__
+
     # comparisons read the value only (piecewise-constant in s)
     __gt__ = lambda self, other: self.primal > _primal(other)  # noqa: E731
     __lt__ = lambda self, other: self.primal < _primal(other)  # noqa: E731

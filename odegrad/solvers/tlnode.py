@@ -137,7 +137,7 @@ class Taylor(StepSolver):
                 raise
             try:
                 return jvp_coefficients(func, t, y, order, f0)
-            except RuntimeError as jvp_error:
+            except (RuntimeError, TypeError, ValueError) as jvp_error:
                 raise UnsupportedCombination(
                     f"the Taylor integrator cannot differentiate this func: Taylor mode has no rule "
                     f"for {error.op!r} and nested torch.func.jvp failed ({jvp_error}). Adjoint-type "
