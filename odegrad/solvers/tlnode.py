@@ -100,8 +100,13 @@ class Taylor(StepSolver):
             nested jvp).
 
     Steps on the grid ``t`` or ``options['step_size']`` / ``options['grid']`` like every fixed-step
-    method. NFE counts plain and jet evaluations of func alike (a jet evaluation of order k costs
-    roughly (k+1)-(k+1)² plain ones, depending on the ops).
+    method. NFE counts plain and jet evaluations of func alike: a jet evaluation of order k costs
+    between k+1 (linear layers) and about (k+1)²/2 (nonlinear recurrences) plain evaluations; for
+    an MLP at k = 1 we measured about 3x (forward + backward).
+
+    Adjoint-type backends integrate an adjoint system built with ``torch.autograd.grad``, which has
+    neither a Taylor rule nor nested-jvp support: give them a backward method, e.g.
+    ``Backsolve(method="rk4")`` (the solve then raises UnsupportedCombination saying so).
     """
 
     adaptive = False
