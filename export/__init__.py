@@ -13,7 +13,7 @@ from .graph import GraphInfo, RolledOutTLNODE, UnrolledNeuralODE, inference_modu
 from .onnx import to_onnx
 from .runtime import OnnxModel, choose_providers, load_onnx
 from .serialization import load_model, register_module, save_model
-from .serving import Latency, ServeReport, measure_latency, serve_and_compare
+from .serving import Latency, ServeReport, measure_latency, measure_paired, serve_and_compare
 from .torchscript import load_torchscript, to_torchscript
 from .validation import Parity, Tolerance
 
@@ -21,6 +21,6 @@ __all__ = [
     "CheckReport", "ExportResult", "GraphInfo", "Latency", "MLPField", "OnnxModel", "Parity",
     "RolledOutTLNODE", "ServeReport", "Tolerance", "UnrolledNeuralODE", "check_exported",
     "choose_providers", "inference_module", "load_model", "load_onnx", "load_torchscript",
-    "measure_latency", "register_module", "save_model", "serve_and_compare", "to_onnx",
+    "measure_latency", "measure_paired", "register_module", "save_model", "serve_and_compare", "to_onnx",
     "to_torchscript",
 ]

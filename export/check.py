@@ -19,7 +19,7 @@ from odegrad.errors import ExportError
 
 from .files import existing_file
 from .runtime import OnnxModel
-from .serving import Latency, eager_call, measure_latency
+from .serving import Latency, eager_call, measure_latency, measure_paired, torch_threads
 from .torchscript import load_torchscript
 from .validation import Parity, Tolerance, compare, positive_int
 
@@ -77,7 +77,8 @@ def _is_zip(path: Path) -> bool:
         return handle.read(4) == b"PK\x03\x04"
 
 
-def _load(path: Path, providers: str | Sequence[str]) -> tuple[str, str, Callable, list[Any], str, dict[str, Any]]:
+def _load(path: Path, providers: str | Sequence[str],
+          threads: int | None) -> tuple[str, str, Callable, list[Any], str, dict[str, Any]]:
     """(format, runtime name, numpy->numpy callable, input shape with "batch", dtype, metadata)."""
     if _is_zip(path):
         module, meta = load_torchscript(path)
@@ -91,7 +92,7 @@ def _load(path: Path, providers: str | Sequence[str]) -> tuple[str, str, Callabl
                 return module(torch.from_numpy(x)).numpy()
 
         return "torchscript", "torch.jit", run, inputs[0]["shape"], inputs[0]["dtype"], meta
-    served = OnnxModel(path, providers=providers)
+    served = OnnxModel(path, providers=providers, threads=threads)
     shape = ["batch" if d is None else d for d in served.input_shape]
     return ("onnx", f"onnxruntime [{', '.join(served.providers)}]", lambda x: served.run(x)[0], shape,
             str(served.dtype), served.metadata)
@@ -112,7 +113,7 @@ def _probe_parity(meta: dict[str, Any], run: Callable, dtype: str) -> Parity | N
 
 def check_exported(path: str | os.PathLike, *, batch_sizes: Sequence[int] = (1, 256),
                    providers: str | Sequence[str] = "auto", repeats: int = 50, seed: int = 0,
-                   model: nn.Module | None = None) -> CheckReport:
+                   model: nn.Module | None = None, threads: int | None = None) -> CheckReport:
     """Run an exported file on random standard-normal input at each batch size.
 
     Args:
@@ -122,9 +123,16 @@ def check_exported(path: str | os.PathLike, *, batch_sizes: Sequence[int] = (1, 
         repeats: timed calls per batch size.
         seed: seed of the random inputs.
         model: the PyTorch model the file came from; adds eager latency and parity columns.
+        threads: intra-op threads for onnxruntime and torch (None: the libraries' defaults).
     """
     source = existing_file(path, "an exported .onnx or TorchScript file")
-    fmt, runtime, run, shape, dtype, meta = _load(source, providers)
+    with torch_threads(threads):
+        return _check(source, batch_sizes, providers, repeats, seed, model, threads)
+
+
+def _check(source: Path, batch_sizes: Sequence[int], providers: str | Sequence[str], repeats: int, seed: int,
+           model: nn.Module | None, threads: int | None) -> CheckReport:
+    fmt, runtime, run, shape, dtype, meta = _load(source, providers, threads)
     if dtype not in _NUMPY_DTYPES:
         raise ExportError(f"{source} takes {dtype} input, which serve-check does not generate")
     report = CheckReport(source, fmt, runtime, shape, dtype, meta, _probe_parity(meta, run, dtype))
@@ -135,11 +143,12 @@ def check_exported(path: str | os.PathLike, *, batch_sizes: Sequence[int] = (1, 
     for batch in sizes:
         concrete = [batch if d == "batch" else int(d) for d in shape]
         x = generator.standard_normal(concrete).astype(_NUMPY_DTYPES[dtype])
-        row = CheckRow(batch, measure_latency(lambda x=x: run(x), batch, repeats=repeats))
-        if model is not None:
-            x_torch = torch.from_numpy(x)
-            expected = eager_call(model, x_torch)()
-            row.parity = compare(expected, run(x), Tolerance.for_dtype(x_torch.dtype))
-            row.eager = measure_latency(eager_call(model, x_torch), batch, repeats=repeats)
-        report.rows.append(row)
+        served = lambda x=x: run(x)  # noqa: E731
+        if model is None:
+            report.rows.append(CheckRow(batch, measure_latency(served, batch, repeats=repeats)))
+            continue
+        eager = eager_call(model, torch.from_numpy(x))
+        parity = compare(eager(), served(), Tolerance.for_dtype(eager().dtype))
+        latency, eager_latency = measure_paired([served, eager], batch, repeats=repeats)
+        report.rows.append(CheckRow(batch, latency, eager_latency, parity))
     return report

@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--model", metavar="MODEL.pt", default=None,
                        help="the saved PyTorch model, to add eager latency and parity columns")
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    check.add_argument("--threads", type=int, default=None,
+                       help="intra-op threads for onnxruntime and torch (default: the libraries' own)")
     check.set_defaults(run=run_serve_check)
 
 
@@ -87,7 +89,7 @@ def run_serve_check(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model)[0] if args.model else None
         report = check_exported(args.path, batch_sizes=args.batch, providers=args.providers,
-                                repeats=args.repeats, seed=args.seed, model=model)
+                                repeats=args.repeats, seed=args.seed, model=model, threads=args.threads)
     except OdegradError as error:
         return _fail("serve-check", error)
     print(report)

@@ -6,10 +6,11 @@ onnxruntime, report parity and the latency ratio against eager PyTorch.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,43 @@ def measure_latency(fn: Callable[[], Any], batch: int, *, repeats: int = 50, war
         times.append(time.perf_counter() - t0)
     times.sort()
     return Latency(statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))], len(times), batch)
+
+
+def measure_paired(fns: Sequence[Callable[[], Any]], batch: int, *, repeats: int = 50, warmup: int = 3,
+                   budget_s: float = 4.0) -> list[Latency]:
+    """Time several functions alternately (a, b, a, b, ...) so background load and frequency
+    drift hit them alike; stops early (after at least 5 rounds) once ``budget_s`` is spent."""
+    repeats = positive_int("repeats", repeats)
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    start = time.perf_counter()
+    while len(samples[0]) < repeats and (len(samples[0]) < 5 or time.perf_counter() - start < budget_s):
+        for fn, bucket in zip(fns, samples):
+            t0 = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - t0)
+    out = []
+    for bucket in samples:
+        bucket.sort()
+        out.append(Latency(statistics.median(bucket), bucket[min(len(bucket) - 1, int(0.9 * len(bucket)))],
+                           len(bucket), batch))
+    return out
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (None: leave it)."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(positive_int("threads", threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def eager_call(model: nn.Module, x: Tensor) -> Callable[[], Tensor]:
@@ -104,7 +142,8 @@ class ServeReport:
 
 def serve_and_compare(model: nn.Module, example_input: Tensor, *, path: str | Path | None = None,
                       batch_sizes: Sequence[int] = (1, 256), providers: str | Sequence[str] = "auto",
-                      repeats: int = 50, atol: float | None = None, rtol: float | None = None) -> ServeReport:
+                      repeats: int = 50, threads: int | None = None, atol: float | None = None,
+                      rtol: float | None = None) -> ServeReport:
     """Export ``model`` to ONNX (dynamic batch), serve it with onnxruntime and compare it with
     eager PyTorch at each batch size: max abs difference and median latency ratio.
 
@@ -114,7 +153,9 @@ def serve_and_compare(model: nn.Module, example_input: Tensor, *, path: str | Pa
         path: where to write the ``.onnx`` file (None: a temporary file, deleted afterwards).
         batch_sizes: batch sizes to time.
         providers: onnxruntime providers, as for :class:`OnnxModel`.
-        repeats: timed calls per measurement.
+        repeats: timed calls per measurement (eager and onnxruntime calls alternate).
+        threads: intra-op threads for both PyTorch and onnxruntime while timing (None: each
+            library's default; 1 gives steadier numbers on a small shared machine).
         atol, rtol: parity tolerance (defaults depend on the dtype).
 
     Returns:
@@ -124,16 +165,15 @@ def serve_and_compare(model: nn.Module, example_input: Tensor, *, path: str | Pa
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(path) if path is not None else Path(tmp) / "model.onnx"
         result = to_onnx(model, example_input, target, atol=atol, rtol=rtol)
-        served = OnnxModel(target, providers=providers)
+        served = OnnxModel(target, providers=providers, threads=threads)
         tolerance = Tolerance.for_dtype(example_input.dtype, atol, rtol)
         rows = []
-        with eval_mode(model):
+        with eval_mode(model), torch_threads(threads):
             for batch in sizes:
                 x = resized_batch(example_input.detach(), batch)
                 x_np = np.ascontiguousarray(to_numpy(x))
-                expected = eager_call(model, x)()
-                parity = compare(expected, served(x_np), tolerance)
-                rows.append(ServeRow(batch, measure_latency(eager_call(model, x), batch, repeats=repeats),
-                                     measure_latency(lambda x_np=x_np: served.run(x_np), batch, repeats=repeats),
-                                     parity))
+                eager = eager_call(model, x)
+                parity = compare(eager(), served(x_np), tolerance)
+                timed = measure_paired([eager, lambda x_np=x_np: served.run(x_np)], batch, repeats=repeats)
+                rows.append(ServeRow(batch, timed[0], timed[1], parity))
         return ServeReport(result.path if path is not None else None, served.providers, rows, result.metadata)

@@ -85,7 +85,7 @@ def test_cli_export_and_serve_check(tmp_path, capsys):
     assert "wrote onnx model" in out and "wrote torchscript model" in out and "method: taylor" in out
 
     for path in (onnx_path, ts_path):
-        code = main(["serve-check", str(path), "--batch", "1,7", "--repeats", "3",
+        code = main(["serve-check", str(path), "--batch", "1,7", "--repeats", "3", "--threads", "1",
                      "--model", str(tmp_path / "model.pt")])
         out = capsys.readouterr().out
         assert code == 0, out
@@ -108,7 +108,7 @@ def test_serve_and_compare(tmp_path):
     torch.manual_seed(0)
     model = NeuralODE(MLPField(2, hidden=8, layers=1), method="rk4", options={"step_size": 0.5})
     report = serve_and_compare(model, torch.randn(3, 2), path=tmp_path / "demo.onnx", batch_sizes=(1, 16),
-                               repeats=3)
+                               repeats=3, threads=1)
     assert report.ok and report.path == tmp_path / "demo.onnx" and report.path.is_file()
     assert [row.batch for row in report.rows] == [1, 16]
     assert all(row.ratio > 0 and row.parity.max_abs_diff < 1e-5 for row in report.rows)
