@@ -4,11 +4,13 @@ not-applicable handling and failure messages, and the run summary printed at the
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hypothesis import event, note
 
@@ -57,6 +59,7 @@ class PropertyRecord:
     worst: float = 0.0
     worst_ratio: float = 0.0
     worst_detail: str = ""
+    failed_examples: int = 0
 
 
 SUMMARY: dict[str, PropertyRecord] = {}
@@ -99,16 +102,33 @@ def check_pairs(name: str, case: ODECase, compute: Callable[[str, str, Settings]
                 failures.append(f"  pair {label} ({settings.describe()}): {check.what}: relative "
                                 f"disagreement {check.disagreement:.3e} > tolerance {check.tolerance:.3e}"
                                 f" in {check.where or '-'}")
+    if failures:
+        record.failed_examples += 1
+    write_summary()
     assert not failures, f"[{name}] {len(failures)} check(s) failed\n{description}\n" + "\n".join(failures)
 
 
+def write_summary() -> None:
+    """Write the numbers to ``$ODEGRAD_PROPERTY_SUMMARY`` (JSON) when set; rewritten after every
+    example, so a time-boxed run still leaves its counts behind."""
+    path = os.environ.get("ODEGRAD_PROPERTY_SUMMARY")
+    if not path:
+        return
+    data = {name: {"examples": r.examples, "failed_examples": r.failed_examples, "pairs": sorted(r.pairs),
+                   "checks": r.checks, "not_applicable": r.not_applicable, "worst_disagreement": r.worst,
+                   "worst_ratio_to_tolerance": r.worst_ratio, "worst_where": r.worst_detail}
+            for name, r in SUMMARY.items()}
+    Path(path).write_text(json.dumps(data, indent=2))
+
+
 def format_summary() -> list[str]:
-    lines = [f"{'property':<34} {'examples':>8} {'pairs':>5} {'n/a':>4} {'checks':>7} "
+    lines = [f"{'property':<34} {'examples':>8} {'failed':>6} {'pairs':>5} {'n/a':>4} {'checks':>7} "
              f"{'worst rel. diff':>15} {'/ tolerance':>11}  where"]
     for name in sorted(SUMMARY):
         r = SUMMARY[name]
-        lines.append(f"{name:<34} {r.examples:>8} {len(r.pairs):>5} {len(r.not_applicable):>4} "
-                     f"{r.checks:>7} {r.worst:>15.3e} {r.worst_ratio:>11.3f}  {r.worst_detail}")
+        lines.append(f"{name:<34} {r.examples:>8} {r.failed_examples:>6} {len(r.pairs):>5} "
+                     f"{len(r.not_applicable):>4} {r.checks:>7} {r.worst:>15.3e} {r.worst_ratio:>11.3f}  "
+                     f"{r.worst_detail}")
     na = sorted({f"{label}: {why}" for r in SUMMARY.values() for label, why in r.not_applicable.items()})
     if na:
         lines.append("not applicable (raised UnsupportedCombination):")

@@ -7,7 +7,6 @@ Profiles: ``ci`` (few examples, derandomized so CI runs are reproducible; the de
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _support import PAIRS, SUMMARY, format_summary  # noqa: E402
+from _support import PAIRS, SUMMARY, format_summary, write_summary  # noqa: E402
 
 _COMMON = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -36,10 +35,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.section("odegrad gradient-correctness summary")
     for line in format_summary():
         terminalreporter.write_line(line)
-    path = os.environ.get("ODEGRAD_PROPERTY_SUMMARY")
-    if path:
-        data = {name: {"examples": r.examples, "pairs": sorted(r.pairs), "checks": r.checks,
-                       "not_applicable": r.not_applicable, "worst_disagreement": r.worst,
-                       "worst_ratio_to_tolerance": r.worst_ratio, "worst_where": r.worst_detail}
-                for name, r in SUMMARY.items()}
-        Path(path).write_text(json.dumps(data, indent=2))
+    write_summary()
