@@ -214,3 +214,20 @@ def test_demo_trains_a_tlnode_and_validates_arguments(one_thread):
     args = build_parser().parse_args(["demo", "--iters", "0"])
     with pytest.raises(InvalidInput, match="--iters"):
         args.run(args)
+
+
+def test_remainder_loss_trains_the_midpoint_under_an_adjoint_backend(one_thread):
+    torch.manual_seed(5)
+    model = TLNODE(Pendulum(), order=1, horizon=0.4, remainder=LearnedMidpoint(2, hidden=16).double(),
+                   gradient="backsolve")
+    states = torch.rand(128, 2, dtype=F64) * 4 - 2
+    optimizer = torch.optim.Adam(model.remainder.parameters(), lr=1e-2)
+    before = float(model.remainder_loss(states))
+    for _ in range(100):
+        optimizer.zero_grad()
+        loss = model.remainder_loss(states)
+        loss.backward()
+        optimizer.step()
+    assert float(model.remainder_loss(states)) < 0.5 * before
+    with pytest.raises(InvalidInput, match="remainder"):
+        TLNODE(Pendulum()).remainder_loss(states)
