@@ -312,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
     setup = TrajectoryTask(*spiral_data(), iterations=iterations, eval_every=max(1, min(25, iterations // 4)))
     progress = not args.no_progress
     tl_model, tl_run, _ = _train_tlnode(iterations, args.order, args.steps, progress, setup)
+    tl_model.eval()
     dopri_field, dopri_run = _train_dopri5(setup, progress, args.rtol, args.atol)
     runs = [tl_run, dopri_run]
     target = common_target(runs)
@@ -321,11 +322,23 @@ def run(args: argparse.Namespace) -> int:
     print(comparison_table(runs, target, reference="dopri5"))
     path = _plot(Path(args.out), setup, tl_model, dopri_field, runs)
     print(f"plot saved to {path}")
-    return 0
+    return _export_and_serve(tl_model, setup.test_segments()[0][:16].clone(), Path(args.out), args.threads)
+
+
+def _export_and_serve(model: nn.Module, example: Tensor, out_dir: Path, threads: int) -> int:
+    """Export the trained TL-NODE to ONNX, serve it with onnxruntime and check it against PyTorch.
+    (The demo is an application of both layers; the library core never imports odegrad.export.)"""
+    from odegrad.export import serve_and_compare
+
+    report = serve_and_compare(model, example, path=out_dir / "spiral_tlnode.onnx", threads=threads)
+    print(f"exported to {out_dir / 'spiral_tlnode.onnx'}; onnxruntime vs eager PyTorch:")
+    print(report)
+    return 0 if report.ok else 1
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="train a TL-NODE on the spiral task and compare with dopri5",
+    parser = subparsers.add_parser("demo",
+                                   help="train a TL-NODE on the spiral, compare with dopri5, export to ONNX, serve",
                                    description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=400, help="training iterations per model (default 400)")
     parser.add_argument("--order", type=int, default=1, help="Taylor order of the TL-NODE (default 1)")
