@@ -202,6 +202,17 @@ def test_check_gradients_validates_arguments():
         check_gradients(field, y0, t, tolerance=-1.0)
     with pytest.raises(InvalidInput, match="t"):
         check_gradients(field, y0, t[:1])
+    with pytest.raises(InvalidInput, match=r"params\[0\]"):
+        check_gradients(lambda tt, y: y, y0, t, params=[torch.ones(2)])
+
+
+def test_check_gradients_on_a_plain_callable_with_explicit_params():
+    A, _, y0, t = _linear_problem()
+    A = A.clone().requires_grad_(True)
+    report = check_gradients(lambda tt, y: y @ A.T, y0, t, gradients=("direct", "backsolve"),
+                             params=[A], fd_directions=1)
+    assert report.passed, report.table()
+    assert {"params[0]", "y0", "t"} == set(report.runs[0].grads)
 
 
 def test_registered_pairs_follow_the_registries():

@@ -79,7 +79,7 @@ class GradientReport:
             lines.append(f"{r.label:<28} {r.status:<6} {r.nfe_forward:>8} {r.nfe_backward:>8} "
                          f"{r.seconds:>9.4f}  {r.message[:70]}")
         lines.append("")
-        lines.append(f"{'pair':<28} {'against':<28} {'max rel diff':>12} {'tolerance':>10} {'in':<10} ok")
+        lines.append(f"{'pair':<28} {'against':<28} {'max rel diff':>12} {'tolerance':>10} {'worst in':<10} ok")
         for c in self.comparisons:
             lines.append(f"{c.first:<28} {c.other:<28} {c.disagreement:>12.3e} {c.tolerance:>10.1e} "
                          f"{c.where:<10} {'yes' if c.passed else 'NO'}")
@@ -121,7 +121,7 @@ def estimate_scale(func: Callable, y0: State, t: Tensor, iterations: int = 8) ->
         v = v / v.norm().clamp_min(1e-300)
         _, jv = torch.func.jvp(f, (flat.detach(),), (v,))
         _, vjp = torch.func.vjp(f, flat.detach())
-        v = vjp(jv)[0]
+        v = vjp(jv)[0].detach()
         sigma = math.sqrt(float(v.norm()))
     # A local estimate of the batch-block-diagonal Jacobian's norm; the batch repeats it.
     return sigma
@@ -164,7 +164,8 @@ def check_gradients(func: Callable, y0: State, t: Tensor, *,
         methods: integrator names (default ``("dopri5",)``).
         gradients: backend names (default: every registered backend).
         loss: ``loss(ys) -> scalar`` (default :class:`RandomProjectionLoss`).
-        params: tensors to differentiate (default: ``func.parameters()`` for modules).
+        params: tensors to differentiate (default: ``func.parameters()`` for modules); for a
+            plain callable, the float64 leaf tensors it closes over.
         settings: per-method :class:`Settings` (default :func:`accurate_settings`).
         tolerance: relative tolerance of every comparison (default: the error model of
             :mod:`odegrad.testing.tolerances` for each pair, summed for pair-vs-pair).
@@ -187,7 +188,11 @@ def check_gradients(func: Callable, y0: State, t: Tensor, *,
         get_solver(method)
     func, y0, t = _to_float64(func, y0, t)
     if params is not None:
-        params = [p.detach().to(torch.float64).requires_grad_(True) for p in params]
+        params = list(params)
+        for i, p in enumerate(params):
+            if not (isinstance(p, Tensor) and p.dtype == torch.float64 and p.requires_grad):
+                raise InvalidInput(f"params[{i}]", p, "a float64 tensor with requires_grad=True that func uses "
+                                   "(only nn.Module funcs are converted to float64 automatically)")
     loss = RandomProjectionLoss(seed) if loss is None else loss
     span = abs(float(t[-1] - t[0]))
     scale = estimate_scale(func, y0, t)
