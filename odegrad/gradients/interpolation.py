@@ -82,42 +82,57 @@ class _DenseSampler:
 
 
 class _ResolveSampler:
-    """Samples of the forward solution for integrators without dense output, from a cache that
-    the forward solve fills through extra output times. Adaptive methods interpolate output times
-    inside their steps (they never shorten a step); a time that is not cached costs a re-solve of
-    its segment from the stored y_{i-1}. Fixed-step methods may interpolate output times only
-    linearly (torchdiffeq), so their values come from one shortened step from the preceding grid
-    point instead (a continuous extension of the method's own order). Both costs count in ``nfe``."""
+    """Samples of the forward solution for integrators without dense output.
+
+    Adaptive methods interpolate output times inside their steps (they never shorten a step), so
+    the forward solve's extra output times give the first try of every segment for free. A
+    segment that needs other times is re-solved from the stored y_{i-1}; from then on all its
+    samples come from re-solves (whose steps do not depend on the output times, so they agree
+    with each other), never mixed with the forward solve's values: the two differ by the
+    solver's error, which the held-out check would take for interpolation error.
+    Fixed-step methods may interpolate output times only linearly (torchdiffeq), so their values
+    come from one shortened step from the preceding grid point (a continuous extension of the
+    method's own order). Both kinds of extra solve count in ``nfe``."""
 
     def __init__(self, problem: Problem, cache: dict[float, Tensor], grid: list[float] | None):
         self.problem = problem
         self.times = problem.t.tolist()
+        self.direction = 1.0 if self.times[-1] > self.times[0] else -1.0
         self.cache = cache
         self.grid = grid
+        self.resolved: dict[int, dict[float, Tensor]] = {}
         self.nfe = 0
 
     def sample(self, segment: int, times: list[float]) -> Tensor:
         keys = as_times(self.problem.t, times)
-        missing = sorted(set(keys) - set(self.cache), key=lambda x: self._direction * x)
-        if missing and self.grid is None:
+        if self.grid is not None:
+            return self._shortened_steps(keys)
+        values = self.resolved.get(segment)
+        if values is None:
+            if all(x in self.cache for x in keys):
+                return torch.stack([self.cache[x] for x in keys])
+            a = self.times[segment]
+            values = self.resolved[segment] = {a: self.cache[a]}
+        missing = sorted(set(keys) - set(values), key=lambda x: self.direction * x)
+        if missing:
             a, b = self.times[segment], self.times[segment + 1]
-            self._solve(a, [x for x in missing if x != b] + [b], self.problem.config)
-        elif missing:
-            order = [self._direction * g for g in self.grid]
-            for x in missing:
-                start = self.grid[max(bisect.bisect_right(order, self._direction * x) - 1, 0)]
-                self._solve(start, [x], replace(self.problem.config, grid=[start, x], step_size=None))
+            self._solve(values, a, [x for x in missing if x != b] + [b], self.problem.config)
+        return torch.stack([values[x] for x in keys])
+
+    def _shortened_steps(self, keys: list[float]) -> Tensor:
+        order = [self.direction * g for g in self.grid]
+        for x in sorted(set(keys) - set(self.cache), key=lambda x: self.direction * x):
+            start = self.grid[max(bisect.bisect_right(order, self.direction * x) - 1, 0)]
+            config = replace(self.problem.config, grid=[start, x], step_size=None)
+            self._solve(self.cache, start, [x], config)
         return torch.stack([self.cache[x] for x in keys])
 
-    @property
-    def _direction(self) -> float:
-        return 1.0 if self.times[-1] > self.times[0] else -1.0
-
-    def _solve(self, start: float, times: list[float], config: IntegrationConfig) -> None:
+    def _solve(self, values: dict[float, Tensor], start: float, times: list[float],
+               config: IntegrationConfig) -> None:
         p = self.problem
-        sol = p.solver.integrate(p.func, self.cache[start], p.t.new_tensor([start, *times]), config)
+        sol = p.solver.integrate(p.func, values[start], p.t.new_tensor([start, *times]), config)
         self.nfe += sol.stats.nfe_forward
-        self.cache.update(zip(times, sol.ys[1:]))
+        values.update(zip(times, sol.ys[1:]))
 
 
 def as_times(like: Tensor, values: list[float]) -> list[float]:
@@ -351,9 +366,13 @@ class Interpolation(AdjointBackend):
                    budget: list[int], result: Trajectory) -> None:
         best: tuple[float, ChebyshevInterpolant, int] | None = None
         for n in self.node_counts():
-            piece = ChebyshevInterpolant(a, b, sampler.sample(segment, ChebyshevInterpolant.points(n, a, b)))
-            held_out = to_interval(chebyshev_extrema(n), a, b)
-            error = _scaled_error(piece(held_out), sampler.sample(segment, held_out.tolist()), rtol, atol)
+            nodes = ChebyshevInterpolant.points(n, a, b)
+            held_out = to_interval(chebyshev_extrema(n), a, b).tolist()
+            held_out[0], held_out[-1] = b, a  # exactly the ends, not a rounding beyond them
+            samples = sampler.sample(segment, nodes + held_out)  # one call: one consistent source
+            piece = ChebyshevInterpolant(a, b, samples[:n])
+            error = _scaled_error(piece(torch.tensor(held_out, dtype=torch.float64)), samples[n:],
+                                  rtol, atol)
             if error <= 1.0:
                 result.add(piece)
                 return
