@@ -22,6 +22,15 @@ Accuracy rule: an interpolant is accepted only if it matches the forward solutio
 points — the n + 1 second-kind Chebyshev points, which interleave the n nodes — to the check
 tolerances; otherwise n doubles, then the segment splits, and when that budget is spent an
 :class:`~odegrad.errors.InterpolationError` is raised (or a warning, with ``on_failure="warn"``).
+
+Backward steps: no backward step of odegrad's own adaptive loop passes the end of its segment (a
+controller wrapper clips it), and each segment starts with the step size the previous one
+proposed (the first with the forward's last step), so stages read y(t) only where it was checked
+and no step-size heuristic is paid per segment. Integrators that step past the end (torchdiffeq)
+read the neighbouring segment's interpolant, or extrapolate the first piece slightly beyond t0.
+
+Memory: the dense output of the forward solve (stages of every step, no autograd graph) lives
+only while the nodes are sampled; the backward pass keeps the node values, Σ n · |y|.
 """
 
 from __future__ import annotations
