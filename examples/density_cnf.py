@@ -19,14 +19,21 @@ true likelihood gets worse, so too few steps show up as a bad test NLL here.
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from odegrad.demo import Run, common_target, comparison_table, fit
+from odegrad.demo import (
+    Run,
+    common_target,
+    comparison_parser,
+    comparison_table,
+    fit,
+    plot_learning_curves,
+    save_figure,
+)
 from odegrad.models import TLNODE, NeuralODE
 from odegrad.solvers import LearnedMidpoint
 
@@ -149,29 +156,12 @@ def plot(path: Path, runs: list[Run], flows: dict) -> None:
             density = flow(points).exp().reshape(70, 70)
         ax.imshow(density.numpy(), origin="lower", extent=[-3.5, 3.5, -3.5, 3.5])
         ax.set_title(name)
-    for run in runs:
-        axes[-1].plot([c[0] for c in run.curve], [c[2] for c in run.curve], label=run.name)
-    axes[-1].set_xlabel("training time [s]")
-    axes[-1].set_ylabel("test NLL")
-    axes[-1].legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_learning_curves(axes[-1], runs, "test NLL", log=False)
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=300)
-    parser.add_argument("--order", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rtol", type=float, default=1e-5)
-    parser.add_argument("--atol", type=float, default=1e-5)
-    parser.add_argument("--baseline", nargs="+", default=["dopri5"],
-                        help="adaptive methods to compare with (e.g. dopri5 torchdiffeq:dopri5)")
-    parser.add_argument("--out", default="examples_out")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    parser = comparison_parser(__doc__.splitlines()[0], iters=300, steps=4, rtol=1e-5, atol=1e-5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     iterations = 30 if args.quick else args.iters

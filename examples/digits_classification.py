@@ -12,13 +12,21 @@ a plot.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from odegrad.demo import Run, common_target, comparison_table, fit, mlp
+from odegrad.demo import (
+    Run,
+    common_target,
+    comparison_parser,
+    comparison_table,
+    fit,
+    mlp,
+    plot_learning_curves,
+    save_figure,
+)
 from odegrad.models import TLNODE, NeuralODE
 from odegrad.solvers import LearnedMidpoint
 
@@ -129,31 +137,13 @@ def plot(path: Path, runs: list[Run]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for run in runs:
-        ax.semilogy([c[0] for c in run.curve], [c[2] for c in run.curve],
-                    label=f"{run.name} (acc {run.metric:.3f})")
-    ax.set_xlabel("training time [s]")
-    ax.set_ylabel("test cross-entropy")
+    plot_learning_curves(ax, runs, "test cross-entropy", label=lambda run: f"{run.name} (acc {run.metric:.3f})")
     ax.set_title("digits: ODE-block classifier")
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=300)
-    parser.add_argument("--order", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=1)
-    parser.add_argument("--rtol", type=float, default=1e-5)
-    parser.add_argument("--atol", type=float, default=1e-5)
-    parser.add_argument("--baseline", nargs="+", default=["dopri5"],
-                        help="adaptive methods to compare with (e.g. dopri5 torchdiffeq:dopri5)")
-    parser.add_argument("--out", default="examples_out")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    parser = comparison_parser(__doc__.splitlines()[0], iters=300, steps=1, rtol=1e-5, atol=1e-5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     iterations = 30 if args.quick else args.iters

@@ -13,7 +13,6 @@ common test loss, NFE per observation interval and final test MSE; saves a plot.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -25,8 +24,11 @@ from odegrad.demo import (
     TrajectoryTask,
     adaptive_predictor,
     common_target,
+    comparison_parser,
     comparison_table,
     mlp,
+    plot_learning_curves,
+    save_figure,
     tlnode_predictor,
     train_trajectory_model,
 )
@@ -107,29 +109,12 @@ def plot(path: Path, task: TrajectoryTask, runs: list[Run], models: dict) -> Non
         ax1.plot(task.test_ys[:, i, 0], task.test_ys[:, i, 1], "k-", lw=0.8, label="true" if i == 0 else None)
     ax1.set_title("Lotka–Volterra: test trajectories (full rollout)")
     ax1.legend()
-    for run in runs:
-        ax2.semilogy([c[0] for c in run.curve], [c[2] for c in run.curve], label=run.name)
-    ax2.set_xlabel("training time [s]")
-    ax2.set_ylabel("test MSE (5-point segments)")
-    ax2.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_learning_curves(ax2, runs, "test MSE (5-point segments)")
+    save_figure(fig, path)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=400)
-    parser.add_argument("--order", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=1)
-    parser.add_argument("--rtol", type=float, default=1e-7)
-    parser.add_argument("--atol", type=float, default=1e-9)
-    parser.add_argument("--baseline", nargs="+", default=["dopri5"],
-                        help="adaptive methods to compare with (e.g. dopri5 torchdiffeq:dopri5)")
-    parser.add_argument("--out", default="examples_out")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    parser = comparison_parser(__doc__.splitlines()[0], iters=400, steps=1, rtol=1e-7, atol=1e-9)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     iterations = 40 if args.quick else args.iters

@@ -106,6 +106,44 @@ def comparison_table(runs: list[Run], target: float, reference: str | None = Non
     return "\n".join(rows)
 
 
+def comparison_parser(description: str, *, iters: int, steps: int, rtol: float, atol: float,
+                      ) -> argparse.ArgumentParser:
+    """Command-line options shared by the TL-NODE-vs-adaptive-solver scripts in examples/."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--iters", type=int, default=iters)
+    parser.add_argument("--order", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--rtol", type=float, default=rtol)
+    parser.add_argument("--atol", type=float, default=atol)
+    parser.add_argument("--baseline", nargs="+", default=["dopri5"],
+                        help="adaptive methods to compare with (e.g. dopri5 torchdiffeq:dopri5)")
+    parser.add_argument("--out", default="examples_out")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def plot_learning_curves(ax, runs: list[Run], ylabel: str, label: Callable[[Run], str] = lambda run: run.name,
+                         log: bool = True) -> None:
+    """Test loss against training wall-clock time, one line per run."""
+    for run in runs:
+        (ax.semilogy if log else ax.plot)([c[0] for c in run.curve], [c[2] for c in run.curve], label=label(run))
+    ax.set_xlabel("training time [s]")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
@@ -287,17 +325,8 @@ def _plot(out_dir: Path, setup: TrajectoryTask, tl_model, dopri_field, runs: lis
     ax1.plot(dp[:, 0], dp[:, 1], ":", label="dopri5")
     ax1.set_title("spiral trajectories")
     ax1.legend()
-    for run in runs:
-        ax2.semilogy([c[0] for c in run.curve], [c[2] for c in run.curve], label=run.name)
-    ax2.set_xlabel("training time [s]")
-    ax2.set_ylabel("test MSE")
-    ax2.legend()
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "spiral_tlnode.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    plot_learning_curves(ax2, runs, "test MSE")
+    return save_figure(fig, out_dir / "spiral_tlnode.png")
 
 
 def run(args: argparse.Namespace) -> int:
