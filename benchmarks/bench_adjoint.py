@@ -48,10 +48,11 @@ from dataclasses import dataclass
 import torch
 import torchdiffeq
 from bench_spiral import MODELS, SpiralField, batches, pretrain, spiral_data
-from common import CountingField, paired_median_times, ratio
+from common import paired_median_times, ratio
 from torch import Tensor, nn
 
 import odegrad
+from odegrad.demo import CountingField
 
 REFERENCE_TOLERANCES = (1e-10, 1e-12)
 

@@ -17,9 +17,10 @@ from functools import partial
 
 import torch
 import torchdiffeq
-from common import CountingField, paired_median_times, peak_memory_mib, ratio, saved_tensor_mib
+from common import paired_median_times, peak_memory_mib, ratio, saved_tensor_mib
 
 import odegrad
+from odegrad.demo import CountingField
 
 TRUE_A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]])
 

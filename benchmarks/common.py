@@ -1,4 +1,4 @@
-"""Measurement helpers shared by the benchmark scripts (timing, NFE counting, peak memory)."""
+"""Measurement helpers shared by the benchmark scripts (timing, memory, ratios)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,6 @@ import time
 from collections.abc import Callable
 
 import torch
-
-
-class CountingField(torch.nn.Module):
-    """Wraps a vector field ``net`` as ``func(t, y) = net(y)``-style module and counts calls."""
-
-    def __init__(self, field: torch.nn.Module):
-        super().__init__()
-        self.field = field
-        self.calls = 0
-
-    def forward(self, t, y):
-        self.calls += 1
-        return self.field(t, y)
 
 
 def paired_median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:

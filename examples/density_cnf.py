@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from odegrad.demo import (
+    CountingField,
     Run,
     common_target,
     comparison_parser,
@@ -79,15 +80,6 @@ class Flow(nn.Module):
         return -0.5 * (z * z).sum(-1) - math.log(2 * math.pi) + delta
 
 
-class _CountingField(nn.Module):
-    def __init__(self, field: nn.Module):
-        super().__init__()
-        self.field = field
-        self.calls = 0
-
-    def forward(self, t, y):
-        self.calls += 1
-        return self.field(t, y)
 
 
 def train(name: str, flow: Flow, exact: Flow, iterations: int, batch_size: int, lr: float, eval_every: int,
@@ -126,7 +118,7 @@ def compare(iterations: int, order: int, steps: int, baselines: list[str], rtol:
     flows = {runs[0].name: tl_exact}
     for method in baselines:
         torch.manual_seed(seed)
-        counting = _CountingField(TraceField())
+        counting = CountingField(TraceField())
         flow = Flow(NeuralODE(counting, (0.0, 1.0), method=method, rtol=rtol, atol=atol))
         run = train(method, flow, flow, iterations, batch_size, lr, eval_every, seed, progress)
         counting.calls = 0

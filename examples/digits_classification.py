@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from odegrad.demo import (
+    CountingField,
     Run,
     common_target,
     comparison_parser,
@@ -69,15 +70,6 @@ class Classifier(nn.Module):
         return self.decode(self.ode(torch.tanh(self.encode(x))))
 
 
-class _CountingField(nn.Module):
-    def __init__(self, field: nn.Module):
-        super().__init__()
-        self.field = field
-        self.calls = 0
-
-    def forward(self, t, z):
-        self.calls += 1
-        return self.field(t, z)
 
 
 def train(name: str, model: Classifier, data, iterations: int, batch_size: int, lr: float, eval_every: int,
@@ -119,7 +111,7 @@ def compare(iterations: int, order: int, steps: int, baselines: list[str], rtol:
     runs[0].nfe_per_forward = tl.ode.nfe_per_forward()
     for method in baselines:
         torch.manual_seed(seed)
-        counting = _CountingField(Field())
+        counting = CountingField(Field())
         model = Classifier(NeuralODE(counting, (0.0, 1.0), method=method, rtol=rtol, atol=atol))
         run = train(method, model, data, iterations, batch_size, lr, eval_every, seed, progress)
         counting.calls = 0

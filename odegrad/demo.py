@@ -106,6 +106,19 @@ def comparison_table(runs: list[Run], target: float, reference: str | None = Non
     return "\n".join(rows)
 
 
+class CountingField(nn.Module):
+    """``func(t, y) = field(t, y)`` that counts its calls (NFE as the field sees it)."""
+
+    def __init__(self, field: nn.Module):
+        super().__init__()
+        self.field = field
+        self.calls = 0
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        self.calls += 1
+        return self.field(t, y)
+
+
 def comparison_parser(description: str, *, iters: int, steps: int, rtol: float, atol: float,
                       ) -> argparse.ArgumentParser:
     """Command-line options shared by the TL-NODE-vs-adaptive-solver scripts in examples/."""
