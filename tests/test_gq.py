@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from support import MLP, D, relative_error
 from torch import nn
 
 import odegrad
@@ -14,28 +15,11 @@ from odegrad.errors import InvalidInput, OdegradError
 from odegrad.gradients import GaussQuadrature
 from odegrad.gradients.quadrature import segment_rule
 
-D = torch.float64
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp_min(1e-300))
-
 
 def _grads(loss: torch.Tensor, inputs) -> list[torch.Tensor]:
     return list(torch.autograd.grad(loss, list(inputs)))
 
 
-class MLP(nn.Module):
-    def __init__(self, dim: int = 3, width: int = 16, time: bool = False, seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.time = time
-        self.net = nn.Sequential(nn.Linear(dim + int(time), width), nn.Tanh(), nn.Linear(width, dim)).to(D)
-
-    def forward(self, t, y):
-        if self.time:
-            y = torch.cat([y, t.expand(*y.shape[:-1], 1).to(y.dtype)], dim=-1)
-        return self.net(y)
 
 
 # ---- linear ODE: exact gradients from the matrix exponential -----------------------------------
@@ -85,7 +69,7 @@ def test_linear_ode_exact_gradients(method):
                         atol=1e-13, options=options or None, params=[A])
     got = _grads((ys * weights).sum(), (y0, A, t))
     for name, g, e in zip(("y0", "A", "t"), got, exact):
-        assert _rel(g, e) < tol, (method, name, _rel(g, e))
+        assert relative_error(g, e) < tol, (method, name, relative_error(g, e))
 
 
 @pytest.mark.parametrize("nodes", [None, 1, 2, 5, 32])
@@ -97,8 +81,8 @@ def test_linear_ode_any_node_count(nodes):
     ys = odegrad.odeint(lambda tt, y: y @ A.T, y0, t, gradient=GaussQuadrature(nodes=nodes),
                         rtol=1e-11, atol=1e-13, params=[A])
     g_y0, g_A = _grads((ys * weights).sum(), (y0, A))
-    assert _rel(g_y0, exact[0]) < 1e-8
-    assert _rel(g_A, exact[1]) < {1: 0.05, 2: 1e-3}.get(nodes, 1e-7)
+    assert relative_error(g_y0, exact[0]) < 1e-8
+    assert relative_error(g_A, exact[1]) < {1: 0.05, 2: 1e-3}.get(nodes, 1e-7)
 
 
 def test_segment_rule_is_exact_for_polynomials_in_both_directions():
@@ -122,7 +106,7 @@ def _mlp_grads(func, y0, t, gradient, method="dopri5", rtol=1e-10, atol=1e-12, o
 
 def _assert_close(got, reference, tol):
     for g, r in zip(got, reference):
-        assert _rel(g, r) < tol, _rel(g, r)
+        assert relative_error(g, r) < tol, relative_error(g, r)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -148,7 +132,7 @@ def test_default_rule_converges_the_quadrature_on_a_long_segment():
     converged = _mlp_grads(func, y0, t, GaussQuadrature(nodes=64), rtol=1e-6, atol=1e-8)
     _assert_close(_mlp_grads(func, y0, t, "gq", rtol=1e-6, atol=1e-8), converged, 5e-7)
     sparse = _mlp_grads(func, y0, t, GaussQuadrature(gtol=0.1, min_nodes=1), rtol=1e-6, atol=1e-8)
-    assert max(_rel(g, c) for g, c in zip(sparse, converged)) > 3e-6
+    assert max(relative_error(g, c) for g, c in zip(sparse, converged)) > 3e-6
 
 
 def test_time_dependent_field():
@@ -228,8 +212,8 @@ def test_backward_method_and_tolerances_are_configurable():
     loose = _mlp_grads(func, y0, t, GaussQuadrature(nodes=6), rtol=1e-6, atol=1e-8)
     reference = _mlp_grads(func, y0, t, "direct", rtol=1e-12, atol=1e-14)
     # a tight backward solve gives accurate gradients even from a loose forward solve
-    assert _rel(gq[1], reference[1]) < 1e-5
-    assert _rel(gq[1], reference[1]) < _rel(loose[1], reference[1])
+    assert relative_error(gq[1], reference[1]) < 1e-5
+    assert relative_error(gq[1], reference[1]) < relative_error(loose[1], reference[1])
 
 
 def test_tuple_state():
@@ -315,7 +299,7 @@ def test_no_params_gives_y0_gradient():
     ys = odegrad.odeint(lambda tt, y: A @ y, y0, t, gradient="gq", rtol=1e-11, atol=1e-13)
     (g,) = torch.autograd.grad(ys[-1, 0], [y0])
     expected = torch.linalg.matrix_exp(A)[0]
-    assert _rel(g, expected) < 1e-8
+    assert relative_error(g, expected) < 1e-8
 
 
 def test_backward_nfe_counts_solves_and_nodes():

@@ -6,31 +6,13 @@ import warnings
 
 import pytest
 import torch
+from support import MLP, D, relative_error
 from torch import nn
 
 import odegrad
 from odegrad.errors import InterpolationError, InvalidInput
 from odegrad.gradients import Interpolation, Problem, backend_names
 from odegrad.solvers import IntegrationConfig, get_solver
-
-D = torch.float64
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp_min(1e-300))
-
-
-class MLP(nn.Module):
-    def __init__(self, dim: int = 3, width: int = 16, time: bool = False, seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.time = time
-        self.net = nn.Sequential(nn.Linear(dim + int(time), width), nn.Tanh(), nn.Linear(width, dim)).to(D)
-
-    def forward(self, t, y):
-        if self.time:
-            y = torch.cat([y, t.expand(*y.shape[:-1], 1).to(y.dtype)], dim=-1)
-        return self.net(y)
 
 
 class Linear(nn.Module):
@@ -75,7 +57,7 @@ def test_linear_ode_matches_matrix_exponential(reverse):
 
     got = _gradients(Linear(A), y0, t, "interp", weights=weights, rtol=1e-10, atol=1e-12)
     for g, e in zip(got, exact):
-        assert _rel(g, e) < 1e-7
+        assert relative_error(g, e) < 1e-7
 
 
 # ---- agreement with the other backends on random MLP fields -------------------------------------
@@ -100,8 +82,8 @@ def test_agrees_with_direct_and_backsolve(method, options, tol):
     interp = _cat(_gradients(func, y0, t, "interp", **kw))
     direct = _cat(_gradients(func, y0, t, "direct", **kw))
     backsolve = _cat(_gradients(func, y0, t, "backsolve", **kw))
-    assert _rel(interp, direct) < tol
-    assert _rel(interp, backsolve) < tol
+    assert relative_error(interp, direct) < tol
+    assert relative_error(interp, backsolve) < tol
 
 
 @pytest.mark.skipif("gq" not in backend_names(), reason="the gq backend is not registered")
@@ -111,7 +93,7 @@ def test_agrees_with_gq():
     t = torch.linspace(0.0, 2.0, 6, dtype=D)
     interp = _cat(_gradients(func, y0, t, "interp", rtol=1e-9, atol=1e-11))
     gq = _cat(_gradients(func, y0, t, "gq", rtol=1e-9, atol=1e-11))
-    assert _rel(interp, gq) < 1e-6
+    assert relative_error(interp, gq) < 1e-6
 
 
 def test_reverse_time_fixed_step_without_dense_output():
@@ -123,7 +105,7 @@ def test_reverse_time_fixed_step_without_dense_output():
     kw = dict(method="torchdiffeq:rk4", options={"step_size": 0.1})
     interp = _cat(_gradients(func, y0, t, "interp", **kw))
     backsolve = _cat(_gradients(func, y0, t, "backsolve", **kw))
-    assert _rel(interp, backsolve) < 1e-3  # both O(h^4) approximations of the continuous adjoint
+    assert relative_error(interp, backsolve) < 1e-3  # both O(h^4) approximations of the continuous adjoint
 
 
 def test_float32_times_without_dense_output():
@@ -132,7 +114,7 @@ def test_float32_times_without_dense_output():
     t = torch.linspace(0.0, 2.0, 5)
     got = _cat(_gradients(func, y0, t, "interp", method="torchdiffeq:dopri5"))
     ref = _cat(_gradients(func.double(), y0.double(), t.double(), "direct", rtol=1e-10, atol=1e-12))
-    assert _rel(got.double(), ref) < 1e-5
+    assert relative_error(got.double(), ref) < 1e-5
 
 
 @pytest.mark.skipif("taylor" not in odegrad.solver_names(), reason="the taylor solver is not registered")
@@ -143,7 +125,7 @@ def test_taylor_forward_with_rk4_backward():
     kw = dict(method="taylor", options={"step_size": 0.05})
     interp = _cat(_gradients(func, y0, t, Interpolation(method="rk4"), **kw))
     direct = _cat(_gradients(func, y0, t, "direct", **kw))
-    assert _rel(interp, direct) < 1e-5
+    assert relative_error(interp, direct) < 1e-5
 
 
 def test_tuple_state():
@@ -162,7 +144,7 @@ def test_tuple_state():
                                 params=list(net.parameters()))
         loss = (xs ** 2).sum() + vs.sum()
         results[gradient] = _cat(torch.autograd.grad(loss, (x0, v0, *net.parameters())))
-    assert _rel(results["interp"], results["direct"]) < 1e-6
+    assert relative_error(results["interp"], results["direct"]) < 1e-6
 
 
 def test_unused_parameter_gets_zero_gradient():
@@ -180,7 +162,7 @@ def test_float32_state_with_float32_times():
     t = torch.linspace(0.0, 1.0, 5)
     got = _cat(_gradients(func, y0, t, "interp", rtol=1e-5, atol=1e-7))
     ref = _cat(_gradients(func.double(), y0.double(), t.double(), "direct", rtol=1e-10, atol=1e-12))
-    assert _rel(got.double(), ref) < 1e-4
+    assert relative_error(got.double(), ref) < 1e-4
 
 
 # ---- where the reverse-dynamics adjoint fails --------------------------------------------------
@@ -200,7 +182,7 @@ def test_dissipative_system_backsolve_inaccurate_interp_accurate():
         ys = odegrad.odeint(func, y0, torch.tensor([0.0, T], dtype=D), gradient=gradient,
                             rtol=1e-6, atol=1e-8)
         ys[-1].sum().backward()
-        errors[gradient] = _rel(func.A.grad, exact)
+        errors[gradient] = relative_error(func.A.grad, exact)
     assert errors["interp"] < 1e-6
     assert errors["backsolve"] > 1e-2
 
