@@ -146,13 +146,13 @@ class ForcedLinearField(nn.Module):
 
     @property
     def rate_scale(self) -> float:
-        return max(self.linear.rate_scale, abs(float(self.omega)))
+        return max(self.linear.rate_scale, abs(float(self.omega.detach())))
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         return self.linear(t, y) + self.c * torch.cos(self.omega * t)
 
     def describe(self) -> str:
-        return (f"forced linear field (omega={float(self.omega):.4g}, c={self.c.detach().tolist()}; "
+        return (f"forced linear field (omega={float(self.omega.detach()):.4g}, c={self.c.detach().tolist()}; "
                 f"{self.linear.describe()})")
 
 
