@@ -22,7 +22,7 @@ from odegrad.api import build_config
 from odegrad.errors import ExportError, InvalidInput, OdegradError
 from odegrad.models import TLNODE, NeuralODE
 from odegrad.solvers import StepSolver, get_solver
-from odegrad.solvers.loop import _fixed_grid, integrate_on_times
+from odegrad.solvers.loop import fixed_grid, integrate_on_times
 
 _FIXED_HINT = ("export a NeuralODE with a fixed-step method (euler, midpoint, heun, rk4) and "
                "options={'step_size': h} or {'grid': [...]}, or a TLNODE")
@@ -43,8 +43,7 @@ class UnrolledNeuralODE(nn.Module):
         self.times = list(block.times)
         self.config = build_config(solver, block.rtol, block.atol, block.options)
         self.return_trajectory = block.return_trajectory
-        direction = 1.0 if self.times[-1] > self.times[0] else -1.0
-        self.steps = len(_fixed_grid(self.times, self.config, direction)) - 1
+        self.steps = len(fixed_grid(self.times, self.config)) - 1
         if self.steps > self.config.max_steps:
             raise ExportError(f"the fixed grid needs {self.steps} steps but options['max_steps'] is "
                               f"{self.config.max_steps}")

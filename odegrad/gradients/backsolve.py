@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..solvers.base import Solution
-from .base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, split_like
+from .base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, same_steps_config, split_like
 
 
 class Backsolve(AdjointBackend):
@@ -47,12 +47,14 @@ class Backsolve(AdjointBackend):
             f, vjp_y, vjp_params = func_vjp(func, tt, y, a, params)
             return torch.cat([f.reshape(-1), -vjp_y.reshape(-1), -flat_cat(vjp_params, state)])
 
+        times = t.tolist()
         a = grad_ys[-1]
         g = problem.y0.new_zeros(sizes[2])
         nfe = 0
         for i in range(len(t) - 1, 0, -1):
             state = torch.cat([ys[i].reshape(-1), a.reshape(-1), g])
-            sol: Solution = solver.integrate(augmented, state, t[i - 1:i + 1].flip(0), config)
+            sol: Solution = solver.integrate(augmented, state, t[i - 1:i + 1].flip(0),
+                                             same_steps_config(config, solver, times, times[i], times[i - 1]))
             nfe += sol.stats.nfe_forward
             end = sol.ys[-1]
             a = end[n:2 * n].view(shape) + grad_ys[i - 1]

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..errors import InvalidInput
 from ..solvers.base import IntegrationConfig, Integrator, Solution, rms_norm
+from ..solvers.loop import fixed_grid
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,26 @@ def split_like(flat: Tensor, templates: tuple[Tensor, ...]) -> tuple[Tensor, ...
         out.append(flat[offset:offset + n].view_as(template).to(template.dtype))
         offset += n
     return tuple(out)
+
+
+def segment_grid(grid: list[float], a: float, b: float) -> list[float]:
+    """The points of a fixed-step ``grid`` strictly inside (a, b), with a and b added, ordered
+    from a to b: the same steps restricted to one segment (either direction)."""
+    direction = 1.0 if b > a else -1.0
+    inside = sorted((g for g in grid if direction * (g - a) > 0 and direction * (b - g) > 0),
+                    key=lambda g: direction * g)
+    return [a, *inside, b]
+
+
+def same_steps_config(config: IntegrationConfig, solver: Integrator, times: list[float], a: float,
+                      b: float) -> IntegrationConfig:
+    """Config of a solve from ``a`` to ``b`` (a piece of the span of the forward output ``times``)
+    that takes the steps the forward solve took there, whatever output times are added and in
+    either direction: fixed-step methods get that part of the forward grid (``grid`` or
+    ``step_size`` alike); adaptive ones are unchanged."""
+    if solver.adaptive:
+        return config
+    return replace(config, grid=segment_grid(fixed_grid(times, config), a, b), step_size=None)
 
 
 class BlockNorm:

@@ -43,39 +43,17 @@ import torch
 from torch import Tensor
 
 from ..errors import InterpolationError, InvalidInput
-from ..solvers.base import IntegrationConfig, Integrator, Solution
+from ..solvers.base import IntegrationConfig, Solution
 from ..solvers.controller import PIController
-from ..solvers.loop import TimedFunc, _fixed_grid
+from ..solvers.loop import TimedFunc, fixed_grid
 from .barycentric import ChebyshevInterpolant, chebyshev_extrema, to_interval
-from .base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, split_like
+from .base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, same_steps_config, split_like
 
 BACKWARD_TOLERANCE_DIVISOR = 10.0
 _FIXED_STEP_CHECK_RTOL = 1e-4
 _FIXED_STEP_CHECK_ATOL = 1e-6
 
 
-def segment_grid(grid: list[float], a: float, b: float) -> list[float]:
-    """The points of a fixed-step ``grid`` strictly inside (a, b), with a and b added, ordered
-    from a to b: the same steps restricted to one segment (either direction)."""
-    direction = 1.0 if b > a else -1.0
-    inside = sorted((g for g in grid if direction * (g - a) > 0 and direction * (b - g) > 0),
-                    key=lambda g: direction * g)
-    return [a, *inside, b]
-
-
-def fixed_grid(config: IntegrationConfig, times: list[float]) -> list[float]:
-    """The step points a fixed-step method uses for output ``times`` (explicit grid, step_size
-    grid, or the output times themselves)."""
-    return _fixed_grid(times, config, 1.0 if times[-1] > times[0] else -1.0)
-
-
-def _same_steps(config: IntegrationConfig, solver: Integrator, times: list[float], a: float,
-                b: float) -> IntegrationConfig:
-    """Config of a solve from a to b taking the steps the forward solve over ``times`` took there,
-    whatever output times are added: fixed-step methods get that part of the forward grid."""
-    if solver.adaptive:
-        return config
-    return replace(config, grid=segment_grid(fixed_grid(config, times), a, b), step_size=None)
 
 
 class _DenseSampler:
@@ -360,8 +338,8 @@ class Interpolation(AdjointBackend):
                 extra += ChebyshevInterpolant.points(n, a, b)
                 extra += to_interval(chebyshev_extrema(n), a, b).tolist()[1:-1]
         else:
-            extra = grid = as_times(problem.t, fixed_grid(config, times))
-            config = _same_steps(config, problem.solver, times, times[0], times[-1])
+            extra = grid = as_times(problem.t, fixed_grid(times, config))
+            config = same_steps_config(config, problem.solver, times, times[0], times[-1])
         direction = 1.0 if times[-1] > times[0] else -1.0
         outputs = sorted(set(times) | set(as_times(problem.t, extra)), key=lambda x: direction * x)
         full = problem.solver.integrate(problem.func, problem.y0, problem.t.new_tensor(outputs), config)
@@ -423,7 +401,7 @@ class Interpolation(AdjointBackend):
         nfe = 0
         first_step = config.first_step if config.first_step is not None else trajectory.step_hint
         for i in range(len(t) - 1, 0, -1):
-            segment_config = _same_steps(config, solver, times, times[i], times[i - 1])
+            segment_config = same_steps_config(config, solver, times, times[i], times[i - 1])
             stop = _StopAtEnd(controller, times[i], times[i - 1])
             if solver.adaptive:
                 length = abs(times[i] - times[i - 1])

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..errors import InvalidInput
 from ..solvers.base import IntegrationConfig, Integrator
-from .base import AdjointBackend, BlockNorm, Problem, func_vjp
+from .base import AdjointBackend, BlockNorm, Problem, func_vjp, same_steps_config
 
 MAX_NODES = 256
 """Largest node count accepted per segment (Gauss–Legendre with n nodes is exact for
@@ -142,7 +142,7 @@ class GaussQuadrature(AdjointBackend):
             distinct, position = torch.unique_consecutive(out_times, return_inverse=True)
             state = torch.cat([ys[i].reshape(-1), a.reshape(-1)])
             sol = solver.integrate(adjoint_dynamics, state, distinct,
-                                   _segment_config(solver, config, times[i], times[i - 1]))
+                                   same_steps_config(config, solver, times, times[i], times[i - 1]))
             nfe += sol.stats.nfe_forward
             config = _continue_steps(solver, config, sol, problem.config)
             at_nodes = sol.ys[position[1:-1]]
@@ -154,17 +154,6 @@ class GaussQuadrature(AdjointBackend):
         grads = quadrature.result()
         return a, grads, nfe + quadrature.evaluations
 
-
-def _segment_config(solver: Integrator, config: IntegrationConfig, t_start: float, t_end: float
-                    ) -> IntegrationConfig:
-    """A fixed-step backward solve steps on the forward grid inside the segment (or takes one step
-    when the forward stepped on ``t``) and reaches the nodes by dense output, instead of stepping
-    on the nodes themselves."""
-    if solver.adaptive or config.step_size is not None:
-        return config
-    low, high = min(t_start, t_end), max(t_start, t_end)
-    inner = sorted((g for g in (config.grid or ()) if low < g < high), reverse=t_start > t_end)
-    return replace(config, grid=[t_start, *inner, t_end])
 
 
 def _continue_steps(solver: Integrator, config: IntegrationConfig, sol, forward: IntegrationConfig

@@ -59,7 +59,10 @@ def check_func_output(f0: Tensor, y0: Tensor) -> None:
                                     "device as y")
 
 
-def _fixed_grid(times: list[float], config: IntegrationConfig, direction: float) -> list[float]:
+def fixed_grid(times: list[float], config: IntegrationConfig) -> list[float]:
+    """The step points of a fixed-step solve through output ``times``: ``config.grid``, a grid of
+    ``config.step_size`` (last step shortened to end on ``times[-1]``), or ``times`` themselves."""
+    direction = 1.0 if times[-1] > times[0] else -1.0
     t0, t_end = times[0], times[-1]
     if config.grid is not None:
         grid = [float(g) for g in config.grid]
@@ -140,7 +143,7 @@ def _check_finite_outputs(ys: Tensor, times: list[float], nfe: int) -> None:
 
 
 def _fixed_loop(solver, func, y0, state, times, direction, config, recorder, dense, stats):
-    grid = _fixed_grid(times, config, direction)
+    grid = fixed_grid(times, config)
     if len(grid) - 1 > config.max_steps:
         raise MaxStepsExceeded(f"the fixed grid needs {len(grid) - 1} steps but max_steps is "
                                f"{config.max_steps}", t=times[0], t_end=times[-1], nfe=func.nfe)
