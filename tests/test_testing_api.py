@@ -246,11 +246,19 @@ def test_cli_check_prints_the_table_and_exits_zero(tmp_path, monkeypatch, capsys
 
 
 def test_cli_check_exits_nonzero_on_disagreement_and_on_bad_targets(tmp_path, monkeypatch, capsys):
-    A, b, y0, t = _linear_problem()
-    saved = tmp_path / "model.pt"
-    torch.save({"func": LinearField(A, b), "y0": y0, "t": t}, saved)
+    _write_target(tmp_path, """
+        import torch
+        from odegrad.testing import LinearField
+
+        def make():
+            f64 = torch.float64
+            A = torch.tensor([[-0.4, 1.1], [-0.9, -0.2]], dtype=f64)
+            b = torch.tensor([0.3, -0.5], dtype=f64)
+            return LinearField(A, b), torch.tensor([[1.0, -0.5]], dtype=f64), torch.tensor([0.0, 1.1], dtype=f64)
+        """, "cli_target_linear")
+    monkeypatch.syspath_prepend(str(tmp_path))
     # A tolerance below the solver's accuracy makes the (honest) pairs disagree: exit 1.
-    status = main(["check", str(saved), "--gradients", "direct,backsolve", "--tolerance", "1e-15",
+    status = main(["check", "cli_target_linear:make", "--gradients", "direct,backsolve", "--tolerance", "1e-15",
                    "--fd-directions", "1"])
     assert status == 1 and "FAIL" in capsys.readouterr().out
     assert main(["check", "no_such_module_xyz:make"]) == 2
@@ -259,3 +267,22 @@ def test_cli_check_exits_nonzero_on_disagreement_and_on_bad_targets(tmp_path, mo
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["check", "cli_target_bad:make"]) == 2
     assert "(func, y0, t)" in capsys.readouterr().err
+
+
+def test_cli_check_runs_a_saved_model_and_never_unpickles(tmp_path, capsys):
+    from odegrad.export import save_model
+    from odegrad.export.fields import MLPField
+
+    from odegrad.models import NeuralODE
+
+    torch.manual_seed(0)
+    model = NeuralODE(MLPField(dim=2, hidden=8).double(), t=(0.0, 0.5, 1.0), rtol=1e-9, atol=1e-11)
+    saved = tmp_path / "model.pt"
+    save_model(model, saved, torch.randn(3, 2, dtype=torch.float64))
+    status = main(["check", str(saved), "--methods", "dopri5", "--gradients", "direct,backsolve",
+                   "--fd-directions", "1"])
+    assert status == 0, capsys.readouterr().out
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"func": model.func, "y0": torch.zeros(2), "t": torch.tensor([0.0, 1.0])}, pickled)
+    assert main(["check", str(pickled)]) == 2
+    assert "save_model" in capsys.readouterr().err

@@ -3,7 +3,9 @@ exit non-zero when the gradients disagree (usable as a CI step).
 
 TARGET is either ``module:callable`` — the callable takes no arguments and returns
 ``(func, y0, t)`` or a dict with keys ``func``, ``y0``, ``t`` (and optionally ``loss``) — or the
-path of a file written by ``torch.save((func, y0, t))`` / ``torch.save({...})``.
+path of a NeuralODE / TLNODE saved by :func:`odegrad.export.save_model` (state dict + JSON config,
+read with ``torch.load(weights_only=True)``: nothing is unpickled). A saved model is checked on its
+vector field over its own time span, from a random input of the saved shape.
 """
 
 from __future__ import annotations
@@ -43,16 +45,34 @@ def _unpack(target: str, value: Any) -> dict[str, Any]:
                        "(func, y0, t) or a dict with keys 'func', 'y0', 't'")
 
 
+def _saved_model_problem(path: Path) -> dict[str, Any]:
+    """(func, y0, t) of a saved NeuralODE or TLNODE: its field over its own time span."""
+    import torch
+
+    from odegrad.export.serialization import example_for, load_model
+    from odegrad.models import TLNODE, NeuralODE
+
+    model, config = load_model(path)
+    if isinstance(model, NeuralODE):
+        times = list(model.times)
+    elif isinstance(model, TLNODE):
+        times = [model.t0, model.t0 + model.horizon]
+    else:
+        raise InvalidInput("TARGET", f"{path} holds a {type(model).__name__}",
+                           "a saved NeuralODE or TLNODE (or use 'module:callable')")
+    y0 = example_for(config, batch=4)
+    return {"func": model.func, "y0": y0, "t": torch.tensor(times, dtype=y0.dtype)}
+
+
 def load_target(target: str) -> dict[str, Any]:
     """Resolve TARGET (see the module docstring) to ``{"func", "y0", "t"[, "loss"]}``."""
     path = Path(target)
     if path.is_file():
-        import torch
-
-        return _unpack(target, torch.load(path, weights_only=False))
+        return _saved_model_problem(path)
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
-        raise InvalidInput("TARGET", target, "'module:callable' or the path of a torch.save'd file")
+        raise InvalidInput("TARGET", target, "'module:callable' or the path of a model saved by "
+                           "odegrad.export.save_model")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: modules next to the caller are found
     try:
