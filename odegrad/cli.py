@@ -18,7 +18,9 @@ _COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="odegrad", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="odegrad", description="Neural ODEs with swappable integrators and gradient backends: "
+                                    "demo, export, serving checks and gradient checks.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
