@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .api import odeint
+from .api import odeint, solve
 from .errors import InvalidInput
+from .solvers.loop import TimedFunc
 
 
 def _check_times(times: Sequence[float]) -> tuple[float, ...]:
@@ -118,7 +119,7 @@ class TLNODE(nn.Module):
     def forward(self, y0: Tensor, t0: float | None = None) -> Tensor:
         start = self.t0 if t0 is None else float(t0)
         if self.gradient == "direct":
-            counter = _NFECounter(self.func)
+            counter = TimedFunc(self.func, y0)
             y = self.solver.rollout(counter, y0, start, self.step_size, self.steps)
             self.nfe += counter.nfe
             return y
@@ -151,7 +152,7 @@ class TLNODE(nn.Module):
         t = torch.tensor([self.t0, self.t0 + self.horizon], dtype=y0.dtype, device=y0.device)
         with torch.no_grad():
             target = odeint(self.func, y0, t, rtol=rtol, atol=atol)[-1]
-        counter = _NFECounter(self.func)
+        counter = TimedFunc(self.func, y0)
         prediction = self.solver.rollout(counter, y0, self.t0, self.step_size, self.steps)
         return (prediction - target).pow(2).mean()
 
@@ -163,20 +164,6 @@ class TLNODE(nn.Module):
         return torch.stack(ys)
 
 
-class _NFECounter:
-    """func(t, y) for the Taylor solver; the solver adds its evaluations to ``nfe``."""
-
-    def __init__(self, func: nn.Module):
-        self.raw = func
-        self.nfe = 0
-
-    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
-        self.nfe += 1
-        return self.raw(t, y)
-
-
 def _solve(func, y0, t, solver, backend, step_size, params):
-    from .api import solve
-
     return solve(func, y0, t, method=solver, gradient=backend, options={"step_size": step_size},
                  params=params)

@@ -105,7 +105,7 @@ class _Recorder:
 def integrate_steps(solver: StepSolver, func, y0: Tensor, t: Tensor, config: IntegrationConfig,
                     *, keep_dense: bool = False) -> Solution:
     """Integrate with ``solver`` and return a :class:`Solution` with ``ys: [len(t), *y0.shape]``."""
-    times = [float(v) for v in t.tolist()] if not _tracing() else [float(v) for v in t]
+    times = [float(v) for v in t.tolist()]
     return integrate_on_times(solver, func, y0, times, config, t_like=t, keep_dense=keep_dense)
 
 
