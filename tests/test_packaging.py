@@ -1,6 +1,7 @@
 """The package installs with the layout of DESIGN.md: top-level export/ ships as odegrad.export."""
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 import zipfile
@@ -21,6 +22,20 @@ def test_export_is_importable_as_a_subpackage():
     import odegrad.export
 
     assert Path(odegrad.export.__file__).parent.name == "export"
+
+
+def test_a_folder_named_odegrad_in_the_working_directory_does_not_shadow_the_install(tmp_path):
+    # Python run from the folder that contains a clone named `odegrad`: the current directory comes
+    # first on sys.path, and the clone's root (no __init__.py) must not become an empty namespace package.
+    (tmp_path / "odegrad").symlink_to(ROOT, target_is_directory=True)
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    code = "import odegrad; from odegrad.export import save_model; print(odegrad.__version__, odegrad.__file__)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    version, init_file = result.stdout.split()
+    assert version == importlib.metadata.version("odegrad")
+    assert Path(init_file).name == "__init__.py" and tmp_path not in Path(init_file).parents
 
 
 @pytest.mark.slow
