@@ -24,18 +24,30 @@ def test_export_is_importable_as_a_subpackage():
     assert Path(odegrad.export.__file__).parent.name == "export"
 
 
+def _import_odegrad_from(cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    code = "import odegrad; print(odegrad.__file__); from odegrad.export import save_model; print(odegrad.__version__)"
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_a_folder_named_odegrad_in_the_working_directory_does_not_shadow_the_install(tmp_path):
     # Python run from the folder that contains a clone named `odegrad`: the current directory comes
     # first on sys.path, and the clone's root (no __init__.py) must not become an empty namespace package.
     (tmp_path / "odegrad").symlink_to(ROOT, target_is_directory=True)
-    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
-    code = "import odegrad; from odegrad.export import save_model; print(odegrad.__version__, odegrad.__file__)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = _import_odegrad_from(tmp_path)
     assert result.returncode == 0, result.stderr
-    version, init_file = result.stdout.split()
+    init_file, version = result.stdout.split()
     assert version == importlib.metadata.version("odegrad")
     assert Path(init_file).name == "__init__.py" and tmp_path not in Path(init_file).parents
+
+
+def test_a_regular_odegrad_package_on_pythonpath_still_takes_precedence(tmp_path):
+    (tmp_path / "odegrad").mkdir()
+    (tmp_path / "odegrad" / "__init__.py").write_text("")
+    result = _import_odegrad_from(ROOT.parent, pythonpath=tmp_path)
+    assert result.stdout.splitlines()[0] == str(tmp_path / "odegrad" / "__init__.py")
 
 
 @pytest.mark.slow

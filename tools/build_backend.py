@@ -4,11 +4,13 @@ odegrad ships the top-level ``export/`` folder as ``odegrad.export`` (``package-
 For such a mapping setuptools implements ``pip install -e .`` with an import finder that it *appends* to
 ``sys.meta_path``, after Python's ``PathFinder``. ``PathFinder`` turns any folder named ``odegrad`` on
 ``sys.path`` — the clone itself when Python runs from the folder that contains it, since the current
-directory comes first — into an empty namespace package, and the finder is never asked. Here the
-editable wheel's ``.pth`` line also moves that finder to the front of ``sys.meta_path``, so ``odegrad``
-and ``odegrad.export`` always resolve to the checkout. New and renamed modules are seen without a
-reinstall (setuptools' ``editable_mode=strict`` link tree would need one). Every other hook is
-setuptools' own.
+directory comes first — into an empty namespace package, and the finder is never asked. The editable
+wheel built here also installs a small finder ahead of ``PathFinder``: a regular ``odegrad`` package on
+``sys.path`` (``PYTHONPATH``, another checkout as the current directory) still wins, as it would over
+an installed wheel, but a namespace folder does not; the checkout does. New and renamed modules are
+seen without a reinstall (setuptools' ``editable_mode=strict`` link tree would need one), and no
+other top-level name of the repository becomes importable (setuptools' ``compat`` mode would expose
+them and lose ``odegrad.export``). Every other hook is setuptools' own.
 """
 
 from __future__ import annotations
@@ -38,36 +40,60 @@ __all__ = [
 # The line setuptools writes into the editable wheel's .pth file for a finder-based install.
 _FINDER_PTH = re.compile(r"import (__editable___\w+_finder); \1\.install\(\)")
 
+# Added to the editable wheel as {finder}_first.py, imported by {finder}_first.pth.
+_FIRST_FINDER = '''"""odegrad's editable install (tools/build_backend.py): a folder named odegrad never shadows it."""
+
+import sys
+from importlib.machinery import PathFinder
+
+from {finder} import MAPPING, _EditableFinder
+
+
+class RegularPackageFirst:
+    """Ahead of setuptools' finder: a regular package on sys.path wins, as it would over an installed
+    wheel; a namespace folder (no __init__.py) does not, the checkout does."""
+
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if fullname not in MAPPING:
+            return None
+        spec = PathFinder.find_spec(fullname, path, target)
+        if spec is not None and spec.loader is not None:
+            return spec
+        return _EditableFinder.find_spec(fullname, path, target)
+
+
+sys.meta_path.insert(0, RegularPackageFirst)
+'''
+
 
 def build_editable(wheel_directory: str, config_settings: dict | None = None,
                    metadata_directory: str | None = None) -> str:
     name = _setuptools.build_editable(wheel_directory, config_settings, metadata_directory)
-    _put_finder_first(Path(wheel_directory) / name)
+    _add_first_finder(Path(wheel_directory) / name)
     return name
 
 
-def _put_finder_first(wheel: Path) -> None:
+def _add_first_finder(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as source:
         members = {info.filename: source.read(info) for info in source.infolist()}
     (pth,) = [name for name in members if name.startswith("__editable__.") and name.endswith(".pth")]
     match = _FINDER_PTH.fullmatch(members[pth].decode().strip())
     if match is None:
-        # setuptools chose a path-based install (e.g. editable_mode=strict): regular packages on
-        # sys.path already take precedence over namespace folders.
+        # setuptools chose a path-based install (e.g. editable_mode=strict): a regular package on
+        # sys.path already takes precedence over namespace folders.
         return
     finder = match.group(1)
     if "class _EditableFinder" not in members[f"{finder}.py"].decode():
         raise RuntimeError(f"{finder}.py from this setuptools version has no _EditableFinder; "
                            "update tools/build_backend.py")
-    members[pth] = (f"import sys, {finder}; {finder}.install(); "
-                    f"sys.meta_path.remove({finder}._EditableFinder); "
-                    f"sys.meta_path.insert(0, {finder}._EditableFinder)\n").encode()
+    added = {f"{finder}_first.py": _FIRST_FINDER.format(finder=finder).encode(),
+             f"{finder}_first.pth": f"import {finder}_first\n".encode()}
     (record,) = [name for name in members if name.endswith(".dist-info/RECORD")]
-    lines = [f"{pth},{_digest(members[pth])},{len(members[pth])}" if line.startswith(f"{pth},") else line
-             for line in members[record].decode().splitlines()]
-    members[record] = ("\n".join(lines) + "\n").encode()
+    lines = [f"{name},{_digest(data)},{len(data)}" for name, data in added.items()]
+    members[record] = ("\n".join(lines) + "\n").encode() + members[record]
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as target:
-        for name, data in members.items():
+        for name, data in {**members, **added}.items():
             target.writestr(name, data)
 
 
