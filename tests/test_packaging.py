@@ -18,6 +18,15 @@ def test_installed_distribution_and_console_script():
     assert scripts["odegrad"] == "odegrad.cli:main"
 
 
+def test_version_option_prints_the_installed_version(capsys):
+    from odegrad.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"odegrad {importlib.metadata.version('odegrad')}\n"
+
+
 def test_export_is_importable_as_a_subpackage():
     import odegrad.export
 
@@ -57,5 +66,6 @@ def test_wheel_maps_export_directory_to_odegrad_export(tmp_path):
     (wheel,) = tmp_path.glob("odegrad-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "odegrad/export/__init__.py" in names
+    assert "odegrad/py.typed" in names
     assert "odegrad/solvers/rk.py" in names and "odegrad/gradients/backsolve.py" in names
     assert not any(name.startswith("export/") for name in names)
