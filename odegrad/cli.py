@@ -9,6 +9,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from . import __version__
+
 # Modules providing subcommands (imported lazily so `odegrad --help` stays fast).
 _COMMAND_MODULES = (
     "odegrad.demo",
@@ -21,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="odegrad", description="Neural ODEs with swappable integrators and gradient backends: "
                                     "demo, export, serving checks and gradient checks.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
