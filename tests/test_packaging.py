@@ -2,8 +2,10 @@
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -69,3 +71,21 @@ def test_wheel_maps_export_directory_to_odegrad_export(tmp_path):
     assert "odegrad/py.typed" in names
     assert "odegrad/solvers/rk.py" in names and "odegrad/gradients/backsolve.py" in names
     assert not any(name.startswith("export/") for name in names)
+
+
+@pytest.mark.slow
+def test_sdist_carries_the_build_backend_and_builds_a_wheel(tmp_path):
+    # From a copy without build leftovers: setuptools also puts whatever an old egg-info lists in the sdist.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "venv", "*.egg-info", "build", "dist", "site", "__pycache__", ".*_cache", ".hypothesis"))
+    build_sdist = "import sys, build_backend; print(build_backend.build_sdist(sys.argv[1]))"
+    result = subprocess.run([sys.executable, "-c", build_sdist, str(tmp_path)], cwd=source,
+                            env={**os.environ, "PYTHONPATH": str(source / "tools")}, check=True,
+                            capture_output=True, text=True)
+    sdist = tmp_path / result.stdout.split()[-1]
+    with tarfile.open(sdist) as archive:
+        assert f"{sdist.name.removesuffix('.tar.gz')}/tools/build_backend.py" in archive.getnames()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(sdist)], check=True, capture_output=True)
+    assert list(tmp_path.glob("odegrad-*.whl"))
