@@ -1,4 +1,5 @@
-"""README.md's Python blocks run as written: in order, in one namespace, from an empty directory.
+"""README.md's Python blocks (and those of the docs/ pages) run as written: in order, in one
+namespace per file, from an empty directory.
 
 A block that is deliberately partial is preceded by the line ``<!-- readme-test: skip -->``
 (rendered invisibly on GitHub and PyPI); use it only where running the block cannot make sense.
@@ -12,7 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SKIP_MARKER = "<!-- readme-test: skip -->"
 FENCE = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
@@ -22,7 +26,7 @@ RUNNER = """
 import json, sys
 namespace = {"__name__": "__main__"}
 for line, code in json.load(sys.stdin):
-    exec(compile("\\n" * (line - 1) + code, "README.md", "exec"), namespace)
+    exec(compile("\\n" * (line - 1) + code, sys.argv[1], "exec"), namespace)
 """
 
 
@@ -41,16 +45,22 @@ def test_block_extraction_keeps_line_numbers_and_skip_markers():
     assert python_blocks(text) == [(4, "a = 1\n", False), (9, "b = a\n", True)]
 
 
-def test_every_skip_marker_precedes_a_python_block():
-    text = README.read_text(encoding="utf-8")
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_skip_marker_precedes_a_python_block(document):
+    text = document.read_text(encoding="utf-8")
     markers = sum(line.strip() == SKIP_MARKER for line in text.splitlines())
     assert markers == sum(skipped for *_, skipped in python_blocks(text))
 
 
-def test_readme_python_blocks_run_in_order(tmp_path):
-    blocks = [(line, code) for line, code, skipped in python_blocks(README.read_text(encoding="utf-8"))
+def test_readme_has_python_blocks():
+    assert python_blocks(DOCUMENTS[0].read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("document", [path for path in DOCUMENTS if python_blocks(path.read_text(encoding="utf-8"))],
+                         ids=lambda path: str(path.relative_to(ROOT)))
+def test_python_blocks_run_in_order(document, tmp_path):
+    blocks = [(line, code) for line, code, skipped in python_blocks(document.read_text(encoding="utf-8"))
               if not skipped]
-    assert blocks, "README.md has no Python blocks"
-    result = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(blocks), cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", RUNNER, str(document.relative_to(ROOT))], input=json.dumps(blocks),
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
