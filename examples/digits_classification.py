@@ -42,7 +42,7 @@ def load_digits(seed: int = 0):
     x, y = sk_load(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    as_x = lambda a: torch.tensor((a - mean) / std, dtype=torch.float32)  # noqa: E731
+    as_x = lambda a: torch.tensor((a - mean) / std, dtype=torch.float32)
     return as_x(x_train), torch.tensor(y_train), as_x(x_test), torch.tensor(y_test)
 
 

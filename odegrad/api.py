@@ -10,19 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import InvalidInput, NonFiniteValue, UnknownName, UnsupportedCombination
+from .errors import InvalidInput, NonFiniteValue
 from .gradients import Backend, Problem, get_backend
-from .solvers import IntegrationConfig, Integrator, PIController, Solution, get_solver
-from .solvers.loop import _bad_batch_entries, _tracing
+from .solvers import Integrator, Solution, bad_batch_entries, get_solver, is_tracing, make_config
 
 State = Tensor | tuple[Tensor, ...]
-
-_CONTROLLER_OPTIONS = ("safety", "ifactor", "dfactor")
-_FIXED_OPTIONS = ("step_size", "grid")
-_ADAPTIVE_OPTIONS = ("first_step", "controller", "norm", *_CONTROLLER_OPTIONS)
-_ALIASES = {"max_num_steps": "max_steps", "grid_points": "grid"}
-VALID_OPTIONS = ("max_steps", *_FIXED_OPTIONS, *_ADAPTIVE_OPTIONS, *_ALIASES)
-
 
 class _FlatTupleFunc:
     """Presents a func over a tuple of tensors as a func over one flat tensor (as torchdiffeq does)."""
@@ -63,8 +55,8 @@ def _check_state(y0: Any) -> tuple[Tensor, _FlatTupleFunc | None, list[torch.Siz
         if (y.dtype, y.device) != (tensors[0].dtype, tensors[0].device):
             raise InvalidInput(f"{name} dtype/device", f"{y.dtype} on {y.device}",
                                f"{tensors[0].dtype} on {tensors[0].device} like y0[0]")
-        if not _tracing() and not bool(torch.isfinite(y).all()):
-            raise NonFiniteValue(name, bad_indices=_bad_batch_entries(y))
+        if not is_tracing() and not bool(torch.isfinite(y).all()):
+            raise NonFiniteValue(name, bad_indices=bad_batch_entries(y))
     if isinstance(y0, Tensor):
         return y0, None, None
     shapes = [y.shape for y in tensors]
@@ -83,7 +75,7 @@ def _check_t(t: Any, y0: Tensor) -> Tensor:
         raise InvalidInput("t dtype", str(t.dtype), "a floating-point dtype (e.g. torch.linspace)")
     if t.device != y0.device:
         raise InvalidInput("t device", str(t.device), f"{y0.device} (the device of y0)")
-    if _tracing() or t.numel() == 1:
+    if is_tracing() or t.numel() == 1:
         return t
     values = t.detach()
     if not bool(torch.isfinite(values).all()):
@@ -97,68 +89,6 @@ def _check_t(t: Any, y0: Tensor) -> Tensor:
         raise InvalidInput("t", f"t[{i}]={float(values[i]):.10g}, t[{i + 1}]={float(values[i + 1]):.10g} ({what})",
                            "strictly increasing or strictly decreasing times")
     return t
-
-
-def _check_tolerance(name: str, value: Any) -> float:
-    if isinstance(value, Tensor) and value.numel() == 1:
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise InvalidInput(name, value, "a finite non-negative number")
-    return float(value)
-
-
-def _positive(name: str, value: Any, integer: bool = False) -> Any:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or not math.isfinite(value):
-        raise InvalidInput(f"options['{name}']", value, "a positive " + ("integer" if integer else "number"))
-    return value
-
-
-def build_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, Any] | None) -> IntegrationConfig:
-    """Turn odeint's rtol/atol/options into an :class:`IntegrationConfig`, rejecting bad values."""
-    rtol = _check_tolerance("rtol", rtol)
-    atol = _check_tolerance("atol", atol)
-    if rtol == 0 and atol == 0:
-        raise InvalidInput("rtol/atol", "both 0", "at least one positive tolerance")
-    if options is None:
-        options = {}
-    if not isinstance(options, Mapping):
-        raise InvalidInput("options", type(options).__name__, "a dict of solver options")
-    opts: dict[str, Any] = {}
-    for key, value in options.items():
-        if key not in VALID_OPTIONS:
-            raise UnknownName("options key", key, VALID_OPTIONS)
-        opts[_ALIASES.get(key, key)] = value
-    wrong = _FIXED_OPTIONS if solver.adaptive else _ADAPTIVE_OPTIONS
-    for key in wrong:
-        if key in opts:
-            kind = "adaptive" if solver.adaptive else "fixed-step"
-            valid = ", ".join(("max_steps", *(_ADAPTIVE_OPTIONS if solver.adaptive else _FIXED_OPTIONS)))
-            raise UnsupportedCombination(f"options['{key}'] does not apply to the {kind} method "
-                                         f"{getattr(solver, 'name', solver)!r}; valid here: {valid}")
-    config = IntegrationConfig(rtol=rtol, atol=atol)
-    if "max_steps" in opts:
-        config.max_steps = _positive("max_steps", opts["max_steps"], integer=True)
-    if "step_size" in opts:
-        config.step_size = float(_positive("step_size", opts["step_size"]))
-    if "grid" in opts:
-        grid = opts["grid"]
-        config.grid = [float(g) for g in (grid.tolist() if isinstance(grid, Tensor) else grid)]
-    if "first_step" in opts:
-        config.first_step = float(_positive("first_step", opts["first_step"]))
-    if "norm" in opts:
-        if not callable(opts["norm"]):
-            raise InvalidInput("options['norm']", opts["norm"], "a callable mapping a tensor to a scalar")
-        config.norm = opts["norm"]
-    controller_args = {k: opts[k] for k in _CONTROLLER_OPTIONS if k in opts}
-    if "controller" in opts:
-        if controller_args or not isinstance(opts["controller"], PIController):
-            raise InvalidInput("options['controller']", opts["controller"],
-                               "a PIController (and no separate safety/ifactor/dfactor options)")
-        config.controller = opts["controller"]
-    elif controller_args:
-        config.controller = PIController(**controller_args)
-    return config
 
 
 def _default_params(func: Callable, params: Iterable[Tensor] | None) -> tuple[Tensor, ...]:
@@ -220,7 +150,7 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
     params = _default_params(func, params)
     flat_y0, _, shapes = _check_state(y0)
     t = _check_t(t, flat_y0)
-    config = build_config(solver, rtol, atol, options)
+    config = make_config(solver, rtol, atol, options)
     flat_func = _FlatTupleFunc(func, shapes) if shapes is not None else func
     if t.numel() == 1:
         solution = Solution(ys=flat_y0.unsqueeze(0))

@@ -14,8 +14,8 @@ from . import __version__
 # Modules providing subcommands (imported lazily so `odegrad --help` stays fast).
 _COMMAND_MODULES = (
     "odegrad.demo",
-    "odegrad.export.cli",
-    "odegrad.testing.cli",
+    "odegrad.export._commands",
+    "odegrad.testing._check_command",
 )
 
 

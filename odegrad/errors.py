@@ -72,7 +72,7 @@ class TaylorModeUnsupported(UnsupportedCombination):
         where = f" in layer {layer}" if layer else ""
         super().__init__(f"Taylor mode has no rule for the op {op!r}{where}; use the nested-jvp "
                          f"fallback (Taylor(..., mode='jvp') or mode='auto') or build the vector "
-                         f"field from supported ops (odegrad.solvers.taylor.supported_ops())")
+                         f"field from supported ops (odegrad.jet.supported_ops())")
 
 
 class NonFiniteValue(OdegradError, FloatingPointError):

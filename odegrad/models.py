@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from .api import odeint, solve
 from .errors import InvalidInput
-from .solvers.loop import TimedFunc
+from .gradients import AdjointBackend, get_backend
+from .solvers import CountedFunc, Taylor
 
 
 def _check_times(times: Sequence[float]) -> tuple[float, ...]:
@@ -62,7 +63,7 @@ class TLNODE(nn.Module):
 
     Args:
         func: the vector field, an ``nn.Module`` called as ``func(t, y)``, built from ops with a
-            Taylor rule (``odegrad.solvers.taylor.supported_ops()``) or differentiable by
+            Taylor rule (``odegrad.jet.supported_ops()``) or differentiable by
             ``torch.func.jvp`` (``mode="jvp"``/``"auto"``).
         order: Taylor order p >= 1 (the paper uses p = 1).
         steps: number of fixed steps over the horizon (>= 1).
@@ -88,8 +89,6 @@ class TLNODE(nn.Module):
                  remainder: nn.Module | None = None, mode: str = "auto", gradient: str = "direct",
                  backward_method: str = "rk4", t0: float = 0.0):
         super().__init__()
-        from .solvers.tlnode import Taylor
-
         if not isinstance(func, nn.Module):
             raise InvalidInput("func", type(func).__name__, "an nn.Module vector field func(t, y)")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -119,24 +118,24 @@ class TLNODE(nn.Module):
     def forward(self, y0: Tensor, t0: float | None = None) -> Tensor:
         start = self.t0 if t0 is None else float(t0)
         if self.gradient == "direct":
-            counter = TimedFunc(self.func, y0)
+            counter = CountedFunc(self.func)
             y = self.solver.rollout(counter, y0, start, self.step_size, self.steps)
-            self.nfe += counter.nfe
-            return y
-        return self._odeint(y0, start)
+            nfe = counter.nfe
+        else:
+            solution = self._solve(y0, start)
+            y, nfe = solution.ys[-1], solution.stats.nfe_forward
+        if not torch.compiler.is_compiling():  # a Python int changed under torch.compile recompiles
+            self.nfe += nfe
+        return y
 
-    def _odeint(self, y0: Tensor, start: float) -> Tensor:
-        from .gradients import AdjointBackend, get_backend
-
+    def _solve(self, y0: Tensor, start: float):
         backend = get_backend(self.gradient)
         if isinstance(self.gradient, str) and isinstance(backend, AdjointBackend) and backend.method is None:
-            backend.method = self.backward_method
+            backend = backend.with_method(self.backward_method)
         t = torch.tensor([start, start + self.horizon], dtype=y0.dtype, device=y0.device)
         params = [p for p in self.parameters() if p.requires_grad]
-        before = self.nfe
-        solution = _solve(self.func, y0, t, self.solver, backend, self.step_size, params)
-        self.nfe = before + solution.stats.nfe_forward
-        return solution.ys[-1]
+        return solve(self.func, y0, t, method=self.solver, gradient=backend,
+                     options={"step_size": self.step_size}, params=params)
 
     def remainder_loss(self, y0: Tensor, rtol: float = 1e-6, atol: float = 1e-8) -> Tensor:
         """Mean squared error of one Taylor forward pass against a dopri5 solution of the current
@@ -152,8 +151,7 @@ class TLNODE(nn.Module):
         t = torch.tensor([self.t0, self.t0 + self.horizon], dtype=y0.dtype, device=y0.device)
         with torch.no_grad():
             target = odeint(self.func, y0, t, rtol=rtol, atol=atol)[-1]
-        counter = TimedFunc(self.func, y0)
-        prediction = self.solver.rollout(counter, y0, self.t0, self.step_size, self.steps)
+        prediction = self.solver.rollout(CountedFunc(self.func), y0, self.t0, self.step_size, self.steps)
         return (prediction - target).pow(2).mean()
 
     def trajectory(self, y0: Tensor, intervals: int) -> Tensor:
@@ -163,7 +161,3 @@ class TLNODE(nn.Module):
             ys.append(self(ys[-1], self.t0 + i * self.horizon))
         return torch.stack(ys)
 
-
-def _solve(func, y0, t, solver, backend, step_size, params):
-    return solve(func, y0, t, method=solver, gradient=backend, options={"step_size": step_size},
-                 params=params)

@@ -9,7 +9,7 @@ from hypothesis import given
 
 from odegrad import solve
 from odegrad.testing import RandomProjectionLoss, expected_error, relative_disagreement
-from odegrad.testing.runs import named_params
+from odegrad.testing._runs import named_params
 from odegrad.testing.strategies import ODECase, ode_cases, time_grids
 
 

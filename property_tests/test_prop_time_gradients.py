@@ -6,7 +6,7 @@ from _support import Check, check_pairs
 from hypothesis import given
 
 from odegrad.testing import RandomProjectionLoss, expected_error, finite_differences, run_pair
-from odegrad.testing.runs import GROUP_FLOOR
+from odegrad.testing._runs import GROUP_FLOOR
 from odegrad.testing.strategies import ODECase, ode_cases
 
 

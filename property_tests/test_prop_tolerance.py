@@ -22,7 +22,7 @@ def test_tighter_tolerance_is_not_worse(case: ODECase, coarsening: int):
     loss = RandomProjectionLoss(case.seed)
 
     def compare(method, gradient, tight):
-        if get_solver(method).adaptive:
+        if get_solver(method).error_estimate:
             factor = 10.0 ** coarsening
             loose = replace(tight, rtol=tight.rtol * factor, atol=tight.atol * factor)
         else:

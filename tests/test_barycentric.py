@@ -1,4 +1,4 @@
-"""Chebyshev points of the first kind and barycentric interpolation (odegrad.gradients.barycentric)."""
+"""Chebyshev points of the first kind and barycentric interpolation (odegrad.gradients._barycentric)."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from odegrad.errors import InvalidInput
-from odegrad.gradients.barycentric import (
+from odegrad.gradients._barycentric import (
     ChebyshevInterpolant,
     barycentric_interpolate,
     chebyshev_extrema,

@@ -212,7 +212,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_failed_validation_leaves_no_file(tmp_path, monkeypatch):
-    from odegrad.export import onnx as onnx_export
+    from odegrad.export import _onnx as onnx_export
 
     original = onnx_export.OnnxModel.__call__
     monkeypatch.setattr(onnx_export.OnnxModel, "__call__", lambda self, x: original(self, x) + 1e-3)

@@ -271,7 +271,7 @@ def test_cli_check_exits_nonzero_on_disagreement_and_on_bad_targets(tmp_path, mo
 
 def test_cli_check_runs_a_saved_model_and_never_unpickles(tmp_path, capsys):
     from odegrad.export import save_model
-    from odegrad.export.fields import MLPField
+    from odegrad.export._fields import MLPField
 
     from odegrad.models import NeuralODE
 

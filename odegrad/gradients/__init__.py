@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import InvalidInput, UnknownName
-from .backsolve import Backsolve
-from .base import AdjointBackend, Backend, BlockNorm, Problem, func_vjp
-from .direct import Direct
-from .interpolation import Interpolation
-from .quadrature import GaussQuadrature
+from ._backsolve import Backsolve
+from ._base import AdjointBackend, Backend, BlockNorm, Problem, func_vjp
+from ._direct import Direct
+from ._interpolation import Interpolation
+from ._quadrature import GaussQuadrature
 
 _REGISTRY: dict[str, Callable[[], Backend]] = {
     "direct": Direct,

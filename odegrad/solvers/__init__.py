@@ -1,25 +1,28 @@
-"""Forward integrators. ``get_solver(name_or_object)`` resolves ``odeint(method=...)``."""
+"""Forward integrators. ``get_solver(name_or_object)`` resolves ``odeint(method=...)``.
+
+Public contracts: :class:`Integrator` (anything that integrates, with declared capabilities),
+:class:`StepSolver` (a one-step method driven by the shared loop), the stepping controllers, the
+one evaluation counter :class:`CountedFunc`, and :func:`unroll` (a fixed-step solve with Python
+float times, for tracing and export).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+from torch import Tensor
+
+from .._counting import CountedFunc, check_func_output, counted, is_tracing
 from ..errors import InvalidInput, UnknownName
-from .base import (
-    DenseOutput,
-    IntegrationConfig,
-    Integrator,
-    Solution,
-    Stats,
-    StepRecord,
-    StepResult,
-    StepSolver,
-    rms_norm,
-)
-from .controller import PIController
-from .rk import ExplicitRK, make_rk
-from .tableaux import ALL_TABLEAUX, ButcherTableau
-from .tlnode import LearnedMidpoint, Taylor
+from ._base import DenseOutput, IntegrationConfig, Integrator, Solution, Stats, StepRecord, StepResult, rms_norm
+from ._controller import AdaptiveStepping, FixedStepping, PIController, bad_batch_entries, fixed_grid
+from ._loop import integrate_on_times
+from ._options import VALID_OPTIONS, make_config, times_option
+from ._rk import ExplicitRK, make_rk
+from ._step_solver import StepSolver
+from ._tableaux import ALL_TABLEAUX, ButcherTableau
+from ._taylor import LearnedMidpoint, Taylor
 
 _REGISTRY: dict[str, Callable[[], Integrator]] = {
     name: (lambda name=name: make_rk(name)) for name in ALL_TABLEAUX
@@ -35,6 +38,7 @@ register_solver("taylor", Taylor)
 
 
 def solver_names() -> tuple[str, ...]:
+    """Names ``odeint(method=...)`` accepts (besides ``"torchdiffeq:<name>"``)."""
     return tuple(_REGISTRY)
 
 
@@ -45,7 +49,7 @@ def get_solver(method: str | Integrator) -> Integrator:
     if not isinstance(method, str):
         raise InvalidInput("method", type(method).__name__, "a method name or an odegrad Integrator")
     if method.startswith("torchdiffeq:"):
-        from .external import TorchdiffeqSolver
+        from ._torchdiffeq import TorchdiffeqSolver  # torchdiffeq is imported only when asked for
 
         return TorchdiffeqSolver(method.split(":", 1)[1])
     if method not in _REGISTRY:
@@ -53,22 +57,54 @@ def get_solver(method: str | Integrator) -> Integrator:
     return _REGISTRY[method]()
 
 
-
-def _named(name: str) -> Callable[[], ExplicitRK]:
-    def factory() -> ExplicitRK:
-        return make_rk(name)
-
-    factory.__name__ = factory.__qualname__ = name.capitalize()
-    factory.__doc__ = f"The {name} method as a configured solver object."
-    return factory
+def unroll(solver: StepSolver, func: Callable, y0: Tensor, times: list[float], config: IntegrationConfig,
+           time_dtype: torch.dtype | None = None) -> Tensor:
+    """States at the Python-float output ``times``, ``Tensor[len(times), *y0.shape]``, by the
+    shared loop. For a fixed-step solver nothing reads tensor values, so the solve traces
+    (``torch.export``, ``torch.jit.trace``, ONNX) to one static graph; ``odegrad.export`` uses it."""
+    return integrate_on_times(solver, func, y0, times, config, time_dtype=time_dtype).ys
 
 
-Euler, Midpoint, Heun, RK4, Bosh3, Dopri5, Tsit5 = (
-    _named(n) for n in ("euler", "midpoint", "heun", "rk4", "bosh3", "dopri5", "tsit5"))
+def euler() -> ExplicitRK:
+    """The explicit Euler method (order 1, fixed step)."""
+    return make_rk("euler")
+
+
+def midpoint() -> ExplicitRK:
+    """The explicit midpoint method (order 2, fixed step)."""
+    return make_rk("midpoint")
+
+
+def heun() -> ExplicitRK:
+    """Heun's method (order 2, fixed step)."""
+    return make_rk("heun")
+
+
+def rk4() -> ExplicitRK:
+    """The classic Runge–Kutta method (order 4, fixed step)."""
+    return make_rk("rk4")
+
+
+def bosh3() -> ExplicitRK:
+    """Bogacki–Shampine 3(2) (adaptive)."""
+    return make_rk("bosh3")
+
+
+def dopri5() -> ExplicitRK:
+    """Dormand–Prince 5(4) (adaptive)."""
+    return make_rk("dopri5")
+
+
+def tsit5() -> ExplicitRK:
+    """Tsitouras 5(4) (adaptive)."""
+    return make_rk("tsit5")
+
 
 __all__ = [
-    "ALL_TABLEAUX", "ButcherTableau", "DenseOutput", "ExplicitRK", "IntegrationConfig", "LearnedMidpoint", "Taylor",
-    "Integrator", "PIController", "Solution", "Stats", "StepRecord", "StepResult", "StepSolver",
-    "get_solver", "register_solver", "rms_norm", "solver_names",
-    "Euler", "Midpoint", "Heun", "RK4", "Bosh3", "Dopri5", "Tsit5",
+    "ALL_TABLEAUX", "AdaptiveStepping", "ButcherTableau", "CountedFunc", "DenseOutput", "ExplicitRK",
+    "FixedStepping", "IntegrationConfig", "Integrator", "LearnedMidpoint", "PIController", "Solution",
+    "Stats", "StepRecord", "StepResult", "StepSolver", "Taylor", "VALID_OPTIONS", "bad_batch_entries",
+    "bosh3", "check_func_output", "counted", "dopri5", "euler", "fixed_grid", "get_solver", "heun",
+    "integrate_on_times", "is_tracing", "make_config", "make_rk", "midpoint", "register_solver", "rk4",
+    "rms_norm", "solver_names", "times_option", "tsit5", "unroll",
 ]

@@ -3,20 +3,20 @@
 * :func:`check_gradients` — run a model through (method, gradient) pairs in float64; report every
   pair's gradient disagreement with every other pair and with finite differences, NFE and time
   per pair, and a verdict against the error-model tolerance (``odegrad check`` on the command line).
-* :mod:`odegrad.testing.references` — exact solutions and gradients of linear/affine ODEs
+* :mod:`odegrad.testing._references` — exact solutions and gradients of linear/affine ODEs
   (``torch.linalg.matrix_exp``).
 * :mod:`odegrad.testing.strategies` — hypothesis strategies (needs ``hypothesis``; imported lazily).
-* :mod:`odegrad.testing.tolerances` — accurate per-method settings and the error model.
+* :mod:`odegrad.testing._tolerances` — accurate per-method settings and the error model.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .check import Comparison, GradientReport, check_gradients, estimate_scale
-from .fields import ForcedLinearField, LinearField, MLPField, TupleField
-from .references import linear_gradients, linear_solution, reference_solution
-from .runs import (
+from ._fields import ForcedLinearField, LinearField, MLPField, TupleField
+from ._gradient_check import Comparison, GradientReport, check_gradients, estimate_scale
+from ._references import linear_gradients, linear_solution, reference_solution
+from ._runs import (
     FiniteDifferences,
     PairRun,
     RandomProjectionLoss,
@@ -25,7 +25,7 @@ from .runs import (
     relative_disagreement,
     run_pair,
 )
-from .tolerances import ROUNDOFF, Settings, accurate_settings, expected_error, method_order
+from ._tolerances import ROUNDOFF, Settings, accurate_settings, expected_error, method_order
 
 __all__ = [
     "Comparison", "FiniteDifferences", "ForcedLinearField", "GradientReport", "LinearField",

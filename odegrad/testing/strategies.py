@@ -20,7 +20,7 @@ import torch
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from .fields import ACTIVATIONS, ForcedLinearField, LinearField, MLPField, TupleField, describe_field
+from ._fields import ACTIVATIONS, ForcedLinearField, LinearField, MLPField, TupleField, describe_field
 
 SPECTRA = ("stable", "oscillatory", "unstable")
 DTYPE = torch.float64

@@ -18,11 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from odegrad import __version__
-from odegrad.api import build_config
-from odegrad.errors import ExportError, InvalidInput, OdegradError
+from odegrad.errors import ExportError, InvalidInput, MaxStepsExceeded, OdegradError
 from odegrad.models import TLNODE, NeuralODE
-from odegrad.solvers import StepSolver, get_solver
-from odegrad.solvers.loop import fixed_grid, integrate_on_times
+from odegrad.solvers import StepSolver, fixed_grid, get_solver, make_config, unroll
 
 _FIXED_HINT = ("export a NeuralODE with a fixed-step method (euler, midpoint, heun, rk4) and "
                "options={'step_size': h} or {'grid': [...]}, or a TLNODE")
@@ -41,15 +39,15 @@ class UnrolledNeuralODE(nn.Module):
         self.func = block.func
         self.solver = solver
         self.times = list(block.times)
-        self.config = build_config(solver, block.rtol, block.atol, block.options)
+        self.config = make_config(solver, block.rtol, block.atol, block.options)
         self.return_trajectory = block.return_trajectory
-        self.steps = len(fixed_grid(self.times, self.config)) - 1
-        if self.steps > self.config.max_steps:
-            raise ExportError(f"the fixed grid needs {self.steps} steps but options['max_steps'] is "
-                              f"{self.config.max_steps}")
+        try:
+            self.steps = len(fixed_grid(self.times, self.config)) - 1
+        except MaxStepsExceeded as error:
+            raise ExportError(f"cannot export this NeuralODE: {error}") from None
 
     def forward(self, y0: Tensor) -> Tensor:
-        ys = integrate_on_times(self.solver, self.func, y0, self.times, self.config, t_like=y0).ys
+        ys = unroll(self.solver, self.func, y0, self.times, self.config)
         return ys if self.return_trajectory else ys[-1]
 
 
@@ -59,7 +57,7 @@ def _fixed_step_solver(block: NeuralODE) -> StepSolver:
     if not isinstance(solver, StepSolver):
         raise ExportError(f"cannot export NeuralODE(method={block.method!r}): only odegrad's own step "
                           f"solvers unroll into a static graph; {_FIXED_HINT}")
-    if solver.adaptive:
+    if solver.error_estimate:
         raise ExportError(f"cannot export NeuralODE(method={name!r}): an adaptive step-size method "
                           "chooses how many steps to take from the data (data-dependent control "
                           f"flow), so it has no fixed graph; {_FIXED_HINT}")

@@ -20,6 +20,7 @@ the stored forward y(t_{i-1}), which keeps the reverse solve from drifting.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from functools import lru_cache
 
@@ -27,21 +28,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InvalidInput
-from ..solvers.base import IntegrationConfig, Integrator
-from .base import AdjointBackend, BlockNorm, Problem, func_vjp, same_steps_config
+from .._checks import check_int
+from ..errors import InvalidInput, OdegradError
+from ..solvers import IntegrationConfig, Integrator
+from ._base import AdjointBackend, BlockNorm, Problem, func_vjp, same_steps_config
 
 MAX_NODES = 256
 """Largest node count accepted per segment (Gauss–Legendre with n nodes is exact for
 polynomials of degree 2n − 1; beyond this, add observation times instead)."""
-
-
-def _check_count(argument: str, value: object, upper: int | None) -> int:
-    within = upper is None or (isinstance(value, int) and value <= upper)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or not within:
-        expected = "a positive integer" + (f" at most {upper}" if upper is not None else "")
-        raise InvalidInput(argument, value, expected)
-    return value
 
 
 @lru_cache(maxsize=64)
@@ -90,19 +84,19 @@ class GaussQuadrature(AdjointBackend):
                  rtol: float | None = None, atol: float | None = None,
                  method: str | Integrator | None = None, vectorize: bool = True, max_batch: int = 16):
         super().__init__(rtol=rtol, atol=atol, method=method)
-        self.nodes = None if nodes is None else _check_count("GaussQuadrature nodes", nodes, MAX_NODES)
+        self.nodes = None if nodes is None else check_int("GaussQuadrature nodes", nodes, low=1, high=MAX_NODES)
         if isinstance(gtol, bool) or not isinstance(gtol, (int, float)) or not (math.isfinite(gtol) and gtol > 0):
             raise InvalidInput("GaussQuadrature gtol", gtol, "a finite positive number")
         self.gtol = float(gtol)
-        self.min_nodes = _check_count("GaussQuadrature min_nodes", min_nodes, MAX_NODES)
-        self.max_nodes = _check_count("GaussQuadrature max_nodes", max_nodes, MAX_NODES)
+        self.min_nodes = check_int("GaussQuadrature min_nodes", min_nodes, low=1, high=MAX_NODES)
+        self.max_nodes = check_int("GaussQuadrature max_nodes", max_nodes, low=1, high=MAX_NODES)
         if self.min_nodes > self.max_nodes:
             raise InvalidInput("GaussQuadrature min_nodes/max_nodes", f"{min_nodes} > {max_nodes}",
                                "min_nodes <= max_nodes")
         if not isinstance(vectorize, bool):
             raise InvalidInput("GaussQuadrature vectorize", vectorize, "True or False")
         self.vectorize = vectorize
-        self.max_batch = _check_count("GaussQuadrature max_batch", max_batch, None)
+        self.max_batch = check_int("GaussQuadrature max_batch", max_batch, low=1)
 
     def __repr__(self) -> str:
         rule = (f"nodes={self.nodes}" if self.nodes is not None
@@ -161,7 +155,7 @@ def _continue_steps(solver: Integrator, config: IntegrationConfig, sol, forward:
     """Start the next segment's adaptive solve with the last accepted step of this one: the
     segments are adjacent pieces of one backward trajectory, so this step size fits and the
     initial-step heuristic (an extra evaluation and restart cost per segment) is skipped."""
-    if not solver.adaptive or forward.first_step is not None or sol.steps is None or not len(sol.steps.h):
+    if not solver.error_estimate or forward.first_step is not None or sol.steps is None or not len(sol.steps.h):
         return config
     return replace(config, first_step=abs(float(sol.steps.h[-1])))
 
@@ -214,7 +208,13 @@ class _ParamQuadrature:
         try:
             with torch.enable_grad():
                 f = torch.func.vmap(self.func)(times, ys)
-        except Exception:  # vmap cannot batch every func (.item(), data-dependent branches, ...)
+        except OdegradError:
+            raise
+        except (RuntimeError, NotImplementedError, TypeError, ValueError) as error:
+            # vmap cannot batch every func (.item(), data-dependent branches, in-place ops, ...)
+            warnings.warn(f"gq: torch.func.vmap cannot batch func ({type(error).__name__}: {error}); "
+                          "this backward pass evaluates its quadrature nodes one at a time "
+                          "(GaussQuadrature(vectorize=False) skips the attempt)", RuntimeWarning, stacklevel=2)
             self.vectorize = False
             return None
         return self._grads(f, weighted)

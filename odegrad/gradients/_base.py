@@ -13,6 +13,7 @@ zero gradients for unused parameters — lives here once.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import InvalidInput
-from ..solvers.base import IntegrationConfig, Integrator, Solution, rms_norm
-from ..solvers.loop import fixed_grid
+from .._checks import check_non_negative
+from ..errors import InvalidInput, UnsupportedCombination
+from ..solvers import IntegrationConfig, Integrator, Solution, fixed_grid, get_solver, rms_norm
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def same_steps_config(config: IntegrationConfig, solver: Integrator, times: list
     that takes the steps the forward solve took there, whatever output times are added and in
     either direction: fixed-step methods get that part of the forward grid (``grid`` or
     ``step_size`` alike); adaptive ones are unchanged."""
-    if solver.adaptive:
+    if solver.error_estimate:
         return config
     return replace(config, grid=segment_grid(fixed_grid(times, config), a, b), step_size=None)
 
@@ -132,16 +133,31 @@ class AdjointBackend(Backend):
     def __init__(self, rtol: float | None = None, atol: float | None = None,
                  method: str | Integrator | None = None):
         for name, value in (("rtol", rtol), ("atol", atol)):
-            if value is not None and not (isinstance(value, (int, float)) and value >= 0):
-                raise InvalidInput(f"{type(self).__name__} {name}", value, "a non-negative number")
+            if value is not None:
+                check_non_negative(f"{type(self).__name__} {name}", value)
         self.rtol = rtol
         self.atol = atol
         self.method = method
 
-    def backward_solver(self, problem: Problem) -> Integrator:
-        from ..solvers import get_solver
+    def with_method(self, method: str | Integrator) -> AdjointBackend:
+        """A copy of this backend whose backward solves use ``method``."""
+        configured = copy.copy(self)
+        configured.method = method
+        return configured
 
+    def backward_solver(self, problem: Problem) -> Integrator:
         return problem.solver if self.method is None else get_solver(self.method)
+
+    def check_pairing(self, problem: Problem) -> None:
+        """Refuse, before any solve, a backward integrator that cannot integrate the adjoint
+        system (a func calling ``torch.autograd.grad``)."""
+        solver = self.backward_solver(problem)
+        if not solver.supports_autograd_func:
+            raise UnsupportedCombination(
+                f"gradient={self.name!r} integrates an adjoint system built with torch.autograd.grad, "
+                f"which the integrator {getattr(solver, 'name', solver)!r} cannot integrate; give the "
+                f"backend another backward method, e.g. {type(self).__name__}(method='rk4'), or use "
+                f"gradient='direct'")
 
     def backward_config(self, problem: Problem, **changes: Any) -> IntegrationConfig:
         return problem.config.with_updates(rtol=self.rtol, atol=self.atol, **changes)
@@ -156,6 +172,7 @@ class AdjointBackend(Backend):
         """Return (dL/dy0, dL/dθ per param, NFE spent) given dL/dys of shape [len(t), *y0.shape]."""
 
     def solve(self, problem: Problem) -> Solution:
+        self.check_pairing(problem)
         holder: dict[str, Solution] = {}
         ys = _AdjointFunction.apply(self, problem, holder, problem.y0, *problem.params)
         solution = holder["solution"]

@@ -16,12 +16,12 @@ from torch import nn
 
 from odegrad.errors import ExportError, InvalidInput, OdegradError
 
-from .common import ExportResult, build_metadata, prepare_job
-from .files import atomic_write
-from .graph import export_program, inference_module
-from .precision import TRANSLATIONS
-from .runtime import GRAPH_CHECKSUM, OnnxModel, graph_checksum, load_onnx
-from .validation import require_parity, to_numpy
+from ._common import ExportResult, build_metadata, prepare_job
+from ._files import atomic_write
+from ._graph import export_program, inference_module
+from ._precision import TRANSLATIONS
+from ._runtime import GRAPH_CHECKSUM, OnnxModel, graph_checksum, load_onnx
+from ._validation import require_parity, to_numpy
 
 MIN_OPSET = 18  # the dynamo exporter emits opset 18 and later
 
@@ -61,7 +61,7 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
         dynamic_batch: make dimension 0 of the input (and the matching output dimension) dynamic.
         opset: ONNX opset (None: the exporter's default; at least 18).
         atol, rtol: parity tolerance against PyTorch (defaults depend on the dtype, see
-            :mod:`odegrad.export.validation`).
+            :mod:`odegrad.export._validation`).
 
     The file is checked with ``onnx.checker`` and run by onnxruntime (CPU) on the example input
     and, with ``dynamic_batch``, at a second batch size; both must match eager PyTorch.

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import StepResult, StepSolver
-from .tableaux import ALL_TABLEAUX, ButcherTableau
+from ._base import StepResult
+from ._step_solver import StepSolver
+from ._tableaux import ALL_TABLEAUX, ButcherTableau
 
 
 def _add_scaled(base: Tensor | None, scale: float, coefficients: Sequence[float],
@@ -31,16 +32,16 @@ def _add_scaled(base: Tensor | None, scale: float, coefficients: Sequence[float]
 class ExplicitRK(StepSolver):
     """An explicit RK method defined by a :class:`ButcherTableau`.
 
-    Adaptive when the tableau has an embedded error estimate; the step state is the derivative at
-    the step start (reused as the next first stage, FSAL or not), and each step's dense output is
-    the tableau's continuous extension.
+    Adaptive (``error_estimate``) when the tableau has an embedded error estimate; the step state
+    is the derivative at the step start (reused as the next first stage, FSAL or not), and each
+    step's dense output is the tableau's continuous extension.
     """
 
     def __init__(self, tableau: ButcherTableau):
         self.tableau = tableau
         self.name = tableau.name
         self.order = tableau.order
-        self.adaptive = tableau.b_error is not None
+        self.error_estimate = tableau.b_error is not None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -62,7 +63,7 @@ class ExplicitRK(StepSolver):
             y1 = _add_scaled(y0, h, tab.b, stages)
             stages.append(func(t0 + h, y1))
             inputs.append(y1)
-        error = _add_scaled(None, h, tab.b_error, stages) if self.adaptive else None
+        error = _add_scaled(None, h, tab.b_error, stages) if self.error_estimate else None
         with torch.no_grad():
             stiffness = (torch.linalg.vector_norm(stages[-1] - stages[-2])
                          / torch.linalg.vector_norm(inputs[-1] - inputs[-2]).clamp_min(1e-300)

@@ -18,10 +18,10 @@ from torch import nn
 
 from odegrad.errors import ExportError
 
-from .common import ExportResult, build_metadata, prepare_job
-from .files import atomic_write, existing_file
-from .graph import export_program, inference_module
-from .validation import require_parity
+from ._common import ExportResult, build_metadata, prepare_job
+from ._files import atomic_write, existing_file
+from ._graph import export_program, inference_module
+from ._validation import require_parity
 
 METADATA_FILE = "odegrad.json"
 

@@ -40,10 +40,6 @@ class ButcherTableau:
     fsal: bool
     dense: tuple[tuple[float, ...], ...]
 
-    @property
-    def stages(self) -> int:
-        return len(self.c)
-
 
 def _floats(values) -> tuple[float, ...]:
     return tuple(float(v) for v in values)

@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InvalidInput, TaylorModeUnsupported
+from ._checks import check_int
+from ._counting import CountedFunc
+from .errors import TaylorModeUnsupported
 
 TaylorFunc = Callable[[Any, Any], Any]
 
@@ -58,7 +60,7 @@ class Jet:
     dtype = property(lambda self: self.coeffs[0].dtype)
     device = property(lambda self: self.coeffs[0].device)
     ndim = property(lambda self: self.coeffs[0].dim())
-    is_floating_point = lambda self: True  # noqa: E731
+    is_floating_point = lambda self: True
     requires_grad = property(lambda self: any(c.requires_grad for c in self.coeffs))
 
     def __len__(self) -> int:
@@ -81,20 +83,20 @@ class Jet:
             raise AttributeError(f"Jet has no attribute {name!r}")
         return lambda *args, **kwargs: Jet.__torch_function__(method, (Jet,), (self, *args), kwargs)
 
-    __add__ = lambda self, other: _add(self, other)  # noqa: E731
-    __radd__ = lambda self, other: _add(other, self)  # noqa: E731
-    __sub__ = lambda self, other: _sub(self, other)  # noqa: E731
-    __rsub__ = lambda self, other: _sub(other, self)  # noqa: E731
-    __mul__ = lambda self, other: _mul(self, other)  # noqa: E731
-    __rmul__ = lambda self, other: _mul(other, self)  # noqa: E731
-    __truediv__ = lambda self, other: _div(self, other)  # noqa: E731
-    __rtruediv__ = lambda self, other: _div(other, self)  # noqa: E731
-    __matmul__ = lambda self, other: _matmul(self, other)  # noqa: E731
-    __rmatmul__ = lambda self, other: _matmul(other, self)  # noqa: E731
-    __pow__ = lambda self, exponent: _pow(self, exponent)  # noqa: E731
-    __neg__ = lambda self: Jet([-c for c in self.coeffs])  # noqa: E731
-    __pos__ = lambda self: self  # noqa: E731
-    __getitem__ = lambda self, index: Jet([c[index] for c in self.coeffs])  # noqa: E731
+    __add__ = lambda self, other: _add(self, other)
+    __radd__ = lambda self, other: _add(other, self)
+    __sub__ = lambda self, other: _sub(self, other)
+    __rsub__ = lambda self, other: _sub(other, self)
+    __mul__ = lambda self, other: _mul(self, other)
+    __rmul__ = lambda self, other: _mul(other, self)
+    __truediv__ = lambda self, other: _div(self, other)
+    __rtruediv__ = lambda self, other: _div(other, self)
+    __matmul__ = lambda self, other: _matmul(self, other)
+    __rmatmul__ = lambda self, other: _matmul(other, self)
+    __pow__ = lambda self, exponent: _pow(self, exponent)
+    __neg__ = lambda self: Jet([-c for c in self.coeffs])
+    __pos__ = lambda self: self
+    __getitem__ = lambda self, index: Jet([c[index] for c in self.coeffs])
     # conversions to Python numbers drop the series: no Taylor rule
     def __float__(self):
         raise _NoRule("float()")
@@ -108,18 +110,14 @@ class Jet:
     __index__ = __int__
 
     # comparisons read the value only (piecewise-constant in s)
-    __gt__ = lambda self, other: self.primal > _primal(other)  # noqa: E731
-    __lt__ = lambda self, other: self.primal < _primal(other)  # noqa: E731
-    __ge__ = lambda self, other: self.primal >= _primal(other)  # noqa: E731
-    __le__ = lambda self, other: self.primal <= _primal(other)  # noqa: E731
+    __gt__ = lambda self, other: self.primal > _primal(other)
+    __lt__ = lambda self, other: self.primal < _primal(other)
+    __ge__ = lambda self, other: self.primal >= _primal(other)
+    __le__ = lambda self, other: self.primal <= _primal(other)
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def _order(*values: Any) -> int:
-    return max(v.order for v in values if isinstance(v, Jet))
 
 
 def _lift(value: Any, order: int, like: Jet) -> Jet:
@@ -479,13 +477,13 @@ def supported_ops() -> tuple[str, ...]:
 
 def _layer_name(error: BaseException) -> str | None:
     """The innermost nn.Module whose forward was running when ``error`` was raised, named
-    relative to the outermost module on the stack."""
+    relative to the outermost module of the user's on the stack (odegrad's counter is skipped)."""
     names: dict[int, str] = {}
     layer = None
     tb = error.__traceback__
     while tb is not None:
         owner = tb.tb_frame.f_locals.get("self")
-        if isinstance(owner, nn.Module):
+        if isinstance(owner, nn.Module) and not isinstance(owner, CountedFunc):
             if not names:
                 names = {id(m): name for name, m in owner.named_modules()}
             qualified = names.get(id(owner))
@@ -495,10 +493,9 @@ def _layer_name(error: BaseException) -> str | None:
     return layer
 
 
-def _check_order(order: Any) -> int:
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise InvalidInput("order", order, "an integer >= 1")
-    return order
+def check_order(order: Any) -> int:
+    """A Taylor order: an integer >= 1."""
+    return check_int("order", order, low=1)
 
 
 def taylor_coefficients(func: TaylorFunc, t0: Tensor, y0: Tensor, order: int,
@@ -518,7 +515,7 @@ def taylor_coefficients(func: TaylorFunc, t0: Tensor, y0: Tensor, order: int,
     Raises:
         TaylorModeUnsupported: func applies an op without a Taylor rule (names op and layer).
     """
-    order = _check_order(order)
+    order = check_order(order)
     coeffs = [y0, func(t0, y0) if f0 is None else f0]
     one, zero = torch.ones_like(t0), torch.zeros_like(t0)
     try:
@@ -540,7 +537,7 @@ def jvp_coefficients(func: TaylorFunc, t0: Tensor, y0: Tensor, order: int,
 
     Returns ``[y_0, ..., y_order]`` shaped like ``y0``.
     """
-    order = _check_order(order)
+    order = check_order(order)
     derivatives: list[Callable[[Tensor, Tensor], Tensor]] = [func]
     for _ in range(1, order):
         previous = derivatives[-1]

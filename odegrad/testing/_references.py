@@ -65,9 +65,9 @@ def linear_gradients(A: Tensor, y0: Tensor, t: Tensor, loss: Callable[[Tensor], 
 
 
 def reference_solution(field, y0: Tensor, t: Tensor) -> Tensor:
-    """Exact solution for a :class:`~odegrad.testing.fields.LinearField` (differentiable in its
+    """Exact solution for a :class:`~odegrad.testing._fields.LinearField` (differentiable in its
     parameters, ``y0`` and ``t``); ``Tensor[T, *y0.shape]``."""
-    from .fields import LinearField
+    from ._fields import LinearField
 
     if not isinstance(field, LinearField):
         raise InvalidInput("field", type(field).__name__, "a LinearField (the only field with an exact solution)")

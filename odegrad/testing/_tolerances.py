@@ -66,13 +66,8 @@ class Settings:
 
 
 def method_order(solver: Integrator) -> int:
-    """The solver's order of accuracy (``order`` attribute; torchdiffeq methods by name; else 1)."""
-    order = getattr(solver, "order", None)
-    if isinstance(order, int) and order >= 1:
-        return order
-    known = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "bosh3": 3, "rk4": 4,
-             "dopri5": 5, "dopri8": 8, "fehlberg2": 2, "adaptive_heun": 2}
-    return known.get(getattr(solver, "method", ""), 1)
+    """The solver's declared order of accuracy (1 where it declares none)."""
+    return solver.order or 1
 
 
 def _check_scale(span: float, scale: float) -> tuple[float, float]:
@@ -92,7 +87,7 @@ def accurate_settings(method: str | Integrator, span: float, scale: float) -> Se
     span, scale = _check_scale(span, scale)
     solver = get_solver(method)
     order = method_order(solver)
-    if solver.adaptive:
+    if solver.error_estimate:
         rtol = _RTOL.get(order, _RTOL_HIGH)
         return Settings(rtol=rtol, atol=rtol * 1e-2)
     h = _STEP_SCALE.get(order, _STEP_SCALE_HIGH) / scale
@@ -108,7 +103,7 @@ def expected_error(method: str | Integrator, settings: Settings, span: float, sc
     solver = get_solver(method)
     order = method_order(solver)
     growth = math.exp(min(scale * span, 2.0))
-    if solver.adaptive:
+    if solver.error_estimate:
         error = (_ESTIMATE_FACTOR * _SENSITIVITY_FACTOR * max(steps, 1)
                  * max(settings.rtol, settings.atol) * growth)
     else:

@@ -17,11 +17,11 @@ from torch import nn
 
 from odegrad.errors import ExportError
 
-from .files import existing_file
-from .runtime import OnnxModel
-from .serving import Latency, eager_call, measure_latency, measure_paired, torch_threads
-from .torchscript import load_torchscript
-from .validation import Parity, Tolerance, compare, positive_int
+from ._files import existing_file
+from ._runtime import OnnxModel
+from ._serving import Latency, eager_call, measure_latency, measure_paired, torch_threads
+from ._torchscript import load_torchscript
+from ._validation import Parity, Tolerance, compare, positive_int
 
 _NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
 
@@ -143,7 +143,7 @@ def _check(source: Path, batch_sizes: Sequence[int], providers: str | Sequence[s
     for batch in sizes:
         concrete = [batch if d == "batch" else int(d) for d in shape]
         x = generator.standard_normal(concrete).astype(_NUMPY_DTYPES[dtype])
-        served = lambda x=x: run(x)  # noqa: E731
+        served = lambda x=x: run(x)
         if model is None:
             report.rows.append(CheckRow(batch, measure_latency(served, batch, repeats=repeats)))
             continue

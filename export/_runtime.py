@@ -17,8 +17,8 @@ from torch import Tensor
 
 from odegrad.errors import ExportError, InvalidInput, UnsupportedCombination
 
-from .files import existing_file
-from .validation import positive_int
+from ._files import existing_file
+from ._validation import positive_int
 
 GRAPH_CHECKSUM = "odegrad.graph_sha256"
 _PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}

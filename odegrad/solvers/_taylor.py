@@ -6,7 +6,7 @@ One step of order p from ``(t0, x)`` with step h:
     x⁺ = Σ_{k=0..p} h^k y_k(t0, x)  +  h^{p+1} · y_{p+1}(t0 + h/2, ξ),   ξ = x + Γ_φ(x) ⊙ f(t0, x)
 
 where ``y_k = y^(k)/k!`` are Taylor coefficients of the solution (Taylor-mode arithmetic,
-:mod:`odegrad.solvers.taylor`) and the second term is the Lagrange remainder evaluated at a
+:mod:`odegrad.jet`) and the second term is the Lagrange remainder evaluated at a
 learned intermediate point ξ (:class:`LearnedMidpoint`). Without a remainder network the step is the
 plain truncated Taylor series (global order p). Fixed order and fixed steps: the cost is fixed and
 the code has no data-dependent control flow (it traces and exports to one static graph).
@@ -15,14 +15,16 @@ the code has no data-dependent control flow (it traces and exports to one static
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_choice, check_int
+from .._counting import counted
 from ..errors import InvalidInput, TaylorModeUnsupported, UnsupportedCombination
-from .base import StepResult, StepSolver
-from .taylor import _check_order, jvp_coefficients, taylor_coefficients
+from ..jet import check_order, jvp_coefficients, taylor_coefficients
+from ._base import StepResult
+from ._step_solver import StepSolver
 
 MODES = ("auto", "taylor", "jvp")
 
@@ -43,8 +45,7 @@ class LearnedMidpoint(nn.Module):
     def __init__(self, dim: int, hidden: int = 32, layers: int = 2, bounded: bool = True):
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("layers", layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInput(f"LearnedMidpoint {name}", value, "a positive integer")
+            check_int(f"LearnedMidpoint {name}", value, low=1)
         sizes = [dim] + [hidden] * layers
         blocks: list[nn.Module] = []
         for a, b in zip(sizes, sizes[1:]):
@@ -63,19 +64,6 @@ class LearnedMidpoint(nn.Module):
         raw = self.net(y)
         gamma = torch.sigmoid(raw) if self.bounded else raw + 0.5
         return y + (h * gamma) * f
-
-
-class _Counted:
-    """Wraps the user's func(t, y) and counts evaluations (a jet evaluation counts as one)."""
-
-    def __init__(self, func: Callable, owner: Any):
-        self.func = func
-        self.owner = owner
-
-    def __call__(self, t, y):
-        if hasattr(self.owner, "nfe"):
-            self.owner.nfe += 1
-        return self.func(t, y)
 
 
 def _horner(coeffs: list[Tensor], s: float) -> Tensor:
@@ -109,15 +97,15 @@ class Taylor(StepSolver):
     ``Backsolve(method="rk4")`` (the solve then raises UnsupportedCombination saying so).
     """
 
-    adaptive = False
+    error_estimate = False
+    supports_autograd_func = False  # the adjoint systems' torch.autograd.grad has no Taylor rule
 
     def __init__(self, order: int = 3, remainder: nn.Module | None = None, mode: str = "auto"):
-        self.order = _check_order(order)
+        self.order = check_order(order)
         if remainder is not None and not isinstance(remainder, nn.Module):
             raise InvalidInput("remainder", type(remainder).__name__,
                                "None or an nn.Module remainder(y, f, h) -> midpoint (e.g. LearnedMidpoint)")
-        if mode not in MODES:
-            raise InvalidInput("mode", repr(mode), "one of " + ", ".join(map(repr, MODES)))
+        check_choice("mode", mode, MODES)
         self.remainder = remainder
         self.mode = mode
         self.name = "taylor"
@@ -150,26 +138,21 @@ class Taylor(StepSolver):
                     f"give them another backward method, e.g. Backsolve(method='rk4'), or use "
                     f"gradient='direct'") from None
 
-    def _time(self, func: Any, value: float, y: Tensor) -> Tensor:
-        dtype = getattr(func, "dtype", y.dtype)
-        device = getattr(func, "device", y.device)
-        return torch.tensor(value, dtype=dtype, device=device)
-
     def init(self, func, t0: float, y0: Tensor) -> Tensor:
         return func(t0, y0)
 
     def step(self, func, t0: float, h: float, y0: Tensor, state: Tensor | None) -> StepResult:
-        raw = _Counted(getattr(func, "raw", func), func)
-        t = self._time(func, t0, y0)
+        func = counted(func)
+        t = func.time(t0, y0)
         f0 = state
         if f0 is None:
-            f0 = raw(t, y0)
-        coeffs = self.coefficients(raw, t, y0, self.order, f0)
+            f0 = func(t, y0)
+        coeffs = self.coefficients(func, t, y0, self.order, f0)
         y1 = _horner(coeffs, h)
         r = None
         if self.remainder is not None:
             xi = self.remainder(y0, coeffs[1], h)
-            r = self.coefficients(raw, self._time(func, t0 + h / 2, y0), xi, self.order + 1)[-1]
+            r = self.coefficients(func, func.time(t0 + h / 2, y0), xi, self.order + 1)[-1]
             y1 = y1 + h ** (self.order + 1) * r
         return StepResult(y1, None, (coeffs, r), None, None)
 

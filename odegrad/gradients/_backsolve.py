@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..solvers.base import Solution
-from .base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, same_steps_config, split_like
+from ..solvers import Solution
+from ._base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, same_steps_config, split_like
 
 
 class Backsolve(AdjointBackend):

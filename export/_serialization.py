@@ -23,8 +23,8 @@ from odegrad.errors import ExportError, InvalidInput
 from odegrad.models import TLNODE, NeuralODE
 from odegrad.solvers import LearnedMidpoint
 
-from .fields import MLPField
-from .files import atomic_write, existing_file
+from ._fields import MLPField
+from ._files import atomic_write, existing_file
 
 FORMAT = "odegrad.model"
 VERSION = 1

@@ -4,8 +4,8 @@ Exact gradients of the discrete solution; memory grows with the number of steps.
 
 from __future__ import annotations
 
-from ..solvers.base import Solution
-from .base import Backend, Problem
+from ..solvers import Solution
+from ._base import Backend, Problem
 
 
 class Direct(Backend):

@@ -49,7 +49,7 @@ def _saved_model_problem(path: Path) -> dict[str, Any]:
     """(func, y0, t) of a saved NeuralODE or TLNODE: its field over its own time span."""
     import torch
 
-    from odegrad.export.serialization import example_for, load_model
+    from odegrad.export import example_for, load_model
     from odegrad.models import TLNODE, NeuralODE
 
     model, config = load_model(path)
@@ -89,7 +89,7 @@ def load_target(target: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .check import check_gradients
+    from ._gradient_check import check_gradients
 
     try:
         problem = load_target(args.target)

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .graph import eval_mode
-from .onnx import to_onnx
-from .runtime import OnnxModel
-from .validation import Parity, Tolerance, compare, positive_int, resized_batch, to_numpy
+from ._graph import eval_mode
+from ._onnx import to_onnx
+from ._runtime import OnnxModel
+from ._validation import Parity, Tolerance, compare, positive_int, resized_batch, to_numpy
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,12 @@ Two levels:
 * :class:`Integrator` — anything that maps ``(func, y0, t)`` to a :class:`Solution`. Gradient
   backends talk only to this level, which is why every backend works with every integrator
   (including the torchdiffeq adapter).
-* :class:`StepSolver` — a one-step method (``init`` + ``step`` + ``interpolate``) driven by the
-  shared loop in :mod:`odegrad.solvers.loop` with a step-size controller.
+* :class:`~odegrad.solvers.StepSolver` — a one-step method (``init`` + ``step`` +
+  ``interpolate``) driven by the shared loop with a step-size controller.
+
+Every integrator declares its capabilities (``order``, ``error_estimate``, ``has_dense_output``,
+``supports_autograd_func``) so that gradient backends, the api and the tests ask instead of
+probing by exceptions or by method names.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-import torch
 from torch import Tensor
 
 Func = Callable[[Tensor, Tensor], Tensor]
@@ -63,6 +66,9 @@ class IntegrationConfig:
         first_step: adaptive methods: initial step size (None: Hairer–Wanner heuristic).
         norm: error norm applied to the tolerance-scaled error estimate.
         controller: step-size controller of adaptive methods (None: default PI controller).
+        stops: adaptive methods: times no step may pass (each is landed on exactly).
+        jumps: adaptive methods: like ``stops``, and func may be discontinuous there, so the
+            solver's carried state (e.g. the FSAL derivative) is recomputed after each (``jump_t``).
     """
 
     rtol: float = 1e-7
@@ -73,6 +79,8 @@ class IntegrationConfig:
     first_step: float | None = None
     norm: Norm = rms_norm
     controller: Any = None
+    stops: tuple[float, ...] = ()
+    jumps: tuple[float, ...] = ()
 
     def with_updates(self, **changes: Any) -> IntegrationConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -87,16 +95,19 @@ class Solution:
         stats: NFE and step counts.
         steps: per-step records (None for integrators that cannot report them).
         dense: dense output over the whole span when requested (``keep_dense=True``).
+        next_step: adaptive methods: the step size the controller proposed after the last step
+            (unclipped by stops), the natural first step of a solve that continues this one.
     """
 
     ys: Any
     stats: Stats = field(default_factory=Stats)
     steps: StepRecord | None = None
     dense: DenseOutput | None = None
+    next_step: float | None = None
 
 
 class StepResult(NamedTuple):
-    """What one step of a :class:`StepSolver` returns."""
+    """What one step of a :class:`~odegrad.solvers.StepSolver` returns."""
 
     y1: Tensor
     error: Tensor | None
@@ -108,7 +119,7 @@ class StepResult(NamedTuple):
 class DenseOutput:
     """Piecewise continuous extension over accepted steps: ``evaluate(t)`` for any t in the span."""
 
-    def __init__(self, solver: StepSolver, direction: float):
+    def __init__(self, solver: Any, direction: float):
         self.solver = solver
         self.direction = direction
         self._starts: list[float] = []
@@ -123,17 +134,24 @@ class DenseOutput:
         t0, h, info = self._steps[index]
         return self.solver.interpolate(info, t0, h, t)
 
-    @property
-    def span(self) -> tuple[float, float]:
-        t0, h, _ = self._steps[-1]
-        return self._steps[0][0], t0 + h
 
 
 class Integrator(ABC):
-    """Anything that integrates ``dy/dt = func(t, y)`` and reports a :class:`Solution`."""
+    """Anything that integrates ``dy/dt = func(t, y)`` and reports a :class:`Solution`.
+
+    Capabilities (class or instance attributes):
+        order: order of accuracy (None where unknown).
+        error_estimate: adaptive: an embedded error estimate drives step-size control.
+        has_dense_output: ``integrate(..., keep_dense=True)`` returns ``Solution.dense``.
+        supports_autograd_func: can integrate a func that calls ``torch.autograd.grad`` (the
+            adjoint systems of backsolve, gq and interp); checked before any forward solve.
+    """
 
     name: str = "integrator"
-    adaptive: bool = False
+    order: int | None = None
+    error_estimate: bool = False
+    has_dense_output: bool = False
+    supports_autograd_func: bool = True
 
     @abstractmethod
     def integrate(self, func: Func, y0: Tensor, t: Tensor, config: IntegrationConfig,
@@ -141,41 +159,9 @@ class Integrator(ABC):
         """Solve from ``t[0]`` through every time in ``t`` (a strictly monotone 1-D tensor).
 
         Returns a Solution whose ``ys`` has shape ``[len(t), *y0.shape]``. Differentiable by
-        plain autograd (the ``direct`` backend relies on it).
+        plain autograd (the ``direct`` backend relies on it). ``keep_dense`` is honoured only by
+        integrators with ``has_dense_output``.
         """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-class StepSolver(Integrator):
-    """A one-step method driven by the shared loop.
-
-    Subclasses implement ``init`` (state carried between steps, e.g. the FSAL derivative),
-    ``step`` and ``interpolate``; ``order`` drives step-size control.
-    """
-
-    order: int = 1
-
-    @abstractmethod
-    def init(self, func: Func, t0: Tensor, y0: Tensor) -> Any:
-        """State before the first step (e.g. ``func(t0, y0)``)."""
-
-    @abstractmethod
-    def step(self, func: Func, t0: float, h: float, y0: Tensor, state: Any) -> StepResult:
-        """Advance from ``(t0, y0)`` by the signed step ``h``."""
-
-    @abstractmethod
-    def interpolate(self, dense_info: Any, t0: float, h: float, t: float) -> Tensor:
-        """Continuous extension of the step ``[t0, t0 + h]`` evaluated at ``t``."""
-
-    def integrate(self, func: Func, y0: Tensor, t: Tensor, config: IntegrationConfig,
-                  *, keep_dense: bool = False) -> Solution:
-        from .loop import integrate_steps
-
-        return integrate_steps(self, func, y0, t, config, keep_dense=keep_dense)
-
-
-def time_tensor(value: float, like: Tensor) -> Tensor:
-    """A 0-dim time tensor in the dtype/device of ``like`` (func receives t as a tensor)."""
-    return torch.tensor(value, dtype=like.dtype, device=like.device)

@@ -58,9 +58,9 @@ def _fail(command: str, error: OdegradError) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .onnx import to_onnx
-    from .serialization import example_for, load_model
-    from .torchscript import to_torchscript
+    from ._onnx import to_onnx
+    from ._serialization import example_for, load_model
+    from ._torchscript import to_torchscript
 
     try:
         model, config = load_model(args.model)
@@ -83,8 +83,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_serve_check(args: argparse.Namespace) -> int:
-    from .check import check_exported
-    from .serialization import load_model
+    from ._serialization import load_model
+    from ._serve_check import check_exported
 
     try:
         model = load_model(args.model)[0] if args.model else None

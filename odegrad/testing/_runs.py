@@ -19,7 +19,7 @@ from ..api import solve
 from ..errors import InvalidInput, UnsupportedCombination
 from ..gradients import backend_names
 from ..solvers import solver_names
-from .tolerances import Settings
+from ._tolerances import Settings
 
 State = Tensor | tuple[Tensor, ...]
 Loss = Callable[[State], Tensor]

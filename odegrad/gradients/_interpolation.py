@@ -23,9 +23,9 @@ points — the n + 1 second-kind Chebyshev points, which interleave the n nodes 
 tolerances; otherwise n doubles, then the segment splits, and when that budget is spent an
 :class:`~odegrad.errors.InterpolationError` is raised (or a warning, with ``on_failure="warn"``).
 
-Backward steps: no backward step of odegrad's own adaptive loop passes the end of its segment (a
-controller wrapper clips it), and each segment starts with the step size the previous one
-proposed (the first with the forward's last step), so stages read y(t) only where it was checked
+Backward steps: no backward step of odegrad's own adaptive loop passes the end of its segment (the
+segment end is a forced stop of the step controller), and each segment starts with the step size
+the previous one proposed (the first with the forward's last step), so stages read y(t) only where it was checked
 and no step-size heuristic is paid per segment. Integrators that step past the end (torchdiffeq)
 read the neighbouring segment's interpolant, or extrapolate the first piece slightly beyond t0.
 
@@ -42,12 +42,11 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+from .._checks import check_choice, check_int, check_non_negative
 from ..errors import InterpolationError, InvalidInput
-from ..solvers.base import IntegrationConfig, Solution
-from ..solvers.controller import PIController
-from ..solvers.loop import TimedFunc, fixed_grid
-from .barycentric import ChebyshevInterpolant, chebyshev_extrema, to_interval
-from .base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, same_steps_config, split_like
+from ..solvers import CountedFunc, IntegrationConfig, Solution, fixed_grid
+from ._barycentric import ChebyshevInterpolant, chebyshev_extrema, to_interval
+from ._base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, same_steps_config, split_like
 
 BACKWARD_TOLERANCE_DIVISOR = 10.0
 _FIXED_STEP_CHECK_RTOL = 1e-4
@@ -160,53 +159,24 @@ class Trajectory:
         return sum(piece.n for piece in self.pieces)
 
 
-class _AdjointField(TimedFunc):
+class _AdjointSystem:
     """The backward system d[a, g]/dt = [−aᵀ∂f/∂y, −aᵀ∂f/∂θ] with y(t) from the trajectory
-    interpolant, state flat ``Tensor[|y| + |θ|]``. A :class:`TimedFunc`, so odegrad's loop hands
-    it the stage time as a Python float: the interpolant is evaluated at the exact float64 time
-    even when the user's t is float32. ``raw`` (what a TimedFunc wraps, called with a tensor time
-    by integrators that bypass the float interface) is the same backward system, never the
-    user's func."""
+    interpolant, state flat ``Tensor[|y| + |θ|]``. Counted with float64 times, so the interpolant
+    is evaluated at the exact stage time even when the user's t is float32; the user's func gets
+    the time in the dtype of their t."""
 
     def __init__(self, problem: Problem, trajectory: Trajectory):
-        super().__init__(self._system, problem.t)
         self.func = problem.func
+        self.time_dtype = problem.t.dtype
         self.trajectory = trajectory
         self.params = problem.params
         self.shape, self.size = problem.y0.shape, problem.y0.numel()
 
-    def __call__(self, t: float | Tensor, state: Tensor) -> Tensor:
-        self.nfe += 1
-        if isinstance(t, float):
-            return self._system(torch.tensor(t, dtype=self.dtype, device=self.device), state, t)
-        return self._system(t, state)
-
-    def _system(self, t: Tensor, state: Tensor, exact_time: float | None = None) -> Tensor:
-        y = self.trajectory(t if exact_time is None else exact_time)
+    def __call__(self, t: Tensor, state: Tensor) -> Tensor:
+        y = self.trajectory(t)
         a = state[:self.size].view(self.shape)
-        _, vjp_y, vjp_params = func_vjp(self.func, t, y, a, self.params)
+        _, vjp_y, vjp_params = func_vjp(self.func, t.to(self.time_dtype), y, a, self.params)
         return torch.cat([-vjp_y.reshape(-1), -flat_cat(vjp_params, state)])
-
-
-class _StopAtEnd:
-    """Wraps a step-size controller so that no step of one backward segment passes the segment's
-    end (a 'tstop'): stages then read y(t) only where the interpolant was checked. Remembers the
-    unclipped proposal, the natural first step of the next segment."""
-
-    def __init__(self, controller, t_start: float, t_end: float):
-        self.controller = controller
-        self.t, self.t_end = t_start, t_end
-        self.proposed: float | None = None
-
-    def next_step(self, h: float, ratio: float, previous_ratio: float | None, order: int,
-                  accepted: bool) -> float:
-        if accepted:
-            self.t = self.t + h  # the same float operation as the loop's, so the same time
-        h_new = self.controller.next_step(h, ratio, previous_ratio, order, accepted)
-        self.proposed = h_new
-        remaining = self.t_end - self.t
-        # land a hair beyond the end so the loop emits the output without a sliver step
-        return remaining * (1 + 1e-12) if abs(h_new) > abs(remaining) else h_new
 
 
 def _scaled_error(approx: Tensor, exact: Tensor, rtol: float, atol: float) -> float:
@@ -255,19 +225,15 @@ class Interpolation(AdjointBackend):
         super().__init__(rtol=rtol, atol=atol, method=method)
         for name, value in (("nodes", nodes), ("min_nodes", min_nodes), ("max_nodes", max_nodes),
                             ("max_pieces", max_pieces)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < (1 if name == "max_pieces" else 2)):
-                raise InvalidInput(f"Interpolation {name}", value,
-                                   "an integer >= " + ("1" if name == "max_pieces" else "2"))
+            if value is not None:
+                check_int(f"Interpolation {name}", value, low=1 if name == "max_pieces" else 2)
         if min_nodes > max_nodes:
             raise InvalidInput("Interpolation min_nodes", min_nodes,
                                f"at most max_nodes={max_nodes}")
         for name, value in (("check_rtol", check_rtol), ("check_atol", check_atol)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not value >= 0):
-                raise InvalidInput(f"Interpolation {name}", value, "a non-negative number")
-        if on_failure not in ("raise", "warn"):
-            raise InvalidInput("Interpolation on_failure", on_failure, "'raise' or 'warn'")
+            if value is not None:
+                check_non_negative(f"Interpolation {name}", value)
+        check_choice("Interpolation on_failure", on_failure, ("raise", "warn"))
         self.nodes = nodes
         self.min_nodes, self.max_nodes, self.max_pieces = min_nodes, max_nodes, max_pieces
         self.check_rtol, self.check_atol = check_rtol, check_atol
@@ -297,7 +263,7 @@ class Interpolation(AdjointBackend):
         return problem.config.with_updates(rtol=rtol, atol=atol, **changes)
 
     def check_tolerances(self, problem: Problem) -> tuple[float, float]:
-        if problem.solver.adaptive:
+        if problem.solver.error_estimate:
             rtol, atol = 10 * problem.config.rtol, 10 * problem.config.atol
         else:
             rtol, atol = _FIXED_STEP_CHECK_RTOL, _FIXED_STEP_CHECK_ATOL
@@ -305,12 +271,9 @@ class Interpolation(AdjointBackend):
                 atol if self.check_atol is None else self.check_atol)
 
     def forward_pass(self, problem: Problem) -> tuple[Solution, Trajectory]:
-        try:
+        if problem.solver.has_dense_output:
             solution = problem.solver.integrate(problem.func, problem.y0, problem.t,
                                                 problem.config, keep_dense=True)
-        except NotImplementedError:
-            solution = None
-        if solution is not None and solution.dense is not None:
             sampler = _DenseSampler(solution)
         else:
             solution, sampler = self._solve_at_nodes(problem)
@@ -331,7 +294,7 @@ class Interpolation(AdjointBackend):
         integrators without dense output."""
         times = problem.t.tolist()
         config, grid = problem.config, None
-        if problem.solver.adaptive:
+        if problem.solver.error_estimate:
             n = self.node_counts()[0]
             extra: list[float] = []
             for a, b in zip(times, times[1:]):
@@ -392,9 +355,8 @@ class Interpolation(AdjointBackend):
         sizes = (n, sum(p.numel() for p in params))
         solver = self.backward_solver(problem)
         config = self.backward_config(problem, norm=BlockNorm(sizes, 1 if self.seminorm else 2))
-        controller = config.controller or PIController()
         times = t.tolist()
-        adjoint = _AdjointField(problem, trajectory)
+        adjoint = CountedFunc(_AdjointSystem(problem, trajectory), torch.float64)
 
         a = grad_ys[-1]
         g = problem.y0.new_zeros(sizes[1])
@@ -402,15 +364,13 @@ class Interpolation(AdjointBackend):
         first_step = config.first_step if config.first_step is not None else trajectory.step_hint
         for i in range(len(t) - 1, 0, -1):
             segment_config = same_steps_config(config, solver, times, times[i], times[i - 1])
-            stop = _StopAtEnd(controller, times[i], times[i - 1])
-            if solver.adaptive:
-                length = abs(times[i] - times[i - 1])
-                segment_config = replace(segment_config, controller=stop, first_step=(
-                    None if first_step is None else min(abs(first_step), length)))
+            if solver.error_estimate:
+                segment_config = replace(segment_config, stops=(times[i - 1],), first_step=(
+                    None if first_step is None else abs(first_step)))
             sol = solver.integrate(adjoint, torch.cat([a.reshape(-1), g]), t[i - 1:i + 1].flip(0),
                                    segment_config)
             nfe += sol.stats.nfe_forward
-            first_step = stop.proposed or first_step
+            first_step = sol.next_step or first_step
             a = sol.ys[-1][:n].view(shape) + grad_ys[i - 1]
             g = sol.ys[-1][n:]
         return a, split_like(g, params), nfe

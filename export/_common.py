@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from odegrad.errors import ExportError, InvalidInput
 
-from .graph import GraphInfo, check_example, describe, eval_mode, trace_example
-from .validation import Parity, Tolerance, resized_batch
+from ._graph import GraphInfo, check_example, describe, eval_mode, trace_example
+from ._validation import Parity, Tolerance, resized_batch
 
 _PROBE_LIMIT = 4096  # largest probe (elements) stored in the file for `odegrad serve-check`
 

@@ -3,7 +3,7 @@
 Every field is an ``nn.Module`` called as ``field(t, y)`` with ``y: Tensor[*batch, dim]`` (the
 last dimension is the state) and knows ``rate_scale``: an upper bound of how fast it makes the
 solution change — ‖∂f/∂y‖₂, and for explicitly time-dependent fields also ‖∂f/∂t‖'s rate (the
-forcing frequency) — that the error model in :mod:`odegrad.testing.tolerances` uses as Λ. ``describe()``
+forcing frequency) — that the error model in :mod:`odegrad.testing._tolerances` uses as Λ. ``describe()``
 returns a one-line text that identifies the field in failing-example reports.
 """
 

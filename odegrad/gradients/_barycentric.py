@@ -10,7 +10,7 @@ interpolant on any interval uses the same weights with the mapped coordinate
 
 which is forward stable for Chebyshev points and exact at the nodes. Nodes and weights must come
 from the same family: the IRDM reference pairs first-kind nodes with other weights and loses ten
-digits (see /work/shared/ALGORITHMS.md).
+digits (see docs/algorithms.md).
 """
 
 from __future__ import annotations
@@ -20,19 +20,14 @@ import math
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from ..errors import InvalidInput
-
-
-def _check_count(n: int, name: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidInput(name, n, "a positive integer number of Chebyshev nodes")
-    return n
 
 
 def chebyshev_nodes(n: int, *, dtype: torch.dtype = torch.float64,
                     device: torch.device | str | None = None) -> Tensor:
     """First-kind Chebyshev points on [-1, 1], ``Tensor[n]``, decreasing from near 1 to near -1."""
-    _check_count(n)
+    check_int("n (Chebyshev nodes)", n, low=1)
     j = torch.arange(n, dtype=torch.float64, device=device)
     return torch.cos((2 * j + 1) * math.pi / (2 * n)).to(dtype)
 
@@ -40,7 +35,7 @@ def chebyshev_nodes(n: int, *, dtype: torch.dtype = torch.float64,
 def chebyshev_weights(n: int, *, dtype: torch.dtype = torch.float64,
                       device: torch.device | str | None = None) -> Tensor:
     """Barycentric weights matching :func:`chebyshev_nodes`, ``Tensor[n]``: (-1)^j sin((2j+1)π/(2n))."""
-    _check_count(n)
+    check_int("n (Chebyshev nodes)", n, low=1)
     j = torch.arange(n, dtype=torch.float64, device=device)
     sign = 1.0 - 2.0 * (j % 2)
     return (sign * torch.sin((2 * j + 1) * math.pi / (2 * n))).to(dtype)
@@ -50,7 +45,7 @@ def chebyshev_extrema(n: int, *, dtype: torch.dtype = torch.float64,
                       device: torch.device | str | None = None) -> Tensor:
     """Second-kind points cos(kπ/n), k = 0..n, ``Tensor[n + 1]``: they interleave the n first-kind
     points (and include ±1), which makes them natural held-out points for checking an interpolant."""
-    _check_count(n)
+    check_int("n (Chebyshev nodes)", n, low=1)
     k = torch.arange(n + 1, dtype=torch.float64, device=device)
     return torch.cos(k * math.pi / n).to(dtype)
 

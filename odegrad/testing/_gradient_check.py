@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..errors import InvalidInput
 from ..gradients import backend_names
 from ..solvers import get_solver
-from .runs import (
+from ._runs import (
     FiniteDifferences,
     Loss,
     PairRun,
@@ -25,7 +25,7 @@ from .runs import (
     relative_disagreement,
     run_pair,
 )
-from .tolerances import ROUNDOFF, Settings, accurate_settings, expected_error
+from ._tolerances import ROUNDOFF, Settings, accurate_settings, expected_error
 
 
 @dataclass
@@ -168,7 +168,7 @@ def check_gradients(func: Callable, y0: State, t: Tensor, *,
             plain callable, the float64 leaf tensors it closes over.
         settings: per-method :class:`Settings` (default :func:`accurate_settings`).
         tolerance: relative tolerance of every comparison (default: the error model of
-            :mod:`odegrad.testing.tolerances` for each pair, summed for pair-vs-pair).
+            :mod:`odegrad.testing._tolerances` for each pair, summed for pair-vs-pair).
         fd_directions: number of random directions of the finite-difference check (0: skip it).
         seed: seeds the default loss and the FD directions.
 

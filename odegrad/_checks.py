@@ -1,0 +1,60 @@
+"""Argument checks shared by every layer: each raises :class:`~odegrad.errors.InvalidInput`
+naming the argument, what it got and what was expected."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import InvalidInput
+
+
+def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {high:g}"
+    return ""
+
+
+def _within(value: float, low: float | None, high: float | None, low_open: bool, high_open: bool) -> bool:
+    if low is not None and (value <= low if low_open else value < low):
+        return False
+    return not (high is not None and (value >= high if high_open else value > high))
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an int in ``[low, high]`` (bools are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not _within(value, low, high, False, False):
+        raise InvalidInput(name, value, "an integer" + _bounds(low, high, False, False))
+    return value
+
+
+def check_in_range(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                   low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite float within the bounds (open or closed at each end)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not _within(value, low, high, low_open, high_open)):
+        raise InvalidInput(name, value, "a finite number" + _bounds(low, high, low_open, high_open))
+    return float(value)
+
+
+def check_positive(name: str, value: Any) -> float:
+    """A finite number > 0."""
+    return check_in_range(name, value, low=0, low_open=True)
+
+
+def check_non_negative(name: str, value: Any) -> float:
+    """A finite number >= 0."""
+    return check_in_range(name, value, low=0)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """One of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise InvalidInput(name, value, "one of " + ", ".join(repr(c) for c in choices))
+    return value

@@ -1,0 +1,72 @@
+"""The one evaluation counter: :class:`CountedFunc` wraps ``func(t, y)``, counts its calls and
+accepts the time as a Python float or a tensor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InvalidInput
+
+
+def is_tracing() -> bool:
+    """True while ``torch.compile``, ``torch.jit.trace`` or ``torch.export`` records a graph:
+    code that reads tensor values (checks, ``float()``) must stand aside then."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+def check_func_output(out: Any, y: Tensor) -> None:
+    """``func(t, y)`` must return a tensor of y's shape, dtype and device."""
+    if not isinstance(out, Tensor):
+        raise InvalidInput("func output", type(out).__name__, "a Tensor with the shape of y0")
+    for what in ("shape", "dtype", "device"):
+        if getattr(out, what) != getattr(y, what):
+            raise InvalidInput(f"func output {what}", str(getattr(out, what)),
+                               f"{getattr(y, what)} (the {what} of y0)",
+                               hint="func(t, y) must return dy/dt with the same shape, dtype and "
+                                    "device as y")
+
+
+class CountedFunc(nn.Module):
+    """``func(t, y)`` with its evaluations counted in ``nfe``.
+
+    ``t`` may be a Python float (odegrad's solvers pass floats) or a tensor (torchdiffeq passes
+    tensors); a float becomes a 0-dim tensor of ``time_dtype`` (default: y's dtype) on y's device.
+    Every output with a plain-tensor ``y`` is checked against y's shape, dtype and device. Under
+    ``torch.compile`` nothing is counted, so no Python int changes inside a compiled region (a
+    change would force a recompilation per call). An ``nn.Module`` func stays a submodule, so
+    ``parameters()`` (and torchdiffeq's adjoint) still find its parameters.
+
+    Shapes: ``forward(t: float | Tensor[], y: Tensor[*shape]) -> Tensor[*shape]``.
+    """
+
+    def __init__(self, func: Callable[[Tensor, Any], Any], time_dtype: torch.dtype | None = None):
+        super().__init__()
+        if not callable(func):
+            raise InvalidInput("func", type(func).__name__, "a callable func(t, y)")
+        self.func = func
+        self.time_dtype = time_dtype
+        self.nfe = 0
+
+    def time(self, value: float | Tensor, like: Any) -> Tensor:
+        """A float ``value`` as the 0-dim time tensor func receives (``like``: the state, for its
+        device); tensors (and Taylor-mode jets) pass through."""
+        if not isinstance(value, (int, float)):
+            return value
+        return torch.tensor(value, dtype=self.time_dtype or like.dtype, device=like.device)
+
+    def forward(self, t: float | Tensor, y: Any) -> Any:
+        if not torch.compiler.is_compiling():
+            self.nfe += 1
+        out = self.func(self.time(t, y), y)
+        if isinstance(y, Tensor):
+            check_func_output(out, y)
+        return out
+
+
+def counted(func: Callable, time_dtype: torch.dtype | None = None) -> CountedFunc:
+    """``func`` itself if it is already a :class:`CountedFunc`, else ``func`` wrapped in one."""
+    return func if isinstance(func, CountedFunc) else CountedFunc(func, time_dtype)

@@ -1,0 +1,212 @@
+"""Step-size control. :class:`PIController` holds the gains and the rules (error scaling,
+acceptance, next step, Hairer–Wanner initial step); a *stepping* object is one solve's controller
+state and owns everything that decides where the next step goes: acceptance, the next step size
+and forced stops (``stops``, ``jumps``). The integration loop only asks it.
+
+* :class:`AdaptiveStepping` — embedded-error-controlled steps, clipped so that no step passes a
+  forced stop (it lands on it exactly), as diffrax's ``PIDController`` + ``ClipStepSizeController``.
+* :class:`FixedStepping` — the steps of a fixed grid, always accepted (the constant controller).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._checks import check_in_range
+from ..errors import InvalidInput, MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow
+from ._base import IntegrationConfig, StepResult
+
+
+@dataclass(frozen=True)
+class PIController:
+    """Proportional–integral step-size controller (Hairer, Nørsett & Wanner II, IV.2).
+
+    New step ``h · clip(safety · ε_n^(−β1/q) · ε_{n−1}^(β2/q), dfactor, ifactor)`` with ε the
+    scaled error norm and q the method order. After an accepted step the step never shrinks.
+
+    The defaults (β1 = 1, β2 = 0: pure integral control, safety 0.9, factors 0.2–10) reproduce
+    torchdiffeq's step sequence, so NFE comparisons against it are like for like. Hairer's PI
+    gains ``PIController(beta1=0.7, beta2=0.4)`` give smoother step sequences.
+    """
+
+    safety: float = 0.9
+    ifactor: float = 10.0
+    dfactor: float = 0.2
+    beta1: float = 1.0
+    beta2: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_in_range("PIController safety", self.safety, low=0, high=1, low_open=True)
+        check_in_range("PIController ifactor", self.ifactor, low=1)
+        check_in_range("PIController dfactor", self.dfactor, low=0, high=1, low_open=True)
+        check_in_range("PIController beta1", self.beta1, low=0, low_open=True)
+        check_in_range("PIController beta2", self.beta2, low=0)
+
+    @staticmethod
+    def scaled_error(y0: Tensor, y1: Tensor, error: Tensor, rtol: float, atol: float, norm) -> Tensor:
+        """The error ratio ``norm(error / (atol + rtol·max(|y0|, |y1|)))`` as a differentiable
+        0-dim tensor: a step is accepted when it is at most 1 (local regularization trains on it)."""
+        return norm(error / (atol + rtol * torch.maximum(y0.abs(), y1.abs())))
+
+    def next_step(self, h: float, ratio: float, previous_ratio: float | None, order: int,
+                  accepted: bool) -> float:
+        """Signed size of the next step after a step of size ``h`` with error ratio ``ratio``."""
+        if ratio == 0.0:
+            return h * self.ifactor
+        factor = self.safety * ratio ** (-self.beta1 / order)
+        if self.beta2 and previous_ratio:
+            factor *= previous_ratio ** (self.beta2 / order)
+        lower = 1.0 if accepted else self.dfactor
+        return h * min(self.ifactor, max(factor, lower))
+
+
+def initial_step(func, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: float, atol: float,
+                 norm) -> float:
+    """Hairer–Wanner starting step size (Solving ODEs I, II.4); costs one evaluation of func."""
+    with torch.no_grad():
+        scale = atol + y0.abs() * rtol
+        d0 = float(norm(y0 / scale))
+        d1 = float(norm(f0 / scale))
+        h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+        f1 = func(t0 + h0, y0 + h0 * f0)
+        d2 = float(norm((f1 - f0) / scale)) / h0
+        if max(d1, d2) <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / order)
+        h = min(100 * h0, h1)
+    return h if math.isfinite(h) and h > 0 else 1e-6
+
+
+def bad_batch_entries(y: Tensor) -> list[int]:
+    """Indices along the first (batch) dimension of entries holding NaN or Inf."""
+    if y.dim() < 2:
+        return []
+    return (~torch.isfinite(y)).reshape(y.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+
+
+def fixed_grid(times: list[float], config: IntegrationConfig) -> list[float]:
+    """The step points of a fixed-step solve through output ``times``: ``config.grid``, a grid of
+    ``config.step_size`` (last step shortened to end on ``times[-1]``), or ``times`` themselves.
+    The step count is checked against ``config.max_steps`` before any grid is built."""
+    direction = 1.0 if times[-1] > times[0] else -1.0
+    t0, t_end = times[0], times[-1]
+    if config.grid is not None:
+        grid = [float(g) for g in config.grid]
+        span_ok = len(grid) >= 2 and grid[0] == t0 and direction * (grid[-1] - t_end) >= 0
+        monotone = all(direction * (b - a) > 0 for a, b in zip(grid, grid[1:]))
+        if not (span_ok and monotone):
+            raise InvalidInput("options['grid']", f"{len(grid)} times from {grid[0]} to {grid[-1]}",
+                               f"strictly monotone times starting at t[0]={t0} and reaching "
+                               f"t[-1]={t_end}")
+        steps = len(grid) - 1
+    elif config.step_size is None:
+        grid, steps = times, len(times) - 1
+    else:
+        steps = max(1, math.ceil(abs(t_end - t0) / config.step_size - 1e-9))
+        grid = None
+    if steps > config.max_steps:
+        raise MaxStepsExceeded(f"the fixed grid needs {steps} steps but max_steps is {config.max_steps}",
+                               t=t0, t_end=t_end, nfe=0)
+    if grid is None:
+        grid = [t0 + direction * config.step_size * i for i in range(steps)]
+        grid.append(t_end)
+    return grid
+
+
+class FixedStepping:
+    """The constant controller of fixed-step methods: the steps of :func:`fixed_grid`, each
+    accepted. Reads no tensor values, so fixed-step solves trace to one static graph."""
+
+    ratio = math.nan
+    jumped = False
+    next_step = None
+
+    def __init__(self, times: list[float], config: IntegrationConfig):
+        self.grid = fixed_grid(times, config)
+        self.index = 0
+
+    @property
+    def t(self) -> float:
+        return self.grid[self.index]
+
+    def start(self, func, y0: Tensor, f0: Any) -> None:
+        """Nothing to choose: the grid is fixed."""
+
+    def propose(self) -> tuple[float, float, float]:
+        t0, t1 = self.grid[self.index], self.grid[self.index + 1]
+        return t0, t1, t1 - t0
+
+    def judge(self, y0: Tensor, result: StepResult, t0: float, t1: float, h: float, nfe: int) -> bool:
+        self.index += 1
+        return True
+
+
+class AdaptiveStepping:
+    """One adaptive solve's step control from ``t0`` towards ``t_end``.
+
+    ``propose()`` gives the next step ``(t0, t1, h)``: the controller's step size h, clipped so it
+    ends exactly on the next forced stop (``config.stops`` and ``config.jumps``) rather than
+    passing it. ``judge()`` scales the error, accepts or rejects, chooses the next step size and
+    raises :class:`NonFiniteValue` / :class:`StepSizeUnderflow` with the time and the NFE.
+    After an accepted step ``jumped`` says whether it ended on a jump (the solver's carried state
+    must be recomputed) and ``ratio`` is its error ratio.
+    """
+
+    def __init__(self, solver_order: int, times: list[float], config: IntegrationConfig):
+        self.controller = config.controller or PIController()
+        self.config = config
+        self.order = solver_order
+        self.t, self.t_end = times[0], times[-1]
+        self.direction = 1.0 if self.t_end > self.t else -1.0
+        inside = {float(s) for s in (*config.stops, *config.jumps)
+                  if self.direction * (s - self.t) > 0 and self.direction * (self.t_end - s) >= 0}
+        self.stops = sorted(inside, key=lambda s: self.direction * s)
+        self.stop_keys = [self.direction * s for s in self.stops]
+        self.jumps = {float(s) for s in config.jumps}
+        self.h = math.nan
+        self.ratio = math.nan
+        self.previous_ratio: float | None = None
+        self.jumped = False
+
+    @property
+    def next_step(self) -> float:
+        return self.h
+
+    def start(self, func, y0: Tensor, f0: Tensor) -> None:
+        """Choose the first step: ``config.first_step`` or the Hairer–Wanner heuristic."""
+        c = self.config
+        size = c.first_step if c.first_step is not None else initial_step(
+            func, self.t, y0, f0, self.order, c.rtol, c.atol, c.norm)
+        self.h = self.direction * abs(size)
+
+    def propose(self) -> tuple[float, float, float]:
+        t1 = self.t + self.h
+        index = bisect.bisect_right(self.stop_keys, self.direction * self.t)
+        if index < len(self.stops) and self.direction * (t1 - self.stops[index]) >= 0:
+            stop = self.stops[index]
+            return self.t, stop, stop - self.t
+        return self.t, t1, self.h
+
+    def judge(self, y0: Tensor, result: StepResult, t0: float, t1: float, h: float, nfe: int) -> bool:
+        c = self.config
+        with torch.no_grad():
+            ratio = float(self.controller.scaled_error(y0, result.y1, result.error, c.rtol, c.atol, c.norm))
+        if not math.isfinite(ratio):
+            raise NonFiniteValue("a value produced by func", t=t0, nfe=nfe,
+                                 bad_indices=bad_batch_entries(result.y1.detach()))
+        accepted = ratio <= 1.0
+        if accepted:
+            self.t, self.ratio, self.jumped = t1, ratio, t1 in self.jumps
+            self.previous_ratio = ratio
+        self.h = self.controller.next_step(h, ratio, self.previous_ratio, self.order, accepted)
+        if self.direction * (self.t_end - self.t) > 0 and (self.t + self.h == self.t or abs(self.h) < 1e-300):
+            raise StepSizeUnderflow(f"step size underflow: h={self.h:.3g} at error ratio {ratio:.3g}",
+                                    t=self.t, t_end=self.t_end, nfe=nfe)
+        return accepted

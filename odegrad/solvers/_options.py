@@ -1,0 +1,98 @@
+"""``odeint``'s ``rtol``/``atol``/``options`` turned into an :class:`IntegrationConfig`, with every
+bad value refused by name."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor
+
+from .._checks import check_int, check_non_negative, check_positive
+from ..errors import InvalidInput, UnknownName, UnsupportedCombination
+from ._base import IntegrationConfig, Integrator
+from ._controller import PIController
+
+_CONTROLLER_OPTIONS = ("safety", "ifactor", "dfactor")
+_FIXED_OPTIONS = ("step_size", "grid")
+_ADAPTIVE_OPTIONS = ("first_step", "controller", "norm", "jump_t", *_CONTROLLER_OPTIONS)
+_ALIASES = {"max_num_steps": "max_steps", "grid_points": "grid"}
+VALID_OPTIONS = ("max_steps", *_FIXED_OPTIONS, *_ADAPTIVE_OPTIONS, *_ALIASES)
+
+
+def _tolerance(name: str, value: Any) -> float:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = float(value)
+    return check_non_negative(name, value)
+
+
+def times_option(name: str, value: Any) -> list[float]:
+    """A 1-D sequence (list, tuple or tensor) of finite times as floats."""
+    if isinstance(value, Tensor):
+        if value.dim() != 1 or not value.is_floating_point():
+            raise InvalidInput(name, f"a {value.dim()}-D {value.dtype} tensor", "a 1-D tensor or list of times")
+        value = value.tolist()
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise InvalidInput(name, type(value).__name__, "a 1-D tensor or list of times")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+        raise InvalidInput(name, value, "finite numbers")
+    return [float(v) for v in value]
+
+
+def _canonical(options: Mapping[str, Any]) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in VALID_OPTIONS:
+            raise UnknownName("options key", key, VALID_OPTIONS)
+        name = _ALIASES.get(key, key)
+        if name in opts:
+            raise InvalidInput(f"options['{key}']", value,
+                               f"no second spelling of options['{name}'] (already given)")
+        opts[name] = value
+    return opts
+
+
+def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, Any] | None) -> IntegrationConfig:
+    """Turn odeint's ``rtol``/``atol``/``options`` into an :class:`IntegrationConfig` for
+    ``solver``, refusing bad values and options that do not apply to it."""
+    rtol = _tolerance("rtol", rtol)
+    atol = _tolerance("atol", atol)
+    if rtol == 0 and atol == 0:
+        raise InvalidInput("rtol/atol", "both 0", "at least one positive tolerance")
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise InvalidInput("options", type(options).__name__, "a dict of solver options")
+    opts = _canonical(options)
+    wrong = _FIXED_OPTIONS if solver.error_estimate else _ADAPTIVE_OPTIONS
+    for key in wrong:
+        if key in opts:
+            kind = "adaptive" if solver.error_estimate else "fixed-step"
+            valid = ", ".join(("max_steps", *(_ADAPTIVE_OPTIONS if solver.error_estimate else _FIXED_OPTIONS)))
+            raise UnsupportedCombination(f"options['{key}'] does not apply to the {kind} method "
+                                         f"{getattr(solver, 'name', solver)!r}; valid here: {valid}")
+    config = IntegrationConfig(rtol=rtol, atol=atol)
+    if "max_steps" in opts:
+        config.max_steps = check_int("options['max_steps']", opts["max_steps"], low=1)
+    if "step_size" in opts:
+        config.step_size = check_positive("options['step_size']", opts["step_size"])
+    if "grid" in opts:
+        config.grid = times_option("options['grid']", opts["grid"])
+    if "jump_t" in opts:
+        config.jumps = tuple(times_option("options['jump_t']", opts["jump_t"]))
+    if "first_step" in opts:
+        config.first_step = check_positive("options['first_step']", opts["first_step"])
+    if "norm" in opts:
+        if not callable(opts["norm"]):
+            raise InvalidInput("options['norm']", opts["norm"], "a callable mapping a tensor to a scalar")
+        config.norm = opts["norm"]
+    controller_args = {k: opts[k] for k in _CONTROLLER_OPTIONS if k in opts}
+    if "controller" in opts:
+        if controller_args or not isinstance(opts["controller"], PIController):
+            raise InvalidInput("options['controller']", opts["controller"],
+                               "a PIController (and no separate safety/ifactor/dfactor options)")
+        config.controller = opts["controller"]
+    elif controller_args:
+        config.controller = PIController(**controller_args)
+    return config

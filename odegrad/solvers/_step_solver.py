@@ -1,0 +1,40 @@
+"""One-step methods driven by the shared loop (:mod:`odegrad.solvers._loop`)."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+from torch import Tensor
+
+from ._base import Func, IntegrationConfig, Integrator, Solution, StepResult
+from ._loop import integrate_steps
+
+
+class StepSolver(Integrator):
+    """A one-step method driven by the shared loop and a stepping controller.
+
+    Subclasses implement ``init`` (state carried between steps, e.g. the FSAL derivative),
+    ``step`` and ``interpolate`` and declare ``order`` (drives step-size control) and
+    ``error_estimate``. Dense output comes from ``interpolate``, so every step solver has it.
+    """
+
+    order: int = 1
+    has_dense_output = True
+
+    @abstractmethod
+    def init(self, func: Func, t0: float, y0: Tensor) -> Any:
+        """State before the first step (e.g. ``func(t0, y0)``)."""
+
+    @abstractmethod
+    def step(self, func: Func, t0: float, h: float, y0: Tensor, state: Any) -> StepResult:
+        """Advance from ``(t0, y0)`` by the signed step ``h``; ``func`` is a
+        :class:`~odegrad.solvers.CountedFunc` (it takes float or tensor times)."""
+
+    @abstractmethod
+    def interpolate(self, dense_info: Any, t0: float, h: float, t: float) -> Tensor:
+        """Continuous extension of the step ``[t0, t0 + h]`` evaluated at ``t``."""
+
+    def integrate(self, func: Func, y0: Tensor, t: Tensor, config: IntegrationConfig,
+                  *, keep_dense: bool = False) -> Solution:
+        return integrate_steps(self, func, y0, t, config, keep_dense=keep_dense)
