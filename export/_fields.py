@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from odegrad.errors import InvalidInput, UnknownName
+from odegrad._checks import check_int
+from odegrad.errors import UnknownName
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "silu": nn.SiLU,
                "sigmoid": nn.Sigmoid, "elu": nn.ELU}
@@ -31,8 +32,7 @@ class MLPField(nn.Module):
                  time_dependent: bool = False):
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("layers", layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInput(f"MLPField {name}", value, "a positive integer")
+            check_int(f"MLPField {name}", value, low=1)
         if activation not in ACTIVATIONS:
             raise UnknownName("activation", activation, tuple(ACTIVATIONS))
         sizes = [dim + int(bool(time_dependent))] + [hidden] * layers

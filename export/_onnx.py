@@ -14,6 +14,7 @@ import onnx
 import torch
 from torch import nn
 
+from odegrad._checks import check_int
 from odegrad.errors import ExportError, InvalidInput, OdegradError
 
 from ._common import ExportResult, build_metadata, prepare_job
@@ -43,9 +44,7 @@ def _quiet_exporter():
 def _check_opset(opset: Any) -> int | None:
     if opset is None:
         return None
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
-        raise InvalidInput("opset", opset, f"None (the exporter's default) or an integer >= {MIN_OPSET}")
-    return opset
+    return check_int("opset", opset, low=MIN_OPSET)
 
 
 def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, *,

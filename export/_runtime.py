@@ -15,10 +15,10 @@ import onnxruntime as ort
 import torch
 from torch import Tensor
 
+from odegrad._checks import check_int
 from odegrad.errors import ExportError, InvalidInput, UnsupportedCombination
 
 from ._files import existing_file
-from ._validation import positive_int
 
 GRAPH_CHECKSUM = "odegrad.graph_sha256"
 _PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -110,7 +110,7 @@ class OnnxModel:
         self.metadata = metadata(model)
         options = ort.SessionOptions()
         if threads is not None:
-            options.intra_op_num_threads = positive_int("threads", threads)
+            options.intra_op_num_threads = check_int("threads", threads, low=1)
         try:
             self.session = ort.InferenceSession(model.SerializeToString(), options,
                                                 providers=choose_providers(providers))
@@ -175,7 +175,7 @@ class OnnxModel:
         """Run a large batch in chunks of ``batch_size`` rows (the last chunk is padded when the
         model was exported with a fixed batch size) and concatenate the results along the
         output's batch axis (recorded at export; 1 for trajectories ``[T, batch, *state]``)."""
-        batch_size = positive_int("batch_size", batch_size)
+        batch_size = check_int("batch_size", batch_size, low=1)
         is_tensor = isinstance(x, Tensor)
         array = x.detach().cpu().numpy() if is_tensor else x
         if not isinstance(array, np.ndarray) or array.ndim == 0:

@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from odegrad._checks import check_int
 from odegrad.errors import ExportError
 
 from ._files import existing_file
 from ._runtime import OnnxModel
 from ._serving import Latency, eager_call, measure_latency, measure_paired, torch_threads
 from ._torchscript import load_torchscript
-from ._validation import Parity, Tolerance, compare, positive_int
+from ._validation import Parity, Tolerance, compare
 
 _NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
 
@@ -137,7 +138,7 @@ def _check(source: Path, batch_sizes: Sequence[int], providers: str | Sequence[s
         raise ExportError(f"{source} takes {dtype} input, which serve-check does not generate")
     report = CheckReport(source, fmt, runtime, shape, dtype, meta, _probe_parity(meta, run, dtype))
     generator = np.random.default_rng(seed)
-    sizes = [positive_int("batch size", b) for b in batch_sizes]
+    sizes = [check_int("batch size", b, low=1) for b in batch_sizes]
     if shape and shape[0] != "batch":
         sizes = [int(shape[0])]
     for batch in sizes:

@@ -19,10 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from odegrad._checks import check_int
+
 from ._graph import eval_mode
 from ._onnx import to_onnx
 from ._runtime import OnnxModel
-from ._validation import Parity, Tolerance, compare, positive_int, resized_batch, to_numpy
+from ._validation import Parity, Tolerance, compare, resized_batch, to_numpy
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Latency:
 def measure_latency(fn: Callable[[], Any], batch: int, *, repeats: int = 50, warmup: int = 5,
                     budget_s: float = 2.0) -> Latency:
     """Time ``fn()``; stops early (after at least 5 timed calls) once ``budget_s`` is spent."""
-    repeats = positive_int("repeats", repeats)
+    repeats = check_int("repeats", repeats, low=1)
     for _ in range(warmup):
         fn()
     times: list[float] = []
@@ -60,7 +62,7 @@ def measure_paired(fns: Sequence[Callable[[], Any]], batch: int, *, repeats: int
                    budget_s: float = 4.0) -> list[Latency]:
     """Time several functions alternately (a, b, a, b, ...) so background load and frequency
     drift hit them alike; stops early (after at least 5 rounds) once ``budget_s`` is spent."""
-    repeats = positive_int("repeats", repeats)
+    repeats = check_int("repeats", repeats, low=1)
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -86,7 +88,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
         return
     previous = torch.get_num_threads()
-    torch.set_num_threads(positive_int("threads", threads))
+    torch.set_num_threads(check_int("threads", threads, low=1))
     try:
         yield
     finally:
@@ -161,7 +163,7 @@ def serve_and_compare(model: nn.Module, example_input: Tensor, *, path: str | Pa
     Returns:
         :class:`ServeReport`; ``str(report)`` is a small table.
     """
-    sizes = [positive_int("batch_sizes[i]", b) for b in batch_sizes]
+    sizes = [check_int("batch_sizes[i]", b, low=1) for b in batch_sizes]
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(path) if path is not None else Path(tmp) / "model.onnx"
         result = to_onnx(model, example_input, target, atol=atol, rtol=rtol)

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from odegrad.errors import ExportError, InvalidInput
+from odegrad._checks import check_non_negative
+from odegrad.errors import ExportError
 
 _DEFAULT_TOLERANCE = {torch.float64: (1e-10, 1e-8), torch.float32: (1e-5, 1e-4)}
 _LOW_PRECISION = (1e-2, 1e-2)  # float16 / bfloat16
@@ -28,8 +29,8 @@ class Tolerance:
     @classmethod
     def for_dtype(cls, dtype: torch.dtype, atol: float | None = None, rtol: float | None = None) -> Tolerance:
         default_atol, default_rtol = _DEFAULT_TOLERANCE.get(dtype, _LOW_PRECISION)
-        return cls(default_atol if atol is None else finite_nonnegative("atol", atol),
-                   default_rtol if rtol is None else finite_nonnegative("rtol", rtol))
+        return cls(default_atol if atol is None else check_non_negative("atol", atol),
+                   default_rtol if rtol is None else check_non_negative("rtol", rtol))
 
 
 @dataclass(frozen=True)
@@ -75,18 +76,6 @@ def require_parity(expected: Any, got: Any, tolerance: Tolerance, what: str) -> 
                           "written. Loosen atol/rtol if the difference is rounding, or check the "
                           "model for operations that behave differently at inference time")
     return parity
-
-
-def positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInput(name, value, "a positive integer")
-    return value
-
-
-def finite_nonnegative(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise InvalidInput(name, value, "a finite non-negative number")
-    return float(value)
 
 
 def resized_batch(example: Tensor, batch: int) -> Tensor:

@@ -8,17 +8,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_in_range, check_int, check_positive
 from .api import odeint, solve
 from .errors import InvalidInput
 from .gradients import AdjointBackend, get_backend
-from .solvers import CountedFunc, Taylor
+from .solvers import CountedFunc, Taylor, times_option
+
+MAX_TLNODE_STEPS = 100_000
+"""Most fixed steps a TLNODE may take per forward pass (the default ``max_steps`` of odeint)."""
 
 
-def _check_times(times: Sequence[float]) -> tuple[float, ...]:
-    values = tuple(float(v) for v in (times.tolist() if isinstance(times, Tensor) else times))
+def _check_times(times: Sequence[float] | Tensor) -> tuple[float, ...]:
+    values = times_option("t", times)
     if len(values) < 2:
         raise InvalidInput("t", values, "at least two output times (start and end)")
-    return values
+    diffs = [b - a for a, b in zip(values, values[1:])]
+    if not (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)):
+        raise InvalidInput("t", values, "strictly increasing or strictly decreasing times")
+    return tuple(values)
 
 
 class NeuralODE(nn.Module):
@@ -91,11 +98,9 @@ class TLNODE(nn.Module):
         super().__init__()
         if not isinstance(func, nn.Module):
             raise InvalidInput("func", type(func).__name__, "an nn.Module vector field func(t, y)")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise InvalidInput("steps", steps, "a positive integer number of fixed steps")
-        if isinstance(horizon, bool) or not isinstance(horizon, (int, float)) or not horizon > 0 \
-                or horizon == float("inf"):
-            raise InvalidInput("horizon", horizon, "a finite positive number (integration time)")
+        check_int("steps", steps, low=1, high=MAX_TLNODE_STEPS)
+        check_positive("horizon", horizon)
+        check_in_range("t0", t0)
         self.func = func
         self.remainder = remainder
         self.solver = Taylor(order=order, remainder=remainder, mode=mode)

@@ -1,7 +1,8 @@
 """Vector fields and comparisons shared by the backend test modules."""
 
 import torch
-from torch import nn
+
+from odegrad.testing import RandomMLPField
 
 D = torch.float64
 
@@ -11,16 +12,7 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
 
-class MLP(nn.Module):
-    """float64 tanh MLP field ``[..., dim] -> [..., dim]``, optionally fed the time as an input."""
-
-    def __init__(self, dim: int = 3, width: int = 16, time: bool = False, seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.time = time
-        self.net = nn.Sequential(nn.Linear(dim + int(time), width), nn.Tanh(), nn.Linear(width, dim)).to(D)
-
-    def forward(self, t, y):
-        if self.time:
-            y = torch.cat([y, t.expand(*y.shape[:-1], 1).to(y.dtype)], dim=-1)
-        return self.net(y)
+def tanh_mlp(dim: int = 3, width: int = 16, time: bool = False, seed: int = 0) -> RandomMLPField:
+    """float64 tanh MLP field ``[..., dim] -> [..., dim]`` (one hidden layer), optionally fed the
+    time as an input; gain 0.6 gives the weight scale of torch's default initialisation."""
+    return RandomMLPField(dim, width, 1, time_dependent=time, seed=seed, gain=0.6)

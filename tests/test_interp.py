@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from support import MLP, D, relative_error
+from support import D, relative_error, tanh_mlp
 from torch import nn
 
 import odegrad
@@ -75,7 +75,7 @@ SOLVERS = [  # method, options, relative agreement expected with direct
 
 @pytest.mark.parametrize("method,options,tol", SOLVERS)
 def test_agrees_with_direct_and_backsolve(method, options, tol):
-    func = MLP(time=True)
+    func = tanh_mlp(time=True)
     y0 = torch.randn(4, 3, dtype=D)
     t = torch.tensor([0.0, 0.3, 0.8, 1.6], dtype=D)
     kw = dict(method=method, options=options, rtol=1e-8, atol=1e-10)
@@ -88,7 +88,7 @@ def test_agrees_with_direct_and_backsolve(method, options, tol):
 
 @pytest.mark.skipif("gq" not in backend_names(), reason="the gq backend is not registered")
 def test_agrees_with_gq():
-    func = MLP(seed=3)
+    func = tanh_mlp(seed=3)
     y0 = torch.randn(5, 3, dtype=D)
     t = torch.linspace(0.0, 2.0, 6, dtype=D)
     interp = _cat(_gradients(func, y0, t, "interp", rtol=1e-9, atol=1e-11))
@@ -99,7 +99,7 @@ def test_agrees_with_gq():
 def test_reverse_time_fixed_step_without_dense_output():
     # torchdiffeq interpolates output times between grid points linearly; interp must sample the
     # trajectory by the method's own (shortened) steps and still agree with the other backends.
-    func = MLP(seed=8)
+    func = tanh_mlp(seed=8)
     y0 = torch.randn(3, 3, dtype=D)
     t = torch.linspace(1.0, -1.0, 4, dtype=D)
     kw = dict(method="torchdiffeq:rk4", options={"step_size": 0.1})
@@ -109,7 +109,7 @@ def test_reverse_time_fixed_step_without_dense_output():
 
 
 def test_float32_times_without_dense_output():
-    func = MLP(seed=9).float()
+    func = tanh_mlp(seed=9).float()
     y0 = torch.randn(4, 3)
     t = torch.linspace(0.0, 2.0, 5)
     got = _cat(_gradients(func, y0, t, "interp", method="torchdiffeq:dopri5"))
@@ -119,7 +119,7 @@ def test_float32_times_without_dense_output():
 
 @pytest.mark.skipif("taylor" not in odegrad.solver_names(), reason="the taylor solver is not registered")
 def test_taylor_forward_with_rk4_backward():
-    func = MLP(seed=10)
+    func = tanh_mlp(seed=10)
     y0 = torch.randn(2, 3, dtype=D)
     t = torch.linspace(0.0, 1.0, 3, dtype=D)
     kw = dict(method="taylor", options={"step_size": 0.05})
@@ -130,7 +130,7 @@ def test_taylor_forward_with_rk4_backward():
 
 def test_tuple_state():
     torch.manual_seed(2)
-    net = MLP(dim=3, seed=2)
+    net = tanh_mlp(dim=3, seed=2)
 
     def func(t, state):
         x, v = state
@@ -148,7 +148,7 @@ def test_tuple_state():
 
 
 def test_unused_parameter_gets_zero_gradient():
-    func = MLP(seed=4)
+    func = tanh_mlp(seed=4)
     func.unused = nn.Parameter(torch.ones(3, dtype=D))
     y0 = torch.randn(2, 3, dtype=D)
     ys = odegrad.odeint(func, y0, torch.tensor([0.0, 1.0], dtype=D), gradient="interp")
@@ -157,7 +157,7 @@ def test_unused_parameter_gets_zero_gradient():
 
 
 def test_float32_state_with_float32_times():
-    func = MLP(seed=5).float()
+    func = tanh_mlp(seed=5).float()
     y0 = torch.randn(8, 3)
     t = torch.linspace(0.0, 1.0, 5)
     got = _cat(_gradients(func, y0, t, "interp", rtol=1e-5, atol=1e-7))
@@ -197,7 +197,7 @@ def _forward(backend, func, y0, t, method="dopri5", **config):
 
 
 def test_automatic_nodes_reproduce_dense_output_on_a_long_segment():
-    func = MLP(seed=6, width=32)
+    func = tanh_mlp(seed=6, width=32)
     y0 = torch.randn(3, 3, dtype=D)
     t = torch.tensor([0.0, 6.0], dtype=D)
     _, trajectory = _forward(Interpolation(), func, y0, t, rtol=1e-9, atol=1e-11)
@@ -211,7 +211,7 @@ def test_automatic_nodes_reproduce_dense_output_on_a_long_segment():
 
 
 def test_segment_is_split_when_max_nodes_is_not_enough():
-    func = MLP(seed=6, width=32)
+    func = tanh_mlp(seed=6, width=32)
     y0 = torch.randn(3, 3, dtype=D)
     t = torch.tensor([0.0, 6.0], dtype=D)
     _, trajectory = _forward(Interpolation(max_nodes=8), func, y0, t, rtol=1e-9, atol=1e-11)
@@ -220,7 +220,7 @@ def test_segment_is_split_when_max_nodes_is_not_enough():
 
 
 def test_fixed_node_count_is_used():
-    func = MLP(seed=7)
+    func = tanh_mlp(seed=7)
     y0 = torch.randn(2, 3, dtype=D)
     t = torch.linspace(0.0, 0.5, 4, dtype=D)
     _, trajectory = _forward(Interpolation(nodes=12), func, y0, t)
@@ -228,7 +228,7 @@ def test_fixed_node_count_is_used():
 
 
 def test_inaccurate_interpolant_raises():
-    func = MLP(seed=6, width=32)
+    func = tanh_mlp(seed=6, width=32)
     y0 = torch.randn(3, 3, dtype=D)
     t = torch.tensor([0.0, 6.0], dtype=D)
     with pytest.raises(InterpolationError, match="held-out"):
@@ -236,7 +236,7 @@ def test_inaccurate_interpolant_raises():
 
 
 def test_inaccurate_interpolant_warns_when_asked():
-    func = MLP(seed=6, width=32)
+    func = tanh_mlp(seed=6, width=32)
     y0 = torch.randn(3, 3, dtype=D)
     t = torch.tensor([0.0, 6.0], dtype=D)
     with warnings.catch_warnings(record=True) as caught:
@@ -249,7 +249,7 @@ def test_inaccurate_interpolant_warns_when_asked():
 
 def test_torchdiffeq_forward_checks_without_dense_output():
     # No dense output: held-out points are extra output times; a failed check re-solves the segment.
-    func = MLP(seed=6, width=32)
+    func = tanh_mlp(seed=6, width=32)
     y0 = torch.randn(3, 3, dtype=D)
     t = torch.tensor([0.0, 6.0], dtype=D)
     solution, trajectory = _forward(Interpolation(), func, y0, t, method="torchdiffeq:dopri5",

@@ -14,7 +14,7 @@ from odegrad.errors import InvalidInput, UnknownName
 from odegrad.gradients import Backend, Direct
 from odegrad.testing import (
     LinearField,
-    MLPField,
+    RandomMLPField,
     RandomProjectionLoss,
     Settings,
     accurate_settings,
@@ -128,7 +128,7 @@ def test_relative_disagreement_names_the_worst_group():
 
 
 def test_run_pair_reports_every_gradient_group_and_cost():
-    field = MLPField(2, 4, 1, "tanh", time_dependent=True, seed=1, rate_target=0.8)
+    field = RandomMLPField(2, 4, 1, "tanh", time_dependent=True, seed=1, rate_target=0.8)
     y0 = torch.randn(3, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
     run = run_pair(field, y0, t, "dopri5", "backsolve", settings=accurate_settings("dopri5", 1.0, 1.0),
@@ -150,7 +150,7 @@ def test_finite_differences_match_exact_linear_gradients():
 
 
 def test_check_gradients_passes_on_a_small_mlp():
-    field = MLPField(2, 6, 2, "softplus", time_dependent=True, seed=4, rate_target=1.0).to(torch.float32)
+    field = RandomMLPField(2, 6, 2, "softplus", time_dependent=True, seed=4, rate_target=1.0).to(torch.float32)
     y0 = torch.randn(2, 2, generator=torch.Generator().manual_seed(1))
     t = torch.tensor([0.0, 0.3, 0.8])
     report = check_gradients(field, y0, t, methods=("dopri5", "rk4"), gradients=("direct", "backsolve"),
@@ -270,8 +270,7 @@ def test_cli_check_exits_nonzero_on_disagreement_and_on_bad_targets(tmp_path, mo
 
 
 def test_cli_check_runs_a_saved_model_and_never_unpickles(tmp_path, capsys):
-    from odegrad.export import save_model
-    from odegrad.export._fields import MLPField
+    from odegrad.export import MLPField, save_model
 
     from odegrad.models import NeuralODE
 

@@ -1,6 +1,7 @@
 """The ``taylor`` integrator and TLNODE: convergence order, learned remainder, gradients, errors."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -209,13 +210,30 @@ def test_demo_trains_a_tlnode_and_validates_arguments(one_thread):
     from odegrad import demo
     from odegrad.cli import build_parser
 
-    setup = demo.TrajectoryTask(*demo.spiral_data(points=40, t_end=8.0), iterations=6, eval_every=3)
-    model, example = demo.train_spiral_tlnode(iterations=6, progress=False, setup=setup)
-    assert isinstance(model, TLNODE) and example.shape == (16, 2)
-    assert model(example).shape == (16, 2)
+    t, ys = demo.spiral_data(points=40, t_end=8.0)
+    assert t.shape == (40,) and ys.shape == (40, 2)
+    torch.manual_seed(0)
+    model = TLNODE(demo.SpiralField(), horizon=float(t[1] - t[0]), remainder=LearnedMidpoint(2, hidden=16))
+    curve = demo.train("TL-NODE", model.trajectory, model.parameters(), ys, iterations=6, progress=False)
+    seconds, losses = zip(*curve)
+    assert len(curve) == 7 and seconds[0] == 0.0 and list(seconds) == sorted(seconds)  # one checkpoint per step
+    assert losses[-1] < losses[0]
+    assert model(ys[:16]).shape == (16, 2)
     args = build_parser().parse_args(["demo", "--iters", "0"])
     with pytest.raises(InvalidInput, match="--iters"):
         args.run(args)
+
+
+def test_demo_command_reports_target_and_trade_off_and_serves_the_model(one_thread, tmp_path, capsys):
+    from odegrad.cli import main
+
+    assert main(["demo", "--iters", "2", "--no-progress", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "the worse of the two models' best test MSEs + 5%" in out
+    assert "| TL-NODE p=1 s=1 | " in out and "| dopri5 | " in out
+    assert re.search(r"TL-NODE p=1 s=1 vs dopri5: speed-up to the target \d+\.\d\dx, final test MSE "
+                     r"\d+\.\d% (above|below) dopri5's", out)
+    assert (tmp_path / "spiral_tlnode.png").is_file() and (tmp_path / "spiral_tlnode.onnx").is_file()
 
 
 def test_remainder_loss_trains_the_midpoint_under_an_adjoint_backend(one_thread):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import check_int, check_positive
 from ..errors import InvalidInput, OdegradError
 from ..solvers import IntegrationConfig, Integrator
 from ._base import AdjointBackend, BlockNorm, Problem, func_vjp, same_steps_config
@@ -85,9 +85,7 @@ class GaussQuadrature(AdjointBackend):
                  method: str | Integrator | None = None, vectorize: bool = True, max_batch: int = 16):
         super().__init__(rtol=rtol, atol=atol, method=method)
         self.nodes = None if nodes is None else check_int("GaussQuadrature nodes", nodes, low=1, high=MAX_NODES)
-        if isinstance(gtol, bool) or not isinstance(gtol, (int, float)) or not (math.isfinite(gtol) and gtol > 0):
-            raise InvalidInput("GaussQuadrature gtol", gtol, "a finite positive number")
-        self.gtol = float(gtol)
+        self.gtol = check_positive("GaussQuadrature gtol", gtol)
         self.min_nodes = check_int("GaussQuadrature min_nodes", min_nodes, low=1, high=MAX_NODES)
         self.max_nodes = check_int("GaussQuadrature max_nodes", max_nodes, low=1, high=MAX_NODES)
         if self.min_nodes > self.max_nodes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._fields import ForcedLinearField, LinearField, MLPField, TupleField
+from ._fields import ForcedLinearField, LinearField, RandomMLPField, TupleField
 from ._gradient_check import Comparison, GradientReport, check_gradients, estimate_scale
 from ._references import linear_gradients, linear_solution, reference_solution
 from ._runs import (
@@ -29,7 +29,7 @@ from ._tolerances import ROUNDOFF, Settings, accurate_settings, expected_error, 
 
 __all__ = [
     "Comparison", "FiniteDifferences", "ForcedLinearField", "GradientReport", "LinearField",
-    "MLPField", "PairRun", "ROUNDOFF", "RandomProjectionLoss", "Settings", "TupleField",
+    "RandomMLPField", "PairRun", "ROUNDOFF", "RandomProjectionLoss", "Settings", "TupleField",
     "accurate_settings", "check_gradients", "estimate_scale", "expected_error", "finite_differences",
     "linear_gradients", "linear_solution", "method_order", "reference_solution", "registered_pairs",
     "relative_disagreement", "run_pair", "strategies",

@@ -69,7 +69,7 @@ class LinearField(nn.Module):
         return f"{kind} field ({self.spectrum}; eigenvalues {eig_text}; A={self.A.detach().tolist()})"
 
 
-class MLPField(nn.Module):
+class RandomMLPField(nn.Module):
     """``f(t, y) = MLP([y, t])`` (``t`` appended only when ``time_dependent``).
 
     Args:

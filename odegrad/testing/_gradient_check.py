@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int, check_positive
 from ..errors import InvalidInput
 from ..gradients import backend_names
 from ..solvers import get_solver
@@ -180,10 +181,9 @@ def check_gradients(func: Callable, y0: State, t: Tensor, *,
     gradients = backend_names() if gradients is None else gradients
     if isinstance(gradients, str) or not gradients:
         raise InvalidInput("gradients", gradients, "a non-empty sequence of gradient backend names")
-    if tolerance is not None and not (isinstance(tolerance, (int, float)) and tolerance > 0):
-        raise InvalidInput("tolerance", tolerance, "a positive number")
-    if isinstance(fd_directions, bool) or not isinstance(fd_directions, int) or fd_directions < 0:
-        raise InvalidInput("fd_directions", fd_directions, "a non-negative integer (0 skips finite differences)")
+    if tolerance is not None:
+        check_positive("tolerance", tolerance)
+    check_int("fd_directions", fd_directions, low=0)
     for method in methods:
         get_solver(method)
     func, y0, t = _to_float64(func, y0, t)

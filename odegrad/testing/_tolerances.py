@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._checks import check_non_negative, check_positive
 from ..errors import InvalidInput
 from ..solvers import Integrator, get_solver
 
@@ -74,10 +75,8 @@ def _check_scale(span: float, scale: float) -> tuple[float, float]:
     """(T, Λ) with Λ floored at 1/T: parts of a solution or of its parameter sensitivities that
     are polynomial in time (affine terms, ∫ y dt) vary on the scale of the span itself — for
     y' = b, Euler's dL/dA = Σ h y_n is a Riemann sum of ∫ y dt with relative error ≈ h/T."""
-    if not (math.isfinite(span) and span > 0):
-        raise InvalidInput("span", span, "a positive, finite length of the time interval")
-    if not (math.isfinite(scale) and scale >= 0):
-        raise InvalidInput("scale", scale, "a finite non-negative rate scale (Lipschitz bound)")
+    span = check_positive("span", span)
+    scale = check_non_negative("scale", scale)
     return span, max(scale, 1.0 / span)
 
 

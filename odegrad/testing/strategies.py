@@ -20,7 +20,7 @@ import torch
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from ._fields import ACTIVATIONS, ForcedLinearField, LinearField, MLPField, TupleField, describe_field
+from ._fields import ACTIVATIONS, ForcedLinearField, LinearField, RandomMLPField, TupleField, describe_field
 
 SPECTRA = ("stable", "oscillatory", "unstable")
 DTYPE = torch.float64
@@ -110,9 +110,9 @@ def mlp_fields(draw, dims: st.SearchStrategy[int] = _DIMS,
                depths: st.SearchStrategy[int] = _DEPTHS,
                activations: st.SearchStrategy[str] = _ACTIVATIONS,
                time_dependent: st.SearchStrategy[bool] = _BOOL,
-               rates: st.SearchStrategy[float] = _RATES) -> MLPField:
+               rates: st.SearchStrategy[float] = _RATES) -> RandomMLPField:
     """Random smooth MLP fields of varied width/depth/activation; rate scale (Lipschitz bound) drawn."""
-    return MLPField(draw(dims), draw(widths), draw(depths), draw(activations),
+    return RandomMLPField(draw(dims), draw(widths), draw(depths), draw(activations),
                     time_dependent=draw(time_dependent), seed=draw(seeds()),
                     gain=draw(st.floats(0.5, 1.5)), rate_target=draw(rates))
 
