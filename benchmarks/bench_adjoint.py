@@ -52,7 +52,7 @@ from common import paired_median_times, ratio
 from torch import Tensor, nn
 
 import odegrad
-from odegrad.demo import CountingField
+from odegrad.solvers import CountedFunc
 
 REFERENCE_TOLERANCES = (1e-10, 1e-12)
 
@@ -62,7 +62,7 @@ class Task:
     """A model and its data: ``batches`` of (y0, t, target) and ``loss(ys, target)``."""
 
     name: str
-    field: CountingField
+    field: CountedFunc
     batches: list[tuple[Tensor, Tensor, Tensor]]
     loss: Callable[[Tensor, Tensor], Tensor]
 
@@ -92,7 +92,7 @@ def spiral_task(name: str, dtype: torch.dtype, pretrain_iterations: int) -> Task
     t, ys = spiral_data()
     data = [(y0.to(dtype), tt.to(dtype), target.to(dtype)) for y0, tt, target in batches(t, ys, count=32)]
     torch.manual_seed(1)
-    field = CountingField(SpiralField(width, layers)).to(dtype)
+    field = CountedFunc(SpiralField(width, layers)).to(dtype)
     pretrain(field, data, pretrain_iterations, 1e-5, 1e-7)
     return Task(name, field, data, _l1)
 
@@ -134,7 +134,7 @@ def digits_task(dtype: torch.dtype, pretrain_iterations: int, batch_size: int = 
         index = torch.randint(0, len(x), (batch_size,), generator=generator)
         data.append((x[index], t, y[index]))
     torch.manual_seed(1)
-    field = CountingField(DigitsField()).to(dtype)
+    field = CountedFunc(DigitsField()).to(dtype)
     loss = _ReadoutLoss(64, 10, dtype)
     optimizer = torch.optim.Adam(field.parameters(), lr=1e-3)
     for i in range(pretrain_iterations):
@@ -237,16 +237,16 @@ def static_measures(task: Task, method: Method, g_ref: Tensor) -> dict:
     """NFE, peak memory and gradient error of one iteration at the pretrained parameters."""
     field = copy.deepcopy(task.field)
     batch = task.batches[0]
-    field.calls = 0
+    field.nfe = 0
     y0, t, target = batch
     ys, stats = method.run(field, y0, t)
-    calls_forward = field.calls
+    calls_forward = field.nfe
     loss = task.loss(ys, target)
     torch.autograd.grad(loss, list(field.parameters()))
     if stats is not None:
         nfe_f, nfe_b = stats.nfe_forward, stats.nfe_backward
     else:
-        nfe_f, nfe_b = calls_forward, field.calls - calls_forward
+        nfe_f, nfe_b = calls_forward, field.nfe - calls_forward
     g, _, _ = gradient(task, field, method, batch)
     error = float((g.double() - g_ref).norm() / g_ref.norm())
 

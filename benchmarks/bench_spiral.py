@@ -20,7 +20,7 @@ import torchdiffeq
 from common import paired_median_times, peak_memory_mib, ratio, saved_tensor_mib
 
 import odegrad
-from odegrad.demo import CountingField
+from odegrad.solvers import CountedFunc
 
 TRUE_A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]])
 
@@ -64,7 +64,7 @@ class SpiralField(torch.nn.Module):
 MODELS = {"mlp50": (50, 2), "mlp512": (512, 3)}
 
 
-def make_runner(lib: str, mode: str, func: CountingField, rtol: float, atol: float):
+def make_runner(lib: str, mode: str, func: CountedFunc, rtol: float, atol: float):
     """A function (y0, t) -> ys for one library and gradient mode."""
     if lib == "odegrad":
         gradient = "direct" if mode == "direct" else "backsolve"
@@ -95,18 +95,18 @@ def measure(mode, func, data, repeats, rtol, atol):
     forward_times = paired_median_times([jobs[lib][1] for lib in jobs], repeats)
     train_times = paired_median_times([jobs[lib][2] for lib in jobs], repeats)
     for i, (lib, (run, _, train)) in enumerate(jobs.items()):
-        func.calls = 0
+        func.nfe = 0
         y0, t, target = data[0]
         ys = run(y0, t)
-        nfe_forward = func.calls
+        nfe_forward = func.nfe
         (ys - target).abs().mean().backward()
         results[lib] = dict(forward=forward_times[i], train=train_times[i], nfe_f=nfe_forward,
-                            nfe_b=func.calls - nfe_forward, peak=peak_memory_mib(train),
+                            nfe_b=func.nfe - nfe_forward, peak=peak_memory_mib(train),
                             saved=saved_tensor_mib(partial(run, y0, t)))
     return results["odegrad"], results["torchdiffeq"]
 
 
-def pretrain(func: CountingField, data, iterations: int, rtol: float, atol: float) -> float:
+def pretrain(func: CountedFunc, data, iterations: int, rtol: float, atol: float) -> float:
     """Fit the field for a while (Adam, as torchdiffeq's demo) so timings see learned, non-trivial dynamics."""
     optimizer = torch.optim.Adam(func.parameters(), lr=1e-3)
     loss = torch.tensor(float("nan"))
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     for model_name in args.models.split(","):
         width, layers = MODELS[model_name]
         torch.manual_seed(1)
-        func = CountingField(SpiralField(width, layers))
+        func = CountedFunc(SpiralField(width, layers))
         loss = pretrain(func, data, args.pretrain, 1e-5, 1e-7)
         print(f"<!-- {model_name}: {args.pretrain} pretraining iterations, last loss {loss:.4f} -->")
         for mode in args.modes.split(","):

@@ -29,35 +29,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 import density_cnf  # noqa: E402
 import digits_classification  # noqa: E402
 import lotka_volterra  # noqa: E402
+from _harness import Run, Target, common_target, comparison_report  # noqa: E402
 
-from odegrad import demo  # noqa: E402
+from odegrad.demo import SpiralField, spiral_data  # noqa: E402
 
 BASELINES = ["dopri5", "torchdiffeq:dopri5"]
 
 
-def spiral(iterations: int, rtol: float, atol: float, progress: bool):
-    setup = demo.TrajectoryTask(*demo.spiral_data(), iterations=iterations,
-                                eval_every=max(1, min(25, iterations // 4)))
-    _, tl_run, _ = demo._train_tlnode(iterations, 1, 1, progress, setup)
-    runs = [tl_run]
-    for method in BASELINES:
-        runs.append(demo._train_dopri5(setup, progress, rtol, atol, method=method)[1])
-    return runs, demo.common_target(runs)
+def spiral(iterations: int, rtol: float, atol: float, progress: bool) -> tuple[list[Run], Target]:
+    """The demo's spiral task, trained by the Lotka–Volterra example's trajectory loop."""
+    t, ys = spiral_data()
+    task = lotka_volterra.TrajectoryTask(t, ys[:, None], batch_size=16, segment=10)
+    runs, _ = lotka_volterra.compare(task, SpiralField, iterations, 1, 1, BASELINES, rtol, atol, progress=progress)
+    return runs, common_target(runs)
 
 
-def lotka(iterations: int, rtol: float, atol: float, progress: bool):
-    _, runs, _ = lotka_volterra.compare(iterations, 1, 1, BASELINES, rtol, atol, progress)
-    return runs, demo.common_target(runs)
+def lotka(iterations: int, rtol: float, atol: float, progress: bool) -> tuple[list[Run], Target]:
+    runs, _ = lotka_volterra.compare(lotka_volterra.lotka_volterra_task(), lotka_volterra.Field, iterations, 1, 1,
+                                     BASELINES, rtol, atol, progress=progress)
+    return runs, common_target(runs)
 
 
-def digits(iterations: int, rtol: float, atol: float, progress: bool):
+def digits(iterations: int, rtol: float, atol: float, progress: bool) -> tuple[list[Run], Target]:
     runs = digits_classification.compare(iterations, 1, 1, BASELINES, rtol, atol, progress)
-    return runs, demo.common_target(runs)
+    return runs, common_target(runs)
 
 
-def cnf(iterations: int, rtol: float, atol: float, progress: bool):
+def cnf(iterations: int, rtol: float, atol: float, progress: bool) -> tuple[list[Run], Target]:
     runs, _ = density_cnf.compare(iterations, 1, 4, BASELINES, rtol, atol, progress)
-    return runs, demo.common_target(runs, slack=1.0) + 0.05
+    return runs, common_target(runs, relative=0.0, absolute=0.05)
 
 
 TASKS = {
@@ -69,7 +69,7 @@ TASKS = {
 }
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--quick", action="store_true", help="few iterations (smoke run)")
@@ -83,13 +83,13 @@ def main(argv=None) -> None:
         fn, iterations, quick, rtol, atol, loss_name = TASKS[name]
         runs, target = fn(quick if args.quick else iterations, rtol, atol, args.progress)
         print(f"\n## {name}: {loss_name}, dopri5 rtol={rtol:g} atol={atol:g}")
-        print(demo.comparison_table(runs, target, reference="dopri5"))
-        times = [demo.time_to_target(run, target) for run in runs]
+        print(comparison_report(runs, target, reference="dopri5"))
+        times = [run.seconds_to(target.value) for run in runs]
         ratios = [t / times[0] if times[0] > 0 else math.nan for t in times[1:]]
         finals = [run.metric if run.metric_name else run.final_loss for run in runs]
         holds = " / ".join("yes" if r >= 10 else "no" for r in ratios)
         summary.append(
-            f"| {name} | {loss_name} | {target:.4g} | {times[0]:.2f} | {times[1]:.2f} | {times[2]:.2f} | "
+            f"| {name} | {loss_name} | {target.value:.4g} | {times[0]:.2f} | {times[1]:.2f} | {times[2]:.2f} | "
             f"{ratios[0]:.1f}x | {ratios[1]:.1f}x | "
             f"{' / '.join(f'{r.nfe_per_forward:.1f}' for r in runs)} | "
             f"{' / '.join(f'{f:.4g}' for f in finals)} | {holds} |")

@@ -4,8 +4,9 @@
 
 Training data: 24 trajectories from random initial states on t ∈ [0, 10] (41 points, Δt = 0.25),
 test data: 8 more. The same MLP vector field is trained as a TL-NODE (order 1, one Taylor step per
-observation interval, learned midpoint) and with adaptive dopri5 (direct backprop). Prints time to a
-common test loss, NFE per observation interval and final test MSE; saves a plot.
+observation interval, learned midpoint) and with adaptive dopri5 (direct backprop), on random
+5-point segments with Adam and MSE. Prints the common target test loss and how it is chosen, each
+model's training time to reach it, NFE per observation interval and final test MSE; saves a plot.
 
     python examples/lotka_volterra.py            # ~1-3 minutes on 2 cores
     python examples/lotka_volterra.py --quick    # smoke run
@@ -13,37 +14,38 @@ common test loss, NFE per observation interval and final test MSE; saves a plot.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
-
-import odegrad
-from odegrad.demo import (
+from _harness import (
     Run,
-    TrajectoryTask,
-    adaptive_predictor,
+    Target,
+    colour,
     common_target,
     comparison_parser,
-    comparison_table,
-    mlp,
+    comparison_report,
+    place_legend,
     plot_learning_curves,
     save_figure,
-    tlnode_predictor,
-    train_trajectory_model,
+    timed_iterations,
 )
+from torch import Tensor, nn
+
+import odegrad
 from odegrad.models import TLNODE
-from odegrad.solvers import LearnedMidpoint
+from odegrad.solvers import CountedFunc, LearnedMidpoint
 
 A, B, C, D = 2 / 3, 4 / 3, 1.0, 1.0
 
 
-def lotka_volterra(t, y):
+def lotka_volterra(t: Tensor, y: Tensor) -> Tensor:
     x, v = y[..., 0], y[..., 1]
     return torch.stack([A * x - B * x * v, D * x * v - C * v], dim=-1)
 
 
-def simulate(n: int, seed: int, points: int = 41, t_end: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
+def simulate(n: int, seed: int, points: int = 41, t_end: float = 10.0) -> tuple[Tensor, Tensor]:
     """Times ``[points]`` and trajectories ``[points, n, 2]`` from initial states in [0.5, 2]²."""
     generator = torch.Generator().manual_seed(seed)
     y0 = 0.5 + 1.5 * torch.rand(n, 2, generator=generator)
@@ -57,74 +59,142 @@ class Field(nn.Module):
 
     def __init__(self, hidden: int = 64):
         super().__init__()
-        self.net = mlp([2, hidden, hidden, 2])
+        self.net = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, 2))
 
-    def forward(self, t, y):
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
         return self.net(y)
 
 
-def compare(iterations: int, order: int, steps: int, baselines: list[str], rtol: float, atol: float,
-            progress: bool = True, seed: int = 0):
-    """Train TL-NODE and each baseline method; returns (task, runs, models)."""
-    t, train = simulate(24, seed)
-    _, test = simulate(8, seed + 1)
-    task = TrajectoryTask(t, train, test, iterations=iterations, batch_size=32, batch_time=5, lr=3e-3,
-                          eval_every=max(1, min(25, iterations // 4)), seed=seed)
+@dataclass
+class TrajectoryTask:
+    """Trajectories ``ys: [T, N, D]`` at times ``t: [T]``, cut into ``segment``-point pieces:
+    random ones for training, every piece of ``test_ys: [T, M, D]`` (default ``ys``) for testing."""
+
+    t: Tensor
+    ys: Tensor
+    test_ys: Tensor | None = None
+    batch_size: int = 32
+    segment: int = 5
+
+    @property
+    def dt(self) -> float:
+        return float(self.t[1] - self.t[0])
+
+    def pieces(self, ys: Tensor, starts: Tensor, which: Tensor) -> tuple[Tensor, Tensor]:
+        """Initial states ``[B, D]`` and targets ``[segment, B, D]`` of the given pieces."""
+        target = ys[starts + torch.arange(self.segment)[:, None], which]
+        return target[0], target
+
+    def test_pieces(self) -> tuple[Tensor, Tensor]:
+        ys = self.ys if self.test_ys is None else self.test_ys
+        starts, which = torch.meshgrid(torch.arange(len(self.t) - self.segment + 1), torch.arange(ys.shape[1]),
+                                       indexing="ij")
+        return self.pieces(ys, starts.reshape(-1), which.reshape(-1))
+
+    def batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+        generator = torch.Generator().manual_seed(seed)
+        while True:
+            starts = torch.randint(0, len(self.t) - self.segment, (self.batch_size,), generator=generator)
+            which = torch.randint(0, self.ys.shape[1], (self.batch_size,), generator=generator)
+            yield self.pieces(self.ys, starts, which)
+
+
+def lotka_volterra_task(seed: int = 0) -> TrajectoryTask:
+    """24 training and 8 test trajectories from random initial states."""
+    t, train_ys = simulate(24, seed)
+    _, test_ys = simulate(8, seed + 1)
+    return TrajectoryTask(t, train_ys, test_ys)
+
+
+Rollout = Callable[[Tensor, int], Tensor]  # (y0: [B, D], intervals) -> [intervals + 1, B, D]
+
+
+def train(name: str, rollout: Rollout, params: Iterable[Tensor], task: TrajectoryTask, iterations: int,
+          lr: float, progress: bool, seed: int = 0) -> Run:
+    """Fit ``rollout`` to random segments (Adam, MSE); the test loss is the MSE over every test
+    segment."""
+    optimizer = torch.optim.Adam(params, lr=lr)
+    batches = task.batches(seed)
+    test_y0, test_target = task.test_pieces()
+    intervals = task.segment - 1
+
+    def test_loss() -> float:
+        with torch.no_grad():
+            return float((rollout(test_y0, intervals) - test_target).pow(2).mean())
+
+    run = Run(name)
+    for _ in timed_iterations(run, iterations, test_loss, eval_every=max(1, min(25, iterations // 4)),
+                              progress=progress):
+        y0, target = next(batches)
+        optimizer.zero_grad()
+        loss = (rollout(y0, intervals) - target).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+    return run
+
+
+def compare(task: TrajectoryTask, make_field: Callable[[], nn.Module], iterations: int, order: int, steps: int,
+            baselines: list[str], rtol: float, atol: float, *, lr: float = 3e-3, progress: bool = True,
+            seed: int = 0) -> tuple[list[Run], dict[str, Rollout]]:
+    """Train a TL-NODE and, for each baseline method, the same field solved by that method (same
+    initialisation and batches). Returns the runs and each run's rollout."""
+    dim = task.ys.shape[-1]
     torch.manual_seed(seed)
-    model = TLNODE(Field(), order=order, steps=steps, horizon=task.dt, remainder=LearnedMidpoint(2, hidden=16))
-    runs: list[Run] = [train_trajectory_model(task, f"TL-NODE p={order} s={steps}", tlnode_predictor(model),
-                                              list(model.parameters()), progress)]
+    model = TLNODE(make_field(), order=order, steps=steps, horizon=task.dt, remainder=LearnedMidpoint(dim, hidden=16))
+    runs = [train(f"TL-NODE p={order} s={steps}", model.trajectory, model.parameters(), task, iterations, lr,
+                  progress, seed)]
     runs[0].nfe_per_forward = model.nfe_per_forward()
-    models = {runs[0].name: model}
+    rollouts = {runs[0].name: model.trajectory}
     for method in baselines:
         torch.manual_seed(seed)
-        field = Field()
-        nfe: list[float] = []
-        run = train_trajectory_model(task, method, adaptive_predictor(field, task, method, rtol, atol, nfe),
-                                     list(field.parameters()), progress)
-        run.nfe_per_forward = sum(nfe) / len(nfe)
+        field = CountedFunc(make_field())
+
+        def rollout(y0: Tensor, intervals: int, field: CountedFunc = field, method: str = method) -> Tensor:
+            return odegrad.odeint(field, y0, task.t[: intervals + 1], method=method, rtol=rtol, atol=atol)
+
+        run = train(method, rollout, field.parameters(), task, iterations, lr, progress, seed)
+        field.nfe = 0
+        with torch.no_grad():
+            rollout(task.test_pieces()[0], task.segment - 1)
+        run.nfe_per_forward = field.nfe / (task.segment - 1)
         runs.append(run)
-        models[method] = field
-    return task, runs, models
+        rollouts[method] = rollout
+    return runs, rollouts
 
 
-def plot(path: Path, task: TrajectoryTask, runs: list[Run], models: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot(path: Path, task: TrajectoryTask, runs: list[Run], rollouts: dict[str, Rollout], target: Target) -> Path:
     import matplotlib.pyplot as plt
 
-    y0 = task.test_ys[0, :3]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    test_ys = task.ys if task.test_ys is None else task.test_ys
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     with torch.no_grad():
-        for name, model in models.items():
-            if isinstance(model, TLNODE):
-                ys = model.trajectory(y0, len(task.t) - 1)
-            else:
-                ys = odegrad.odeint(model, y0, task.t)
+        for index, (name, rollout) in enumerate(rollouts.items()):
+            ys = rollout(test_ys[0, :3], len(task.t) - 1)
             for i in range(3):
-                ax1.plot(ys[:, i, 0], ys[:, i, 1], "--" if isinstance(model, TLNODE) else ":",
+                ax1.plot(ys[:, i, 0], ys[:, i, 1], "--" if index == 0 else ":", color=colour(index),
                          label=name if i == 0 else None)
     for i in range(3):
-        ax1.plot(task.test_ys[:, i, 0], task.test_ys[:, i, 1], "k-", lw=0.8, label="true" if i == 0 else None)
-    ax1.set_title("Lotka–Volterra: test trajectories (full rollout)")
-    ax1.legend()
-    plot_learning_curves(ax2, runs, "test MSE (5-point segments)")
-    save_figure(fig, path)
+        ax1.plot(test_ys[:, i, 0], test_ys[:, i, 1], "k-", lw=0.8, label="true" if i == 0 else None)
+    ax1.set_title("test trajectories (full rollout)")
+    place_legend(ax1)
+    plot_learning_curves(ax2, runs, f"test MSE ({task.segment}-point segments)", target)
+    return save_figure(fig, path)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = comparison_parser(__doc__.splitlines()[0], iters=400, steps=1, rtol=1e-7, atol=1e-9)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     iterations = 40 if args.quick else args.iters
-    task, runs, models = compare(iterations, args.order, args.steps, args.baseline, args.rtol, args.atol,
-                                 not args.no_progress)
+    task = lotka_volterra_task()
+    runs, rollouts = compare(task, Field, iterations, args.order, args.steps, args.baseline, args.rtol, args.atol,
+                             progress=not args.no_progress)
     print(f"Lotka–Volterra identification, {iterations} iterations, rtol={args.rtol:g}, atol={args.atol:g}; "
           f"NFE per observation interval (Δt={task.dt:g})")
-    print(comparison_table(runs, common_target(runs), reference=args.baseline[0]))
-    path = Path(args.out) / "lotka_volterra.png"
-    plot(path, task, runs, models)
+    target = common_target(runs)
+    print(comparison_report(runs, target, reference=args.baseline[0]))
+    path = plot(Path(args.out) / "lotka_volterra.png", task, runs, rollouts, target)
     print(f"plot saved to {path}")
 
 
