@@ -1,0 +1,76 @@
+"""examples/: every script runs with ``--quick`` and reports the target rule and the trade-off;
+the shared harness computes targets, speed-ups and final-loss differences as it says."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def harness():
+    """examples/_harness.py, loaded from its file (examples/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("examples_harness", EXAMPLES / "_harness.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+@pytest.mark.parametrize("script, plot", [("lotka_volterra.py", "lotka_volterra.png"),
+                                          ("digits_classification.py", "digits_classification.png"),
+                                          ("density_cnf.py", "density_cnf.png")])
+def test_example_runs_quick_and_explains_its_comparison(script, plot, tmp_path):
+    result = subprocess.run([sys.executable, str(EXAMPLES / script), "--quick", "--no-progress", "--out",
+                             str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "target test loss " in out and "= the worst of the runs' best test losses + " in out
+    assert "| TL-NODE p=1 " in out and "| dopri5 | " in out
+    assert " vs dopri5: speed-up to the target " in out and "final test loss " in out
+    assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_states_target_rule_speed_up_and_final_loss_difference(harness):
+    fast = harness.Run("fast", [(0.0, 0, 1.0), (1.0, 10, 0.5), (2.0, 20, 0.3)], nfe_per_forward=3)
+    slow = harness.Run("slow", [(0.0, 0, 1.0), (4.0, 10, 0.4), (8.0, 20, 0.2)], nfe_per_forward=12)
+    target = harness.common_target([fast, slow])
+    assert target.value == pytest.approx(0.315)
+    assert str(target) == "0.315 = the worst of the runs' best test losses + 5%"
+    assert (fast.seconds_to(target.value), slow.seconds_to(target.value)) == (2.0, 8.0)
+    report = harness.comparison_report([fast, slow], target, reference="slow")
+    assert report.splitlines()[0] == "target test loss 0.315 = the worst of the runs' best test losses + 5%"
+    assert "| fast | 2.00 | 4.00x | 3.0 | 2.00 | 0.3 |" in report
+    assert report.splitlines()[-1] == "fast vs slow: speed-up to the target 4.00x, final test loss 50.0% above slow's."
+
+
+def test_report_gives_differences_for_losses_that_can_be_negative(harness):
+    a = harness.Run("a", [(0.0, 0, 0.5), (1.0, 5, -0.2)])
+    b = harness.Run("b", [(0.0, 0, 0.5), (3.0, 5, -0.3)])
+    target = harness.common_target([a, b], relative=0.0, absolute=0.05)
+    assert target.value == pytest.approx(-0.15) and target.rule.endswith("best test losses + 0.05")
+    last = harness.comparison_report([a, b], target, reference="b").splitlines()[-1]
+    assert last == "a vs b: speed-up to the target 3.00x, final test loss 0.1 above b's."
+
+
+def test_learning_curves_draw_the_target_in_matching_colours_with_the_legend_outside(harness):
+    runs = [harness.Run(name, [(0.0, 0, 1.0), (1.0, 1, 0.5)]) for name in ("x", "y")]
+    ax = Figure().subplots()
+    harness.plot_learning_curves(ax, runs, "loss", harness.Target(0.6, "rule"))
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert [to_hex(lines[name].get_color()) for name in ("x", "y")] == [to_hex("C0"), to_hex("C1")]
+    assert list(lines["target 0.6"].get_ydata()) == [0.6, 0.6]
+    legend = ax.get_legend()
+    assert [to_hex(h.get_color()) for h in legend.legend_handles[:2]] == [to_hex("C0"), to_hex("C1")]
+    assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1  # right of the axes, off the data
