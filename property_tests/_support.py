@@ -16,7 +16,15 @@ from pathlib import Path
 from hypothesis import event, note
 
 from odegrad.errors import UnsupportedCombination
-from odegrad.testing import Settings, accurate_settings, registered_pairs
+from odegrad.testing import (
+    RandomProjectionLoss,
+    Settings,
+    accurate_settings,
+    linear_gradients,
+    linear_solution,
+    registered_pairs,
+    relative_disagreement,
+)
 from odegrad.testing.strategies import ODECase
 
 # Read when the test modules are collected: solvers/backends registered on import of odegrad
@@ -136,3 +144,14 @@ def format_summary() -> list[str]:
         lines.append("not applicable (raised UnsupportedCombination):")
         lines.extend(f"  {item}" for item in na)
     return lines
+
+
+def exact_errors(case: ODECase, run) -> tuple[float, float, str]:
+    """(value error, gradient error, worst gradient group) of a run against the exact solution."""
+    field = case.func
+    loss = RandomProjectionLoss(case.seed)
+    exact = linear_gradients(field.A, case.y0, case.t, loss, field.b)
+    exact_ys = linear_solution(field.A, case.y0, case.t, field.b).detach()
+    value_error = float((run.ys - exact_ys).abs().max() / exact_ys.abs().max().clamp_min(1e-300))
+    gradient_error, where = relative_disagreement(run.grads, exact)
+    return value_error, gradient_error, where

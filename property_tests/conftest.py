@@ -8,14 +8,10 @@ Profiles: ``ci`` (few examples, derandomized so CI runs are reproducible; the de
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _support import PAIRS, SUMMARY, format_summary, write_summary  # noqa: E402
+from ._support import PAIRS, SUMMARY, format_summary, write_summary
 
 _COMMON = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

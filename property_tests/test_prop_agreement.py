@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from _support import PAIRS, Check, check_pairs
 from hypothesis import given
 
 from odegrad.testing import RandomProjectionLoss, expected_error, relative_disagreement, run_pair
 from odegrad.testing.strategies import ODECase, ode_cases
+
+from ._support import PAIRS, Check, check_pairs
 
 
 @given(case=ode_cases())

@@ -6,12 +6,13 @@ from __future__ import annotations
 import itertools
 
 import torch
-from _support import Check, check_pairs
 from hypothesis import given
 from hypothesis import strategies as st
 
 from odegrad.testing import RandomProjectionLoss, expected_error, relative_disagreement, run_pair
 from odegrad.testing.strategies import ODECase, ode_cases
+
+from ._support import Check, check_pairs
 
 BATCHES = st.one_of(st.tuples(st.integers(2, 3)), st.just((2, 2)))
 

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from _support import Check, check_pairs
 from hypothesis import given
 
 from odegrad.testing import RandomProjectionLoss, expected_error, finite_differences, run_pair
 from odegrad.testing.strategies import ODECase, mlp_fields, ode_cases
+
+from ._support import Check, check_pairs
 
 
 @given(case=ode_cases(fields=mlp_fields()))

@@ -3,30 +3,17 @@
 
 from __future__ import annotations
 
-from _support import Check, check_pairs
 from hypothesis import given
 from hypothesis import strategies as st
 
 from odegrad.testing import (
     RandomProjectionLoss,
     expected_error,
-    linear_gradients,
-    linear_solution,
-    relative_disagreement,
     run_pair,
 )
 from odegrad.testing.strategies import ODECase, linear_fields, ode_cases
 
-
-def exact_errors(case: ODECase, run) -> tuple[float, float, str]:
-    """(value error, gradient error, worst gradient group) of a run against the exact solution."""
-    field = case.func
-    loss = RandomProjectionLoss(case.seed)
-    exact = linear_gradients(field.A, case.y0, case.t, loss, field.b)
-    exact_ys = linear_solution(field.A, case.y0, case.t, field.b).detach()
-    value_error = float((run.ys - exact_ys).abs().max() / exact_ys.abs().max().clamp_min(1e-300))
-    gradient_error, where = relative_disagreement(run.grads, exact)
-    return value_error, gradient_error, where
+from ._support import Check, check_pairs, exact_errors
 
 
 @given(case=ode_cases(fields=linear_fields(), tuple_states=st.just(False)))

@@ -4,13 +4,14 @@ gradients with respect to y0, parameters, t0 and t2, and a zero gradient with re
 from __future__ import annotations
 
 import torch
-from _support import Check, check_pairs
 from hypothesis import given
 
 from odegrad import solve
 from odegrad.testing import RandomProjectionLoss, expected_error, relative_disagreement
 from odegrad.testing._runs import named_params
 from odegrad.testing.strategies import ODECase, ode_cases, time_grids
+
+from ._support import Check, check_pairs
 
 
 def _last(ys):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from _support import Check, check_pairs
 from hypothesis import given
 
 from odegrad.testing import RandomProjectionLoss, expected_error, finite_differences, run_pair
 from odegrad.testing._runs import GROUP_FLOOR
 from odegrad.testing.strategies import ODECase, ode_cases
+
+from ._support import Check, check_pairs
 
 
 @given(case=ode_cases())

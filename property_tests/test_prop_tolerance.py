@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from _support import Check, check_pairs
 from hypothesis import given
 from hypothesis import strategies as st
-from test_prop_linear_exact import exact_errors
 
 from odegrad.solvers import get_solver
 from odegrad.testing import RandomProjectionLoss, expected_error, run_pair
 from odegrad.testing.strategies import ODECase, linear_fields, ode_cases
+
+from ._support import Check, check_pairs, exact_errors
 
 
 @given(case=ode_cases(fields=linear_fields(), tuple_states=st.just(False)),

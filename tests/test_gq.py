@@ -7,13 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from support import D, relative_error, tanh_mlp
 from torch import nn
 
 import odegrad
 from odegrad.errors import InvalidInput, OdegradError
 from odegrad.gradients import GaussQuadrature
 from odegrad.gradients._quadrature import segment_rule
+
+from .support import D, relative_error, tanh_mlp
 
 
 def _grads(loss: torch.Tensor, inputs) -> list[torch.Tensor]:

@@ -6,13 +6,14 @@ import warnings
 
 import pytest
 import torch
-from support import D, relative_error, tanh_mlp
 from torch import nn
 
 import odegrad
 from odegrad.errors import InterpolationError, InvalidInput
 from odegrad.gradients import Interpolation, Problem, backend_names
 from odegrad.solvers import IntegrationConfig, get_solver
+
+from .support import D, relative_error, tanh_mlp
 
 
 class Linear(nn.Module):

@@ -1,0 +1,1 @@
+"""Hypothesis property suite: every solver x gradient-backend pair checked against references."""

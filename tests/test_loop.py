@@ -1,0 +1,125 @@
+"""The integration loop driven by stub solvers and stub controllers (as torchode tests its loop):
+what the loop asks, in what order, and what it records — independent of any real RK method."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from odegrad.errors import MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow
+from odegrad.solvers import IntegrationConfig, StepResult, StepSolver, integrate_on_times
+
+D = torch.float64
+
+
+class StubSolver(StepSolver):
+    """y' = 1 integrated exactly (y1 = y0 + h); logs every init and step; the error estimate is
+    the constant 1 (the stub controller decides acceptance)."""
+
+    order = 2
+
+    def __init__(self, error_estimate: bool):
+        self.error_estimate = error_estimate
+        self.steps: list[tuple[float, float]] = []
+        self.inits: list[float] = []
+
+    def init(self, func, t0, y0):
+        self.inits.append(t0)
+        return func(t0, y0)
+
+    def step(self, func, t0, h, y0, state):
+        self.steps.append((t0, h))
+        func(t0 + h, y0)
+        return StepResult(y0 + h, torch.ones_like(y0) if self.error_estimate else None, (y0, h), None, None)
+
+    def interpolate(self, dense_info, t0, h, t):
+        y0, _ = dense_info
+        return y0 + (t - t0)
+
+
+class StubController:
+    """Scripted error ratios; the next step is always ``step`` (signed by the current step)."""
+
+    def __init__(self, ratios: list[float], step: float):
+        self.ratios = list(ratios)
+        self.step = step
+        self.calls: list[tuple[float, float, bool]] = []
+
+    def scaled_error(self, y0, y1, error, rtol, atol, norm):
+        return torch.tensor(self.ratios.pop(0) if self.ratios else 0.5, dtype=D)
+
+    def next_step(self, h, ratio, previous_ratio, order, accepted):
+        self.calls.append((h, ratio, accepted))
+        return math.copysign(self.step, h)
+
+
+def _field(t, y):
+    return torch.ones_like(y)
+
+
+def _adaptive(ratios, step, **config):
+    controller = StubController(ratios, step)
+    return controller, IntegrationConfig(controller=controller, first_step=step, **config)
+
+
+def test_fixed_grid_steps_and_dense_outputs():
+    solver = StubSolver(error_estimate=False)
+    sol = integrate_on_times(solver, _field, torch.zeros(1, dtype=D), [0.0, 0.25, 1.0],
+                             IntegrationConfig(step_size=0.5))
+    assert solver.steps == [(0.0, 0.5), (0.5, 0.5)]
+    assert sol.ys.flatten().tolist() == [0.0, 0.25, 1.0]  # 0.25 interpolated inside the first step
+    assert sol.stats.steps_accepted == 2 and sol.stats.steps_rejected == 0
+    assert sol.stats.nfe_forward == 1 + 2  # init + one evaluation per stub step
+    assert torch.isnan(sol.steps.error).all()
+
+
+def test_rejected_steps_are_retried_and_counted():
+    solver = StubSolver(error_estimate=True)
+    controller, config = _adaptive([0.5, 2.0, 3.0, 0.5], step=0.4)
+    sol = integrate_on_times(solver, _field, torch.zeros(1, dtype=D), [0.0, 1.0], config)
+    assert [t0 for t0, _ in solver.steps[:4]] == pytest.approx([0.0, 0.4, 0.4, 0.4])
+    assert [accepted for _, _, accepted in controller.calls[:4]] == [True, False, False, True]
+    assert sol.stats.steps_rejected == 2
+    assert sol.ys[-1].item() == pytest.approx(1.0)
+    assert sol.steps.error.tolist()[:2] == [0.5, 0.5]  # only accepted steps are recorded
+
+
+def test_steps_land_exactly_on_stops_and_recompute_state_after_jumps():
+    solver = StubSolver(error_estimate=True)
+    _, config = _adaptive([], step=0.3, stops=(0.5,), jumps=(0.7,))
+    sol = integrate_on_times(solver, _field, torch.zeros(1, dtype=D), [0.0, 1.0], config)
+    ends = [t0 + h for t0, h in solver.steps]
+    assert 0.5 in ends and 0.7 in ends  # landed exactly, not passed
+    assert all(not (t0 < 0.5 < t0 + h or t0 < 0.7 < t0 + h) for t0, h in solver.steps)
+    assert solver.inits == [0.0, 0.7]  # the carried state is recomputed after the jump only
+    assert sol.next_step == pytest.approx(0.3)  # the controller's proposal, not the clipped step
+
+
+def test_reverse_time_stops():
+    solver = StubSolver(error_estimate=True)
+    _, config = _adaptive([], step=0.3, stops=(0.5,))
+    integrate_on_times(solver, _field, torch.zeros(1, dtype=D), [1.0, 0.0], config)
+    assert all(h < 0 for _, h in solver.steps)
+    assert 0.5 in [t0 + h for t0, h in solver.steps]
+
+
+def test_max_steps_and_underflow_and_non_finite_errors_report_time_and_nfe():
+    with pytest.raises(MaxStepsExceeded) as info:
+        integrate_on_times(StubSolver(True), _field, torch.zeros(1, dtype=D), [0.0, 1.0],
+                           _adaptive([2.0] * 10, step=0.1, max_steps=3)[1])
+    assert info.value.t == 0.0 and info.value.nfe > 0
+    with pytest.raises(StepSizeUnderflow) as info:
+        integrate_on_times(StubSolver(True), _field, torch.zeros(1, dtype=D), [0.0, 1.0],
+                           _adaptive([0.5], step=1e-301)[1])
+    assert 0.0 < info.value.t < 1.0
+    with pytest.raises(NonFiniteValue):
+        integrate_on_times(StubSolver(True), _field, torch.zeros(1, dtype=D), [0.0, 1.0],
+                           _adaptive([math.nan], step=0.1)[1])
+
+
+def test_fixed_grid_step_count_is_checked_before_the_grid_is_built():
+    with pytest.raises(MaxStepsExceeded, match="needs 10000000000 steps"):
+        integrate_on_times(StubSolver(False), _field, torch.zeros(1, dtype=D), [0.0, 1.0],
+                           IntegrationConfig(step_size=1e-10))
