@@ -7,8 +7,7 @@ import torch
 from hypothesis import given
 
 from odegrad import solve
-from odegrad.testing import RandomProjectionLoss, expected_error, relative_disagreement
-from odegrad.testing._runs import named_params
+from odegrad.testing import RandomProjectionLoss, expected_error, named_params, relative_disagreement
 from odegrad.testing.strategies import ODECase, ode_cases, time_grids
 
 from ._support import Check, check_pairs

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 
-from odegrad.testing import RandomProjectionLoss, expected_error, finite_differences, run_pair
-from odegrad.testing._runs import GROUP_FLOOR
+from odegrad.testing import GROUP_FLOOR, RandomProjectionLoss, expected_error, finite_differences, run_pair
 from odegrad.testing.strategies import ODECase, ode_cases
 
 from ._support import Check, check_pairs

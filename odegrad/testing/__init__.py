@@ -3,10 +3,10 @@
 * :func:`check_gradients` — run a model through (method, gradient) pairs in float64; report every
   pair's gradient disagreement with every other pair and with finite differences, NFE and time
   per pair, and a verdict against the error-model tolerance (``odegrad check`` on the command line).
-* :mod:`odegrad.testing._references` — exact solutions and gradients of linear/affine ODEs
-  (``torch.linalg.matrix_exp``).
+* :func:`linear_solution`, :func:`linear_gradients` — exact solutions and gradients of
+  linear/affine ODEs (``torch.linalg.matrix_exp``).
 * :mod:`odegrad.testing.strategies` — hypothesis strategies (needs ``hypothesis``; imported lazily).
-* :mod:`odegrad.testing._tolerances` — accurate per-method settings and the error model.
+* :func:`accurate_settings`, :func:`expected_error` — accurate per-method settings and the error model.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from ._fields import ForcedLinearField, LinearField, RandomMLPField, TupleField
 from ._gradient_check import Comparison, GradientReport, check_gradients, estimate_scale
 from ._references import linear_gradients, linear_solution, reference_solution
 from ._runs import (
+    GROUP_FLOOR,
     FiniteDifferences,
     PairRun,
     RandomProjectionLoss,
     finite_differences,
+    named_params,
     registered_pairs,
     relative_disagreement,
     run_pair,
@@ -28,10 +30,10 @@ from ._runs import (
 from ._tolerances import ROUNDOFF, Settings, accurate_settings, expected_error, method_order
 
 __all__ = [
-    "Comparison", "FiniteDifferences", "ForcedLinearField", "GradientReport", "LinearField",
+    "GROUP_FLOOR", "Comparison", "FiniteDifferences", "ForcedLinearField", "GradientReport", "LinearField",
     "RandomMLPField", "PairRun", "ROUNDOFF", "RandomProjectionLoss", "Settings", "TupleField",
     "accurate_settings", "check_gradients", "estimate_scale", "expected_error", "finite_differences",
-    "linear_gradients", "linear_solution", "method_order", "reference_solution", "registered_pairs",
+    "linear_gradients", "linear_solution", "method_order", "named_params", "reference_solution", "registered_pairs",
     "relative_disagreement", "run_pair", "strategies",
 ]
 
