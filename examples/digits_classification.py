@@ -121,7 +121,7 @@ def compare(iterations: int, order: int, steps: int, baselines: list[str], rtol:
 def plot(path: Path, runs: list[Run], target: Target) -> Path:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     plot_learning_curves(ax, runs, "test cross-entropy", target,
                          label=lambda run: f"{run.name} (acc {run.metric:.3f})")
     ax.set_title("digits: ODE-block classifier")

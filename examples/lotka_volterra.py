@@ -81,23 +81,23 @@ class TrajectoryTask:
     def dt(self) -> float:
         return float(self.t[1] - self.t[0])
 
-    def pieces(self, ys: Tensor, starts: Tensor, which: Tensor) -> tuple[Tensor, Tensor]:
-        """Initial states ``[B, D]`` and targets ``[segment, B, D]`` of the given pieces."""
+    def segments(self, ys: Tensor, starts: Tensor, which: Tensor) -> tuple[Tensor, Tensor]:
+        """Initial states ``[B, D]`` and targets ``[segment, B, D]`` of the given segments."""
         target = ys[starts + torch.arange(self.segment)[:, None], which]
         return target[0], target
 
-    def test_pieces(self) -> tuple[Tensor, Tensor]:
+    def test_segments(self) -> tuple[Tensor, Tensor]:
         ys = self.ys if self.test_ys is None else self.test_ys
         starts, which = torch.meshgrid(torch.arange(len(self.t) - self.segment + 1), torch.arange(ys.shape[1]),
                                        indexing="ij")
-        return self.pieces(ys, starts.reshape(-1), which.reshape(-1))
+        return self.segments(ys, starts.reshape(-1), which.reshape(-1))
 
     def batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
         generator = torch.Generator().manual_seed(seed)
         while True:
             starts = torch.randint(0, len(self.t) - self.segment, (self.batch_size,), generator=generator)
             which = torch.randint(0, self.ys.shape[1], (self.batch_size,), generator=generator)
-            yield self.pieces(self.ys, starts, which)
+            yield self.segments(self.ys, starts, which)
 
 
 def lotka_volterra_task(seed: int = 0) -> TrajectoryTask:
@@ -116,7 +116,7 @@ def train(name: str, rollout: Rollout, params: Iterable[Tensor], task: Trajector
     segment."""
     optimizer = torch.optim.Adam(params, lr=lr)
     batches = task.batches(seed)
-    test_y0, test_target = task.test_pieces()
+    test_y0, test_target = task.test_segments()
     intervals = task.segment - 1
 
     def test_loss() -> float:
@@ -156,7 +156,7 @@ def compare(task: TrajectoryTask, make_field: Callable[[], nn.Module], iteration
         run = train(method, rollout, field.parameters(), task, iterations, lr, progress, seed)
         field.nfe = 0
         with torch.no_grad():
-            rollout(task.test_pieces()[0], task.segment - 1)
+            rollout(task.test_segments()[0], task.segment - 1)
         run.nfe_per_forward = field.nfe / (task.segment - 1)
         runs.append(run)
         rollouts[method] = rollout
