@@ -41,6 +41,13 @@ class CountedFunc(nn.Module):
     ``parameters()`` (and torchdiffeq's adjoint) still find its parameters.
 
     Shapes: ``forward(t: float | Tensor[], y: Tensor[*shape]) -> Tensor[*shape]``.
+
+    Args:
+        func: the right-hand side ``func(t, y)``.
+        time_dtype: dtype of the time tensor built from a float ``t`` (None: y's dtype).
+
+    Raises:
+        InvalidInput: ``func`` is not callable.
     """
 
     def __init__(self, func: Callable[[Tensor, Any], Any], time_dtype: torch.dtype | None = None):
@@ -59,6 +66,11 @@ class CountedFunc(nn.Module):
         return torch.tensor(value, dtype=self.time_dtype or like.dtype, device=like.device)
 
     def forward(self, t: float | Tensor, y: Any) -> Any:
+        """``func(t, y)``, counted (except under ``torch.compile``) and checked against y.
+
+        Raises:
+            InvalidInput: func's output is not a tensor of y's shape, dtype and device.
+        """
         if not torch.compiler.is_compiling():
             self.nfe += 1
         out = self.func(self.time(t, y), y)

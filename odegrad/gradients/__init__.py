@@ -25,10 +25,18 @@ def register_backend(name: str, factory: Callable[[], Backend]) -> None:
 
 
 def backend_names() -> tuple[str, ...]:
+    """Names ``odeint(gradient=...)`` accepts (``direct``, ``backsolve``, ``gq``, ``interp`` and
+    any registered since)."""
     return tuple(_REGISTRY)
 
 
 def get_backend(gradient: str | Backend) -> Backend:
+    """Resolve a backend name (a new instance with default settings) or pass a Backend through.
+
+    Raises:
+        InvalidInput: ``gradient`` is neither a string nor a Backend.
+        UnknownName: no backend is registered under that name.
+    """
     if isinstance(gradient, Backend):
         return gradient
     if not isinstance(gradient, str):

@@ -35,6 +35,8 @@ class Backsolve(AdjointBackend):
         return f"Backsolve(rtol={self.rtol}, atol={self.atol}, seminorm={self.seminorm})"
 
     def backward_pass(self, problem: Problem, ys: Tensor, context, grad_ys: Tensor):
+        """Solve the augmented system ``[y, a, g]`` backwards from each output time to the previous
+        one (adding dL/dys there to a); returns ``(dL/dy0, dL/dθ per param, NFE spent)``."""
         func, params, t = problem.func, problem.params, problem.t
         n = problem.y0.numel()
         sizes = (n, n, sum(p.numel() for p in params))

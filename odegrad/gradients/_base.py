@@ -29,7 +29,16 @@ from ..solvers import IntegrationConfig, Integrator, Solution, fixed_grid, get_s
 @dataclass(frozen=True)
 class Problem:
     """One solve request as a backend sees it. ``t`` is detached; ``y0`` is a single tensor
-    (tuple states are flattened by the api); ``params`` are the tensors to differentiate."""
+    (tuple states are flattened by the api); ``params`` are the tensors to differentiate.
+
+    Attributes:
+        func: the right-hand side ``func(t, y)``.
+        y0: initial state, ``Tensor[*shape]``.
+        t: output times, a strictly monotone 1-D tensor (detached).
+        solver: the forward integrator.
+        config: the forward solve's configuration.
+        params: the tensors gradients are taken with respect to (func's parameters).
+    """
 
     func: Any
     y0: Tensor
@@ -39,6 +48,7 @@ class Problem:
     params: tuple[Tensor, ...]
 
     def with_y0(self, y0: Tensor) -> Problem:
+        """The same problem from another initial state."""
         return replace(self, y0=y0)
 
 
@@ -111,7 +121,12 @@ def same_steps_config(config: IntegrationConfig, solver: Integrator, times: list
 class BlockNorm:
     """Max over blocks of the RMS norm of each block of a flat augmented state — torchdiffeq's
     mixed norm. ``blocks_in_norm`` < number of blocks gives a seminorm (Kidger et al. 2021):
-    trailing blocks (e.g. the parameter-gradient integral) do not drive step-size control."""
+    trailing blocks (e.g. the parameter-gradient integral) do not drive step-size control.
+
+    Args:
+        sizes: sizes of the consecutive blocks of the flat state.
+        blocks_in_norm: how many leading blocks enter the norm (None: all of them).
+    """
 
     def __init__(self, sizes: tuple[int, ...], blocks_in_norm: int | None = None):
         self.sizes = sizes
@@ -146,6 +161,11 @@ class AdjointBackend(Backend):
         return configured
 
     def backward_solver(self, problem: Problem) -> Integrator:
+        """The integrator of the backward solves: ``method`` if given, else the forward one.
+
+        Raises:
+            UnknownName: ``method`` names no registered integrator.
+        """
         return problem.solver if self.method is None else get_solver(self.method)
 
     def check_pairing(self, problem: Problem) -> None:
@@ -160,6 +180,8 @@ class AdjointBackend(Backend):
                 f"gradient='direct'")
 
     def backward_config(self, problem: Problem, **changes: Any) -> IntegrationConfig:
+        """The forward config with this backend's ``rtol``/``atol`` (when set) and ``changes``
+        (e.g. ``norm=``) applied; None values keep the forward setting."""
         return problem.config.with_updates(rtol=self.rtol, atol=self.atol, **changes)
 
     def forward_pass(self, problem: Problem) -> tuple[Solution, Any]:
@@ -172,6 +194,13 @@ class AdjointBackend(Backend):
         """Return (dL/dy0, dL/dθ per param, NFE spent) given dL/dys of shape [len(t), *y0.shape]."""
 
     def solve(self, problem: Problem) -> Solution:
+        """Solve by ``forward_pass`` inside an autograd Function whose backward calls
+        ``backward_pass``; its NFE is added to ``Solution.stats.nfe_backward`` when it runs.
+
+        Raises:
+            UnsupportedCombination: the backward integrator cannot integrate the adjoint system
+                (checked before the forward solve).
+        """
         self.check_pairing(problem)
         holder: dict[str, Solution] = {}
         ys = _AdjointFunction.apply(self, problem, holder, problem.y0, *problem.params)

@@ -14,4 +14,5 @@ class Direct(Backend):
     name = "direct"
 
     def solve(self, problem: Problem) -> Solution:
+        """Integrate with the forward integrator, keeping its autograd graph."""
         return problem.solver.integrate(problem.func, problem.y0, problem.t, problem.config)

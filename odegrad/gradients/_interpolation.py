@@ -257,12 +257,15 @@ class Interpolation(AdjointBackend):
         return [*counts, self.max_nodes]
 
     def backward_config(self, problem: Problem, **changes) -> IntegrationConfig:
+        """The forward config with the backward tolerances (``rtol``/``atol``, default the forward
+        ones divided by ``BACKWARD_TOLERANCE_DIVISOR``) and ``changes`` applied."""
         divisor = BACKWARD_TOLERANCE_DIVISOR
         rtol = problem.config.rtol / divisor if self.rtol is None else self.rtol
         atol = problem.config.atol / divisor if self.atol is None else self.atol
         return problem.config.with_updates(rtol=rtol, atol=atol, **changes)
 
     def check_tolerances(self, problem: Problem) -> tuple[float, float]:
+        """``(rtol, atol)`` of the held-out check for ``problem`` (see ``check_rtol``/``check_atol``)."""
         if problem.solver.error_estimate:
             rtol, atol = 10 * problem.config.rtol, 10 * problem.config.atol
         else:
@@ -271,6 +274,12 @@ class Interpolation(AdjointBackend):
                 atol if self.check_atol is None else self.check_atol)
 
     def forward_pass(self, problem: Problem) -> tuple[Solution, Trajectory]:
+        """Solve forward (with dense output, or else at the nodes) and fit Chebyshev pieces to
+        every segment; the context is the fitted trajectory.
+
+        Raises:
+            InterpolationError: a piece misses the held-out check with ``on_failure="raise"``.
+        """
         if problem.solver.has_dense_output:
             solution = problem.solver.integrate(problem.func, problem.y0, problem.t,
                                                 problem.config, keep_dense=True)
@@ -350,6 +359,8 @@ class Interpolation(AdjointBackend):
     # ---- backward --------------------------------------------------------------------------
 
     def backward_pass(self, problem: Problem, ys: Tensor, context: Trajectory, grad_ys: Tensor):
+        """Solve ``[a, g]`` backwards segment by segment, reading y(t) from the trajectory;
+        returns ``(dL/dy0, dL/dθ per param, NFE spent)``."""
         params, t, trajectory = problem.params, problem.t, context
         shape, n = problem.y0.shape, problem.y0.numel()
         sizes = (n, sum(p.numel() for p in params))

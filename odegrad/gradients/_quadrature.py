@@ -108,10 +108,14 @@ class GaussQuadrature(AdjointBackend):
         return max(self.min_nodes, min(math.ceil(self.gtol * nfe_forward * fraction), self.max_nodes))
 
     def forward_pass(self, problem: Problem):
+        """Solve forward without a graph; the context is the forward NFE (for the automatic node count)."""
         solution = problem.solver.integrate(problem.func, problem.y0, problem.t, problem.config)
         return solution, solution.stats.nfe_forward
 
     def backward_pass(self, problem: Problem, ys: Tensor, context: int, grad_ys: Tensor):
+        """Solve ``[y, a]`` backwards segment by segment with the Gauss–Legendre nodes as output
+        times and sum the weighted ``aᵀ∂f/∂θ`` at the nodes; returns ``(dL/dy0, dL/dθ per param,
+        NFE spent)``, the node evaluations included."""
         func, t, shape = problem.func, problem.t, problem.y0.shape
         n = problem.y0.numel()
         solver = self.backward_solver(problem)

@@ -34,7 +34,13 @@ def rms_norm(x: Tensor) -> Tensor:
 
 @dataclass
 class Stats:
-    """Cost counters of one solve. ``nfe_backward`` is filled in when the backward pass runs."""
+    """Cost counters of one solve. ``nfe_backward`` is filled in when the backward pass runs.
+
+    Attributes:
+        nfe_forward: evaluations of func during the forward solve.
+        nfe_backward: evaluations of func (and of the adjoint system) during the backward pass.
+        steps_accepted, steps_rejected: accepted / rejected steps of the forward solve.
+    """
 
     nfe_forward: int = 0
     nfe_backward: int = 0
@@ -83,6 +89,7 @@ class IntegrationConfig:
     jumps: tuple[float, ...] = ()
 
     def with_updates(self, **changes: Any) -> IntegrationConfig:
+        """A copy with the given fields replaced; ``None`` values keep the current setting."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -117,7 +124,13 @@ class StepResult(NamedTuple):
 
 
 class DenseOutput:
-    """Piecewise continuous extension over accepted steps: ``evaluate(t)`` for any t in the span."""
+    """Piecewise continuous extension over accepted steps: ``evaluate(t)`` for any t in the span.
+
+    Args:
+        solver: the step solver whose ``interpolate(dense_info, t0, h, t)`` evaluates one step.
+        direction: ``1.0`` for a forward solve, ``-1.0`` for a backward one (steps are looked up
+            by ``direction · t``).
+    """
 
     def __init__(self, solver: Any, direction: float):
         self.solver = solver
@@ -126,10 +139,13 @@ class DenseOutput:
         self._steps: list[tuple[float, float, Any]] = []
 
     def append(self, t0: float, h: float, dense_info: Any) -> None:
+        """Record the accepted step ``[t0, t0 + h]`` (in solve order) and its ``dense_info``."""
         self._starts.append(self.direction * t0)
         self._steps.append((t0, h, dense_info))
 
     def evaluate(self, t: float) -> Tensor:
+        """The state at time ``t``, ``Tensor[*y0.shape]``, from the step that contains t (times
+        before the first step use the first step's extension)."""
         index = max(bisect.bisect_right(self._starts, self.direction * t) - 1, 0)
         t0, h, info = self._steps[index]
         return self.solver.interpolate(info, t0, h, t)

@@ -122,7 +122,16 @@ def fixed_grid(times: list[float], config: IntegrationConfig) -> list[float]:
 
 class FixedStepping:
     """The constant controller of fixed-step methods: the steps of :func:`fixed_grid`, each
-    accepted. Reads no tensor values, so fixed-step solves trace to one static graph."""
+    accepted. Reads no tensor values, so fixed-step solves trace to one static graph.
+
+    Args:
+        times: the output times of the solve (Python floats, strictly monotone).
+        config: supplies ``grid``, ``step_size`` and ``max_steps`` (see :func:`fixed_grid`).
+
+    Raises:
+        InvalidInput: ``config.grid`` does not start at ``times[0]`` and reach ``times[-1]``.
+        MaxStepsExceeded: the grid has more than ``config.max_steps`` steps.
+    """
 
     ratio = math.nan
     jumped = False
@@ -134,16 +143,19 @@ class FixedStepping:
 
     @property
     def t(self) -> float:
+        """Start time of the next step (the current grid point)."""
         return self.grid[self.index]
 
     def start(self, func, y0: Tensor, f0: Any) -> None:
         """Nothing to choose: the grid is fixed."""
 
     def propose(self) -> tuple[float, float, float]:
+        """The next grid step ``(t0, t1, h = t1 - t0)``."""
         t0, t1 = self.grid[self.index], self.grid[self.index + 1]
         return t0, t1, t1 - t0
 
     def judge(self, y0: Tensor, result: StepResult, t0: float, t1: float, h: float, nfe: int) -> bool:
+        """Accept the step (always) and move to the next grid point; returns True."""
         self.index += 1
         return True
 
@@ -157,6 +169,12 @@ class AdaptiveStepping:
     raises :class:`NonFiniteValue` / :class:`StepSizeUnderflow` with the time and the NFE.
     After an accepted step ``jumped`` says whether it ended on a jump (the solver's carried state
     must be recomputed) and ``ratio`` is its error ratio.
+
+    Args:
+        solver_order: order of the method (the exponent of the controller's step-size update).
+        times: the output times (Python floats); the solve runs from ``times[0]`` to ``times[-1]``.
+        config: tolerances, norm, ``first_step``, ``controller`` (default :class:`PIController`),
+            ``stops`` and ``jumps``.
     """
 
     def __init__(self, solver_order: int, times: list[float], config: IntegrationConfig):
@@ -177,6 +195,7 @@ class AdaptiveStepping:
 
     @property
     def next_step(self) -> float:
+        """The signed step size the controller proposes next (not clipped by stops)."""
         return self.h
 
     def start(self, func, y0: Tensor, f0: Tensor) -> None:
@@ -187,6 +206,8 @@ class AdaptiveStepping:
         self.h = self.direction * abs(size)
 
     def propose(self) -> tuple[float, float, float]:
+        """The next step ``(t0, t1, h)``: the controller's step, shortened to end exactly on the
+        next forced stop when it would reach or pass it."""
         t1 = self.t + self.h
         index = bisect.bisect_right(self.stop_keys, self.direction * self.t)
         if index < len(self.stops) and self.direction * (t1 - self.stops[index]) >= 0:
@@ -195,6 +216,16 @@ class AdaptiveStepping:
         return self.t, t1, self.h
 
     def judge(self, y0: Tensor, result: StepResult, t0: float, t1: float, h: float, nfe: int) -> bool:
+        """Accept (error ratio ≤ 1) or reject the step ``result`` from ``(t0, y0)`` to ``t1`` and
+        choose the next step size; ``nfe`` (evaluations so far) goes into the errors.
+
+        Returns:
+            Whether the step is accepted (then ``t`` moves to ``t1``).
+
+        Raises:
+            NonFiniteValue: the error ratio is NaN or Inf (func produced a non-finite value).
+            StepSizeUnderflow: the next step size no longer moves ``t`` before the end.
+        """
         c = self.config
         with torch.no_grad():
             ratio = float(self.controller.scaled_error(y0, result.y1, result.error, c.rtol, c.atol, c.norm))

@@ -19,6 +19,8 @@ _FIXED_OPTIONS = ("step_size", "grid")
 _ADAPTIVE_OPTIONS = ("first_step", "controller", "norm", "jump_t", *_CONTROLLER_OPTIONS)
 _ALIASES = {"max_num_steps": "max_steps", "grid_points": "grid"}
 VALID_OPTIONS = ("max_steps", *_FIXED_OPTIONS, *_ADAPTIVE_OPTIONS, *_ALIASES)
+"""Every key ``odeint(options=...)`` accepts, aliases (``max_num_steps``, ``grid_points``) included;
+``make_config`` refuses fixed-step keys for adaptive methods and the reverse."""
 
 
 def _tolerance(name: str, value: Any) -> float:

@@ -35,6 +35,9 @@ class ExplicitRK(StepSolver):
     Adaptive (``error_estimate``) when the tableau has an embedded error estimate; the step state
     is the derivative at the step start (reused as the next first stage, FSAL or not), and each
     step's dense output is the tableau's continuous extension.
+
+    Args:
+        tableau: the method's coefficients (see ``ALL_TABLEAUX`` for the built-in ones).
     """
 
     def __init__(self, tableau: ButcherTableau):
@@ -47,9 +50,18 @@ class ExplicitRK(StepSolver):
         return f"{type(self).__name__}({self.name!r})"
 
     def init(self, func, t0: float, y0: Tensor) -> Tensor:
+        """The first stage ``func(t0, y0)``, carried as the step state."""
         return func(t0, y0)
 
     def step(self, func, t0: float, h: float, y0: Tensor, state: Tensor) -> StepResult:
+        """One RK step of signed size ``h`` from ``(t0, y0)``; ``state`` is ``func(t0, y0)``.
+
+        Returns:
+            ``StepResult(y1, error, dense_info, state, stiffness)``: ``error`` is
+            ``h · Σ b_error_i K_i`` (None for fixed-step tableaux), ``dense_info`` is
+            ``(y0, stages)``, ``state`` is the derivative at ``(t0 + h, y1)`` and ``stiffness``
+            the Hairer–Wanner estimate from the last two stages.
+        """
         tab = self.tableau
         stages = [state]
         inputs = [y0]
@@ -71,6 +83,7 @@ class ExplicitRK(StepSolver):
         return StepResult(y1, error, (y0, stages), stages[-1], stiffness)
 
     def interpolate(self, dense_info, t0: float, h: float, t: float) -> Tensor:
+        """The tableau's continuous extension of the step ``[t0, t0 + h]`` at ``t``."""
         y0, stages = dense_info
         theta = (t - t0) / h
         weights = [sum(w * theta ** (p + 1) for p, w in enumerate(row)) for row in self.tableau.dense]
@@ -78,4 +91,6 @@ class ExplicitRK(StepSolver):
 
 
 def make_rk(name: str) -> ExplicitRK:
+    """A new :class:`ExplicitRK` for the tableau ``name`` (a key of ``ALL_TABLEAUX``; a missing
+    name raises ``KeyError``)."""
     return ExplicitRK(ALL_TABLEAUX[name])

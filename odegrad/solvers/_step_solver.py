@@ -37,4 +37,6 @@ class StepSolver(Integrator):
 
     def integrate(self, func: Func, y0: Tensor, t: Tensor, config: IntegrationConfig,
                   *, keep_dense: bool = False) -> Solution:
+        """Solve through the times ``t`` with the shared loop; ``ys: Tensor[len(t), *y0.shape]``,
+        with per-step records and, if ``keep_dense``, the dense output."""
         return integrate_steps(self, func, y0, t, config, keep_dense=keep_dense)

@@ -152,3 +152,5 @@ TSIT5 = ButcherTableau(
 )
 
 ALL_TABLEAUX = {tab.name: tab for tab in (EULER, MIDPOINT, HEUN, RK4, BOSH3, DOPRI5, TSIT5)}
+"""The built-in tableaux by method name (``euler``, ``midpoint``, ``heun``, ``rk4``, ``bosh3``,
+``dopri5``, ``tsit5``); each is registered as an ``odeint`` method."""

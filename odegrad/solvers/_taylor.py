@@ -40,6 +40,12 @@ class LearnedMidpoint(nn.Module):
     untrained network gives ξ = y + (h/2)·f. ``bounded=False`` gives ``Γ_φ = h · (1/2 + MLP(y))``.
 
     Shapes: ``forward(y: [..., dim], f: [..., dim], h: float) -> [..., dim]``.
+
+    Args:
+        dim: size of the state's last dimension.
+        hidden: width of the hidden layers.
+        layers: number of hidden layers.
+        bounded: keep ``Γ_φ`` in (0, h) (see above).
     """
 
     def __init__(self, dim: int, hidden: int = 32, layers: int = 2, bounded: bool = True):
@@ -61,6 +67,7 @@ class LearnedMidpoint(nn.Module):
         self.bounded = bounded
 
     def forward(self, y: Tensor, f: Tensor, h: float) -> Tensor:
+        """The intermediate point ``ξ = y + h · Γ(y) ⊙ f`` for the step size ``h``."""
         raw = self.net(y)
         gamma = torch.sigmoid(raw) if self.bounded else raw + 0.5
         return y + (h * gamma) * f
@@ -139,9 +146,15 @@ class Taylor(StepSolver):
                     f"gradient='direct'") from None
 
     def init(self, func, t0: float, y0: Tensor) -> Tensor:
+        """``func(t0, y0)``, reused as the first Taylor coefficient of the first step."""
         return func(t0, y0)
 
     def step(self, func, t0: float, h: float, y0: Tensor, state: Tensor | None) -> StepResult:
+        """One Taylor step of size ``h`` from ``(t0, y0)`` (plus the learned remainder term).
+
+        ``state`` is ``func(t0, y0)`` or None (then it is evaluated). Returns a StepResult with
+        no error estimate, no carried state and ``dense_info = (coefficients, remainder term)``.
+        """
         func = counted(func)
         t = func.time(t0, y0)
         f0 = state
