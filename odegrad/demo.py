@@ -98,6 +98,7 @@ def plot(path: Path, ys: Tensor, rollouts: dict[str, Rollout], curves: dict[str,
 
 
 def run(args: argparse.Namespace) -> int:
+    """``odegrad demo``: train, compare, plot, export and serve; exit status 0 when served outputs match."""
     for flag in ("iters", "order", "steps"):
         if getattr(args, flag) < 1:
             raise InvalidInput(f"--{flag}", getattr(args, flag), "a positive integer")
@@ -141,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``demo`` subcommand to the ``odegrad`` command."""
     parser = subparsers.add_parser("demo", help="train a TL-NODE on the spiral, compare with dopri5, export to ONNX, "
                                    "serve", description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=400, help="training iterations per model (default 400)")
