@@ -7,7 +7,11 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import InvalidInput
+import torch
+from torch import Tensor
+
+from ._counting import is_tracing
+from .errors import InvalidInput, NonFiniteValue
 
 
 def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
@@ -58,3 +62,22 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     if value not in choices:
         raise InvalidInput(name, value, "one of " + ", ".join(repr(c) for c in choices))
     return value
+
+
+def bad_batch_entries(y: Tensor) -> list[int]:
+    """Indices along the first (batch) dimension of entries holding NaN or Inf."""
+    if y.dim() < 2:
+        return []
+    return (~torch.isfinite(y)).reshape(y.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+
+
+def check_state(name: str, y: Any) -> Tensor:
+    """A floating-point tensor with finite entries (the finiteness check stands aside while a
+    graph is traced)."""
+    if not isinstance(y, Tensor):
+        raise InvalidInput(name, type(y).__name__, "a Tensor")
+    if not y.is_floating_point():
+        raise InvalidInput(f"{name} dtype", str(y.dtype), "a floating-point dtype")
+    if not is_tracing() and not bool(torch.isfinite(y).all()):
+        raise NonFiniteValue(name, bad_indices=bad_batch_entries(y), phase="input")
+    return y

@@ -69,14 +69,28 @@ class CountedFunc(nn.Module):
         """``func(t, y)``, counted (except under ``torch.compile``) and checked against y.
 
         Raises:
-            InvalidInput: func's output is not a tensor of y's shape, dtype and device.
+            InvalidInput: func's output is not a tensor of y's shape, dtype and device, or the
+                first call failed because func does not accept y's shape.
         """
         if not torch.compiler.is_compiling():
             self.nfe += 1
-        out = self.func(self.time(t, y), y)
+        try:
+            out = self.func(self.time(t, y), y)
+        except RuntimeError as error:
+            if self.nfe == 1 and isinstance(y, Tensor) and _is_shape_error(error):
+                raise InvalidInput("y0 shape", tuple(y.shape), "a state shape func accepts",
+                                   hint=f"the first call of func failed: {error}") from error
+            raise
         if isinstance(y, Tensor):
             check_func_output(out, y)
         return out
+
+
+def _is_shape_error(error: RuntimeError) -> bool:
+    """torch's messages for operands whose sizes do not fit (matmul, broadcasting, views)."""
+    message = str(error)
+    return any(key in message for key in ("shapes cannot be multiplied", "must match the size",
+                                          "size mismatch", "Expected size", "invalid for input of size"))
 
 
 def counted(func: Callable, time_dtype: torch.dtype | None = None) -> CountedFunc:

@@ -8,13 +8,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .errors import InvalidInput, NonFiniteValue
-from .gradients import Backend, Problem, get_backend
-from .solvers import Integrator, Solution, bad_batch_entries, get_solver, is_tracing, make_config
+from ._checks import check_state
+from ._params import resolve_params
+from .errors import InvalidInput
+from .gradients import AdjointBackend, Backend, Problem, get_backend
+from .solvers import Integrator, Solution, get_solver, is_tracing, make_config
 
 State = Tensor | tuple[Tensor, ...]
+"""An ODE state: one tensor, or a tuple of tensors integrated together (``y0`` and ``ys``)."""
 
 class _FlatTupleFunc:
     """Presents a func over a tuple of tensors as a func over one flat tensor (as torchdiffeq does)."""
@@ -50,13 +53,10 @@ def _check_state(y0: Any) -> tuple[Tensor, _FlatTupleFunc | None, list[torch.Siz
         raise InvalidInput("y0", type(y0).__name__, "a Tensor or a non-empty tuple of Tensors")
     for i, y in enumerate(tensors):
         name = "y0" if isinstance(y0, Tensor) else f"y0[{i}]"
-        if not y.is_floating_point():
-            raise InvalidInput(f"{name} dtype", str(y.dtype), "a floating-point dtype")
-        if (y.dtype, y.device) != (tensors[0].dtype, tensors[0].device):
+        if y.is_floating_point() and (y.dtype, y.device) != (tensors[0].dtype, tensors[0].device):
             raise InvalidInput(f"{name} dtype/device", f"{y.dtype} on {y.device}",
                                f"{tensors[0].dtype} on {tensors[0].device} like y0[0]")
-        if not is_tracing() and not bool(torch.isfinite(y).all()):
-            raise NonFiniteValue(name, bad_indices=bad_batch_entries(y))
+        check_state(name, y)
     if isinstance(y0, Tensor):
         return y0, None, None
     shapes = [y.shape for y in tensors]
@@ -89,18 +89,6 @@ def _check_t(t: Any, y0: Tensor) -> Tensor:
         raise InvalidInput("t", f"t[{i}]={float(values[i]):.10g}, t[{i + 1}]={float(values[i + 1]):.10g} ({what})",
                            "strictly increasing or strictly decreasing times")
     return t
-
-
-def _default_params(func: Callable, params: Iterable[Tensor] | None) -> tuple[Tensor, ...]:
-    if params is None:
-        if isinstance(func, nn.Module):
-            return tuple(p for p in func.parameters() if p.requires_grad)
-        return ()
-    params = tuple(params)
-    for i, p in enumerate(params):
-        if not isinstance(p, Tensor):
-            raise InvalidInput(f"params[{i}]", type(p).__name__, "a Tensor")
-    return params
 
 
 def _with_time_gradient(backend: Backend, problem: Problem, t: Tensor) -> Solution:
@@ -147,13 +135,13 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
         raise InvalidInput("func", type(func).__name__, "a callable func(t, y)")
     solver = get_solver(method)
     backend = get_backend(gradient)
-    params = _default_params(func, params)
+    params = resolve_params(func, params, adjoint=isinstance(backend, AdjointBackend))
     flat_y0, _, shapes = _check_state(y0)
     t = _check_t(t, flat_y0)
-    config = make_config(solver, rtol, atol, options)
+    config = make_config(solver, rtol, atol, options, dtype=flat_y0.dtype)
     flat_func = _FlatTupleFunc(func, shapes) if shapes is not None else func
-    if t.numel() == 1:
-        solution = Solution(ys=flat_y0.unsqueeze(0))
+    if t.numel() == 1 or flat_y0.numel() == 0:  # nothing to integrate: y0 at every time
+        solution = Solution(ys=flat_y0.unsqueeze(0).expand(t.numel(), *flat_y0.shape).clone())
     else:
         problem = Problem(func=flat_func, y0=flat_y0, t=t.detach(), solver=solver, config=config,
                           params=params)

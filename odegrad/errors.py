@@ -33,6 +33,9 @@ class InvalidInput(OdegradError, ValueError):
         argument: name of the argument at fault (e.g. ``"t"``, ``"y0"``, ``"options['step_size']"``).
         got: what was passed (a short description).
         expected: what would have been accepted.
+        hint: an optional sentence on how to fix it, appended to the message.
+
+    The message reads ``invalid <argument>: got <got>; expected <expected>[. <hint>]``.
     """
 
     def __init__(self, argument: str, got: Any, expected: str, hint: str | None = None):
@@ -47,7 +50,13 @@ class InvalidInput(OdegradError, ValueError):
 
 
 class UnknownName(InvalidInput):
-    """A method, gradient backend or option name that odegrad does not know."""
+    """A method, gradient backend or option name that odegrad does not know.
+
+    Attributes:
+        argument: what the name was for (e.g. ``"method"``, ``"gradient"``, ``"options key"``).
+        got: the unknown name.
+        valid: the names that would have been accepted (listed in the message).
+    """
 
     def __init__(self, argument: str, got: str, valid: Sequence[str]):
         self.valid = tuple(valid)
@@ -76,20 +85,25 @@ class TaylorModeUnsupported(UnsupportedCombination):
 
 
 class NonFiniteValue(OdegradError, FloatingPointError):
-    """NaN or Inf in an input or in a value produced by ``func``.
+    """NaN or Inf in an input or in a value produced by ``func``; ``what`` names that value in
+    the message (e.g. ``"y0"``, ``"a value produced by func"``).
 
     Attributes:
         t: the time at which the non-finite value appeared (None for inputs).
         nfe: function evaluations made so far.
         bad_indices: indices along the first (batch) dimension holding non-finite entries.
+        phase: where it was found: ``"input"``, ``"forward"`` (the solve), ``"backward"`` (the
+            backward pass of a gradient backend) or ``"incoming gradient"`` (dL/dys arriving from
+            the loss, upstream of odeint).
     """
 
     def __init__(self, what: str, t: float | None = None, nfe: int | None = None,
-                 bad_indices: Sequence[int] | None = None):
+                 bad_indices: Sequence[int] | None = None, phase: str = "forward"):
         self.t = t
         self.nfe = nfe
         self.bad_indices = list(bad_indices) if bad_indices is not None else None
-        message = f"NaN/Inf in {what}"
+        self.phase = phase
+        message = f"NaN/Inf in {what}" + (" during the backward pass" if phase == "backward" else "")
         if t is not None:
             message += f" at t={t:.6g}"
         if nfe is not None:
@@ -103,6 +117,8 @@ class NonFiniteValue(OdegradError, FloatingPointError):
 
 class IntegrationFailure(OdegradError, RuntimeError):
     """The integrator could not reach the requested end time.
+
+    The message is ``message`` followed by the time reached, the end time and the NFE.
 
     Attributes:
         t: time reached before failing.
@@ -125,9 +141,29 @@ class MaxStepsExceeded(IntegrationFailure):
     """More accepted + rejected steps were needed than ``options['max_steps']`` allows."""
 
 
+class ReverseSolveDrift(OdegradError, RuntimeError):
+    """A backward solve that rebuilds y(t) in reverse time (backsolve, gq) drifted off the stored
+    forward trajectory: its gradients would be wrong. ``message`` says where and by how much.
+
+    Attributes:
+        segment: index of the observation segment [t[segment], t[segment + 1]] whose start was missed.
+        drift: the miss in tolerance units, max |Δy| / (atol + rtol·|y|).
+    """
+
+    def __init__(self, message: str, segment: int, drift: float):
+        self.segment = segment
+        self.drift = drift
+        super().__init__(message)
+
+
 class InterpolationError(OdegradError, RuntimeError):
     """A stored trajectory interpolant is not accurate enough to give trustworthy gradients."""
 
 
 class ExportError(OdegradError):
     """A model cannot be exported, or an exported file is invalid."""
+
+
+class ParityMismatch(ExportError):
+    """An exported graph does not reproduce PyTorch within the tolerance (the file is not written).
+    ``odegrad export`` exits 1 on it, 2 on any other error."""

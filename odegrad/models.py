@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_in_range, check_int, check_positive
+from ._checks import check_in_range, check_int, check_positive, check_state
 from .api import odeint, solve
 from .errors import InvalidInput
 from .gradients import AdjointBackend, get_backend
@@ -40,6 +40,10 @@ class NeuralODE(nn.Module):
 
     Shapes: ``forward(y0: Tensor[*batch, *state]) -> Tensor[*batch, *state]`` (final state) or
     ``Tensor[len(t), *batch, *state]`` with ``return_trajectory``.
+
+    Raises:
+        InvalidInput: ``func`` is not an ``nn.Module``, or ``t`` is not at least two finite,
+            strictly monotone times. Method, gradient and options are checked at the first call.
     """
 
     def __init__(self, func: nn.Module, t: Sequence[float] | Tensor = (0.0, 1.0), *,
@@ -58,6 +62,8 @@ class NeuralODE(nn.Module):
         self.return_trajectory = return_trajectory
 
     def forward(self, y0: Tensor) -> Tensor:
+        """Solve from ``y0`` over the block's times: the final state, or the whole trajectory
+        with ``return_trajectory``. Raises what :func:`odegrad.odeint` raises."""
         t = torch.tensor(self.times, dtype=y0.dtype, device=y0.device)
         ys = odeint(self.func, y0, t, method=self.method, gradient=self.gradient, rtol=self.rtol,
                     atol=self.atol, options=self.options)
@@ -85,7 +91,12 @@ class TLNODE(nn.Module):
             because the adjoint system holds ``torch.autograd.grad`` calls that have no Taylor
             expansion), and since the remainder is not part of the ODE its parameters then get zero
             gradients — train them with ``direct`` or with :meth:`remainder_loss`.
+        backward_method: the fixed-step integrator adjoint-type backends (given by name) use for
+            their backward solve.
         t0: start time.
+
+    Attributes:
+        nfe: evaluations of func over all forward passes so far (not counted under ``torch.compile``).
 
     Shapes: ``forward(y0: Tensor[*batch, *state]) -> Tensor[*batch, *state]``. The forward pass is
     a fixed sequence of tensor ops (no ``.item()``, no branching on values), so ``torch.export`` /
@@ -114,6 +125,7 @@ class TLNODE(nn.Module):
 
     @property
     def step_size(self) -> float:
+        """Length of one Taylor step, ``horizon / steps``."""
         return self.horizon / self.steps
 
     def nfe_per_forward(self) -> int:
@@ -121,7 +133,20 @@ class TLNODE(nn.Module):
         return self.steps * self.solver.nfe_per_step()
 
     def forward(self, y0: Tensor, t0: float | None = None) -> Tensor:
-        start = self.t0 if t0 is None else float(t0)
+        """The state at ``start + horizon`` after ``steps`` Taylor steps from ``y0`` at ``start``
+        (``t0`` if given, else the block's ``t0``); adds the NFE to :attr:`nfe`.
+
+        Raises:
+            InvalidInput: y0 is not a floating-point tensor, its last dimension differs from the
+                remainder network's ``dim``, or ``t0`` is not finite.
+            NonFiniteValue: y0 holds NaN or Inf.
+            UnsupportedCombination: see ``gradient`` and ``mode`` above.
+        """
+        check_state("y0", y0)
+        start = self.t0 if t0 is None else check_in_range("t0", t0)
+        dim = getattr(self.remainder, "dim", None)
+        if isinstance(dim, int) and y0.shape[-1:] != (dim,):
+            raise InvalidInput("y0 shape", tuple(y0.shape), f"a last dimension of {dim} (the remainder network's dim)")
         if self.gradient == "direct":
             counter = CountedFunc(self.func)
             y = self.solver.rollout(counter, y0, start, self.step_size, self.steps)
@@ -161,6 +186,7 @@ class TLNODE(nn.Module):
 
     def trajectory(self, y0: Tensor, intervals: int) -> Tensor:
         """States at ``t0 + i·horizon`` for ``i = 0..intervals``: ``Tensor[intervals + 1, *y0.shape]``."""
+        check_int("intervals", intervals, low=0)
         ys = [y0]
         for i in range(intervals):
             ys.append(self(ys[-1], self.t0 + i * self.horizon))

@@ -11,8 +11,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._checks import check_choice
 from ..solvers import Solution
-from ._base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, same_steps_config, split_like
+from ._base import (
+    AdjointBackend,
+    BlockNorm,
+    Problem,
+    check_reverse_drift,
+    flat_cat,
+    func_vjp,
+    same_steps_config,
+    split_like,
+)
 
 
 class Backsolve(AdjointBackend):
@@ -22,14 +32,17 @@ class Backsolve(AdjointBackend):
         rtol, atol, method: backward-solve tolerances and integrator (default: the forward ones).
         seminorm: leave the parameter-gradient integral out of the backward error norm
             (Kidger, Chen & Lyons 2021): fewer backward steps, same accuracy of dL/dθ in practice.
+        on_drift: ``"raise"`` :class:`~odegrad.errors.ReverseSolveDrift` or ``"warn"`` when the
+            state rebuilt backwards misses a stored forward state (unstable reverse dynamics).
     """
 
     name = "backsolve"
 
     def __init__(self, rtol: float | None = None, atol: float | None = None,
-                 method=None, seminorm: bool = False):
+                 method=None, seminorm: bool = False, on_drift: str = "raise"):
         super().__init__(rtol=rtol, atol=atol, method=method)
         self.seminorm = bool(seminorm)
+        self.on_drift = check_choice("Backsolve on_drift", on_drift, ("raise", "warn"))
 
     def __repr__(self) -> str:
         return f"Backsolve(rtol={self.rtol}, atol={self.atol}, seminorm={self.seminorm})"
@@ -59,6 +72,8 @@ class Backsolve(AdjointBackend):
                                              same_steps_config(config, solver, times, times[i], times[i - 1]))
             nfe += sol.stats.nfe_forward
             end = sol.ys[-1]
+            check_reverse_drift(self.name, end[:n].view(shape), ys[i - 1], i - 1, times[i - 1], solver,
+                                config, self.on_drift)
             a = end[n:2 * n].view(shape) + grad_ys[i - 1]
             g = end[2 * n:]
         return a, split_like(g, params), nfe

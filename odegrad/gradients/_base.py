@@ -14,6 +14,7 @@ zero gradients for unused parameters — lives here once.
 from __future__ import annotations
 
 import copy
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,8 +23,8 @@ import torch
 from torch import Tensor
 
 from .._checks import check_non_negative
-from ..errors import InvalidInput, UnsupportedCombination
-from ..solvers import IntegrationConfig, Integrator, Solution, fixed_grid, get_solver, rms_norm
+from ..errors import InvalidInput, NonFiniteValue, ReverseSolveDrift, UnsupportedCombination
+from ..solvers import IntegrationConfig, Integrator, Solution, bad_batch_entries, fixed_grid, get_solver, rms_norm
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,44 @@ def func_vjp(func, t: Tensor, y: Tensor, a: Tensor, params: tuple[Tensor, ...]
     vjp_y = grads[0] if grads[0] is not None else torch.zeros_like(y)
     vjp_params = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads[1:], params))
     return f.detach(), vjp_y, vjp_params
+
+
+def require_finite(x: Tensor, what: str, *, t: float | None = None, phase: str = "backward") -> None:
+    """Raise :class:`NonFiniteValue` naming ``what`` if ``x`` holds NaN or Inf."""
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteValue(what, t=t, bad_indices=bad_batch_entries(x), phase=phase)
+
+
+REVERSE_DRIFT_FACTOR = 1e3
+"""How far (in tolerance units, |Δy| / (atol + rtol·|y|)) the state rebuilt by a backward solve may
+miss the stored forward state at a segment start. A stable reverse solve misses by the forward
+plus backward global errors, each a few local tolerances per step, so tens to hundreds of units;
+an unstable one (dissipative dynamics run backwards) misses by 1e6 to 1e40."""
+FIXED_STEP_DRIFT_RTOL = 1e-3
+"""Tolerance unit of the drift check for fixed-step methods, whose accuracy no tolerance states."""
+
+
+def check_reverse_drift(backend: str, rebuilt: Tensor, stored: Tensor, segment: int, t_start: float,
+                        solver: Integrator, config: IntegrationConfig, on_drift: str) -> None:
+    """Compare the state a backward solve rebuilt at the start of observation segment
+    ``segment`` (time ``t_start``) with the stored forward state; past
+    :data:`REVERSE_DRIFT_FACTOR` tolerance units raise :class:`ReverseSolveDrift` (or warn)."""
+    if solver.error_estimate:
+        rtol, atol = config.rtol, config.atol
+    else:
+        rtol, atol = FIXED_STEP_DRIFT_RTOL, FIXED_STEP_DRIFT_RTOL * float(stored.abs().max())
+    scale = atol + rtol * stored.abs()
+    drift = float(((rebuilt - stored).abs() / scale.clamp_min(torch.finfo(stored.dtype).tiny)).max())
+    if drift <= REVERSE_DRIFT_FACTOR:
+        return
+    message = (f"gradient={backend!r}: the state rebuilt by solving backwards misses the forward "
+               f"state at the start of observation segment {segment} (t={t_start:.6g}) by {drift:.3g} "
+               f"tolerance units (allowed {REVERSE_DRIFT_FACTOR:g}): the dynamics are unstable in "
+               f"reverse time (e.g. dissipative), so these gradients would be wrong. Use "
+               f"gradient='interp' (no reverse solve of y) or 'direct'")
+    if on_drift == "raise":
+        raise ReverseSolveDrift(message, segment=segment, drift=drift)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def flat_cat(tensors: tuple[Tensor, ...] | list[Tensor], like: Tensor) -> Tensor:
@@ -224,7 +263,15 @@ class _AdjointFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_ys: Tensor):
         (ys,) = ctx.saved_tensors
+        require_finite(grad_ys, "the incoming gradient dL/dys (from the loss, upstream of odeint)",
+                       phase="incoming gradient")
         with torch.no_grad():
-            grad_y0, grad_params, nfe = ctx.backend.backward_pass(ctx.problem, ys, ctx.context, grad_ys)
+            try:
+                grad_y0, grad_params, nfe = ctx.backend.backward_pass(ctx.problem, ys, ctx.context, grad_ys)
+            except NonFiniteValue as error:
+                raise NonFiniteValue(f"the adjoint system integrated by {ctx.backend.name} (a = dL/dy "
+                                     "backwards through func's vector-Jacobian products)",
+                                     t=error.t, nfe=error.nfe, bad_indices=error.bad_indices,
+                                     phase="backward") from None
         ctx.stats.nfe_backward += nfe
         return (None, None, None, grad_y0, *grad_params)

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_int, check_positive
+from .._checks import check_choice, check_int, check_positive
 from ..errors import InvalidInput, OdegradError
 from ..solvers import IntegrationConfig, Integrator
-from ._base import AdjointBackend, BlockNorm, Problem, func_vjp, same_steps_config
+from ._base import AdjointBackend, BlockNorm, Problem, check_reverse_drift, func_vjp, same_steps_config
 
 MAX_NODES = 256
 """Largest node count accepted per segment (Gauss–Legendre with n nodes is exact for
@@ -76,13 +76,16 @@ class GaussQuadrature(AdjointBackend):
         max_batch: most nodes evaluated in one batched call. That call keeps the activations of
             all its nodes alive at once, so this bounds the extra memory to ``max_batch`` evaluations
             of func; larger values make fewer calls.
+        on_drift: ``"raise"`` :class:`~odegrad.errors.ReverseSolveDrift` or ``"warn"`` when the
+            state rebuilt backwards misses a stored forward state (unstable reverse dynamics).
     """
 
     name = "gq"
 
     def __init__(self, nodes: int | None = None, *, gtol: float = 0.25, min_nodes: int = 3, max_nodes: int = 64,
                  rtol: float | None = None, atol: float | None = None,
-                 method: str | Integrator | None = None, vectorize: bool = True, max_batch: int = 16):
+                 method: str | Integrator | None = None, vectorize: bool = True, max_batch: int = 16,
+                 on_drift: str = "raise"):
         super().__init__(rtol=rtol, atol=atol, method=method)
         self.nodes = None if nodes is None else check_int("GaussQuadrature nodes", nodes, low=1, high=MAX_NODES)
         self.gtol = check_positive("GaussQuadrature gtol", gtol)
@@ -95,6 +98,7 @@ class GaussQuadrature(AdjointBackend):
             raise InvalidInput("GaussQuadrature vectorize", vectorize, "True or False")
         self.vectorize = vectorize
         self.max_batch = check_int("GaussQuadrature max_batch", max_batch, low=1)
+        self.on_drift = check_choice("GaussQuadrature on_drift", on_drift, ("raise", "warn"))
 
     def __repr__(self) -> str:
         rule = (f"nodes={self.nodes}" if self.nodes is not None
@@ -146,6 +150,8 @@ class GaussQuadrature(AdjointBackend):
                 weighted_a = torch.as_tensor(weights, dtype=a.dtype, device=a.device).view(-1, *[1] * a.dim())
                 quadrature.add(out_times[1:-1], at_nodes[:, :n].view(k, *shape),
                                weighted_a * at_nodes[:, n:].view(k, *shape))
+            check_reverse_drift(self.name, sol.ys[-1, :n].view(shape), ys[i - 1], i - 1, times[i - 1],
+                                solver, config, self.on_drift)
             a = sol.ys[-1, n:].view(shape) + grad_ys[i - 1]
         grads = quadrature.result()
         return a, grads, nfe + quadrature.evaluations

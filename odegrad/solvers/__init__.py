@@ -13,10 +13,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .._checks import bad_batch_entries
 from .._counting import CountedFunc, check_func_output, counted, is_tracing
 from ..errors import InvalidInput, UnknownName
 from ._base import DenseOutput, IntegrationConfig, Integrator, Solution, Stats, StepRecord, StepResult, rms_norm
-from ._controller import AdaptiveStepping, FixedStepping, PIController, bad_batch_entries, fixed_grid
+from ._controller import AdaptiveStepping, FixedStepping, PIController, fixed_grid
 from ._loop import integrate_on_times
 from ._options import VALID_OPTIONS, make_config, times_option
 from ._rk import ExplicitRK, make_rk

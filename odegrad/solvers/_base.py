@@ -75,6 +75,8 @@ class IntegrationConfig:
         stops: adaptive methods: times no step may pass (each is landed on exactly).
         jumps: adaptive methods: like ``stops``, and func may be discontinuous there, so the
             solver's carried state (e.g. the FSAL derivative) is recomputed after each (``jump_t``).
+        check_backward: ``direct`` backend: raise NonFiniteValue when a NaN/Inf gradient flows
+            back through an evaluation of func (adjoint-type backends always check).
     """
 
     rtol: float = 1e-7
@@ -87,6 +89,7 @@ class IntegrationConfig:
     controller: Any = None
     stops: tuple[float, ...] = ()
     jumps: tuple[float, ...] = ()
+    check_backward: bool = False
 
     def with_updates(self, **changes: Any) -> IntegrationConfig:
         """A copy with the given fields replaced; ``None`` values keep the current setting."""

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_in_range
+from .._checks import bad_batch_entries, check_in_range
 from ..errors import InvalidInput, MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow
 from ._base import IntegrationConfig, StepResult
 
@@ -66,29 +66,36 @@ class PIController:
         return h * min(self.ifactor, max(factor, lower))
 
 
+def norm_value(norm, x: Tensor) -> float:
+    """``norm(x)`` as a float; a norm that does not return a scalar is refused by name."""
+    return _scalar(norm(x))
+
+
+def _scalar(value) -> float:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise InvalidInput("options['norm']", f"a norm returning {type(value).__name__}",
+                       "a callable mapping a tensor to a scalar (a 0-dim tensor or a float)")
+
+
 def initial_step(func, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: float, atol: float,
                  norm) -> float:
     """Hairer–Wanner starting step size (Solving ODEs I, II.4); costs one evaluation of func."""
     with torch.no_grad():
         scale = atol + y0.abs() * rtol
-        d0 = float(norm(y0 / scale))
-        d1 = float(norm(f0 / scale))
+        d0 = norm_value(norm, y0 / scale)
+        d1 = norm_value(norm, f0 / scale)
         h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
         f1 = func(t0 + h0, y0 + h0 * f0)
-        d2 = float(norm((f1 - f0) / scale)) / h0
+        d2 = norm_value(norm, (f1 - f0) / scale) / h0
         if max(d1, d2) <= 1e-15:
             h1 = max(1e-6, h0 * 1e-3)
         else:
             h1 = (0.01 / max(d1, d2)) ** (1.0 / order)
         h = min(100 * h0, h1)
     return h if math.isfinite(h) and h > 0 else 1e-6
-
-
-def bad_batch_entries(y: Tensor) -> list[int]:
-    """Indices along the first (batch) dimension of entries holding NaN or Inf."""
-    if y.dim() < 2:
-        return []
-    return (~torch.isfinite(y)).reshape(y.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
 
 
 def fixed_grid(times: list[float], config: IntegrationConfig) -> list[float]:
@@ -102,7 +109,8 @@ def fixed_grid(times: list[float], config: IntegrationConfig) -> list[float]:
         span_ok = len(grid) >= 2 and grid[0] == t0 and direction * (grid[-1] - t_end) >= 0
         monotone = all(direction * (b - a) > 0 for a, b in zip(grid, grid[1:]))
         if not (span_ok and monotone):
-            raise InvalidInput("options['grid']", f"{len(grid)} times from {grid[0]} to {grid[-1]}",
+            got = f"{len(grid)} times" + (f" from {grid[0]} to {grid[-1]}" if grid else "")
+            raise InvalidInput("options['grid']", got,
                                f"strictly monotone times starting at t[0]={t0} and reaching "
                                f"t[-1]={t_end}")
         steps = len(grid) - 1
@@ -228,7 +236,7 @@ class AdaptiveStepping:
         """
         c = self.config
         with torch.no_grad():
-            ratio = float(self.controller.scaled_error(y0, result.y1, result.error, c.rtol, c.atol, c.norm))
+            ratio = _scalar(self.controller.scaled_error(y0, result.y1, result.error, c.rtol, c.atol, c.norm))
         if not math.isfinite(ratio):
             raise NonFiniteValue("a value produced by func", t=t0, nfe=nfe,
                                  bad_indices=bad_batch_entries(result.y1.detach()))

@@ -9,10 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import bad_batch_entries
 from .._counting import counted, is_tracing
 from ..errors import MaxStepsExceeded, NonFiniteValue
 from ._base import DenseOutput, IntegrationConfig, Solution, Stats, StepRecord
-from ._controller import AdaptiveStepping, FixedStepping, bad_batch_entries
+from ._controller import AdaptiveStepping, FixedStepping
 
 
 class _Recorder:
