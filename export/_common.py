@@ -39,7 +39,15 @@ class ExportJob:
 
 @dataclass
 class ExportResult:
-    """A written, validated export."""
+    """A written, validated export (what ``to_onnx`` / ``to_torchscript`` return).
+
+    Attributes:
+        path: the file written.
+        format: ``"onnx"`` or ``"torchscript"``.
+        parity: the exported graph's agreement with PyTorch on the example input.
+        metadata: the ``odegrad.*`` metadata stored in the file (version, kind, method, order,
+            steps, input/output shapes, probe).
+    """
 
     path: Path
     format: str

@@ -44,6 +44,7 @@ class MLPField(nn.Module):
         self.activation, self.time_dependent = activation, bool(time_dependent)
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        """``dy/dt`` at ``(t, y)``: ``Tensor[*batch, dim]`` (t is used only when ``time_dependent``)."""
         if self.time_dependent:
             y = torch.cat([y, t.to(y.dtype).expand(*y.shape[:-1], 1)], dim=-1)
         return self.net(y)

@@ -31,6 +31,13 @@ class UnrolledNeuralODE(nn.Module):
 
     Shapes: ``forward(y0: Tensor[*batch, *state]) -> Tensor[*batch, *state]``, or
     ``Tensor[len(t), *batch, *state]`` when the block returns its trajectory.
+
+    Args:
+        block: the NeuralODE; its func is shared (not copied), its times and options are read once.
+
+    Raises:
+        ExportError: the block's method is adaptive or not an odegrad step solver, or its fixed
+            grid needs more than ``max_steps`` steps.
     """
 
     def __init__(self, block: NeuralODE):
@@ -47,6 +54,7 @@ class UnrolledNeuralODE(nn.Module):
             raise ExportError(f"cannot export this NeuralODE: {error}") from None
 
     def forward(self, y0: Tensor) -> Tensor:
+        """The block's output for ``y0``: the state at the last time, or the whole trajectory."""
         ys = unroll(self.solver, self.func, y0, self.times, self.config)
         return ys if self.return_trajectory else ys[-1]
 
@@ -66,7 +74,16 @@ def _fixed_step_solver(block: NeuralODE) -> StepSolver:
 
 @dataclass
 class GraphInfo:
-    """What was exported: recorded as metadata in the ONNX/TorchScript file."""
+    """What was exported: recorded as metadata in the ONNX/TorchScript file.
+
+    Attributes:
+        kind: ``"neural_ode"``, ``"tlnode"``, ``"module"`` (no ODE block), or the kinds of
+            several blocks joined with ``+``.
+        method: integrator name (``""`` when there is none).
+        order: method order (the largest one for several blocks).
+        steps: number of steps unrolled (summed over blocks).
+        extra: further ``odegrad.<key>`` entries (e.g. TL-NODE's horizon and remainder).
+    """
 
     kind: str
     method: str = ""
@@ -75,6 +92,7 @@ class GraphInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_metadata(self) -> dict[str, str]:
+        """The info as ``odegrad.<key>`` string entries, with the odegrad version."""
         meta = {"odegrad.version": __version__, "odegrad.kind": self.kind}
         if self.method:
             meta["odegrad.method"] = self.method
@@ -91,6 +109,9 @@ class RolledOutTLNODE(nn.Module):
     ops, whatever gradient backend the block trains with (other backends go through odeint).
 
     Shapes: ``forward(y0: Tensor[*batch, *state]) -> Tensor[*batch, *state]``.
+
+    Args:
+        block: the TLNODE; its func, remainder and solver are shared, not copied.
     """
 
     def __init__(self, block: nn.Module):
@@ -101,6 +122,7 @@ class RolledOutTLNODE(nn.Module):
         self.t0, self.step_size, self.steps = block.t0, block.step_size, block.steps
 
     def forward(self, y0: Tensor) -> Tensor:
+        """The state after the block's fixed Taylor steps from ``y0``."""
         return self.solver.rollout(self.func, y0, self.t0, self.step_size, self.steps)
 
 

@@ -99,6 +99,10 @@ class OnnxModel:
             ``"cuda"`` or a list of onnxruntime provider names.
         threads: intra-op threads (None: onnxruntime's default).
 
+    Raises:
+        ExportError: the file is not a valid ONNX model, onnxruntime cannot load it, or it has
+            more than one input or an input dtype OnnxModel does not serve.
+
     Calling it with ``x: ndarray | Tensor[batch, *state]`` returns the output in the same kind
     (a torch input gives a torch output on the input's device).
     """
@@ -133,10 +137,12 @@ class OnnxModel:
 
     @property
     def providers(self) -> list[str]:
+        """The onnxruntime execution providers the session uses, in priority order."""
         return self.session.get_providers()
 
     @property
     def dynamic_batch(self) -> bool:
+        """Whether the model's input takes any batch size (its first dimension is symbolic)."""
         return bool(self.input_shape) and self.input_shape[0] is None
 
     def info(self) -> dict[str, Any]:

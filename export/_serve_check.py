@@ -29,6 +29,9 @@ _NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.flo
 
 @dataclass
 class CheckRow:
+    """One batch size of a :class:`CheckReport`: the file's latency and, when a model was given,
+    eager PyTorch's latency and the parity against it."""
+
     batch: int
     latency: Latency
     eager: Latency | None = None
@@ -37,6 +40,19 @@ class CheckRow:
 
 @dataclass
 class CheckReport:
+    """What :func:`check_exported` (``odegrad serve-check``) found; ``str(report)`` is a table.
+
+    Attributes:
+        path: the file checked.
+        format: ``"onnx"`` or ``"torchscript"``.
+        runtime: what ran it (onnxruntime with its providers, or ``torch.jit``).
+        input_shape: the input shape, ``"batch"`` for a dynamic batch dimension.
+        dtype: the input dtype name (e.g. ``"float32"``).
+        metadata: the ``odegrad.*`` metadata stored in the file.
+        probe: parity with the PyTorch output recorded in the file at export (None without a probe).
+        rows: one row per batch size: ``batch``, ``latency``, and with a model ``eager`` and ``parity``.
+    """
+
     path: Path
     format: str
     runtime: str
@@ -48,6 +64,7 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """The probe and every parity against the model (those present) are within tolerance."""
         parities = [self.probe] + [row.parity for row in self.rows]
         return all(p.ok for p in parities if p is not None)
 

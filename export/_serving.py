@@ -29,7 +29,14 @@ from ._validation import Parity, Tolerance, compare, resized_batch, to_numpy
 
 @dataclass(frozen=True)
 class Latency:
-    """Wall-clock seconds per call over ``repeats`` timed calls (after warm-up)."""
+    """Wall-clock seconds per call over ``repeats`` timed calls (after warm-up).
+
+    Attributes:
+        median: median seconds per call.
+        p90: 90th-percentile seconds per call.
+        repeats: number of timed calls.
+        batch: batch size of each call (for ``throughput``).
+    """
 
     median: float
     p90: float
@@ -105,6 +112,8 @@ def eager_call(model: nn.Module, x: Tensor) -> Callable[[], Tensor]:
 
 @dataclass
 class ServeRow:
+    """One batch size of a :class:`ServeReport`: eager and onnxruntime latency and their parity."""
+
     batch: int
     eager: Latency
     onnxruntime: Latency
@@ -118,7 +127,15 @@ class ServeRow:
 
 @dataclass
 class ServeReport:
-    """Parity and latency of an ONNX export served by onnxruntime against eager PyTorch."""
+    """Parity and latency of an ONNX export served by onnxruntime against eager PyTorch.
+
+    Attributes:
+        path: the ``.onnx`` file (None when it was a temporary file).
+        providers: the onnxruntime providers used.
+        rows: one row per batch size: ``batch``, ``eager`` and ``onnxruntime`` :class:`Latency`,
+            ``parity`` and ``ratio`` (onnxruntime / eager median latency).
+        metadata: the metadata written into the file.
+    """
 
     path: Path | None  # None when the file was temporary
     providers: list[str]
@@ -127,6 +144,7 @@ class ServeReport:
 
     @property
     def ok(self) -> bool:
+        """Every batch size's onnxruntime output matched eager PyTorch within the tolerance."""
         return all(row.parity.ok for row in self.rows)
 
     def __str__(self) -> str:

@@ -21,13 +21,24 @@ _LOW_PRECISION = (1e-2, 1e-2)  # float16 / bfloat16
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Elementwise acceptance ``|got - expected| <= atol + rtol · |expected|``."""
+    """Elementwise acceptance ``|got - expected| <= atol + rtol · |expected|``.
+
+    Attributes:
+        atol: absolute tolerance.
+        rtol: relative tolerance.
+    """
 
     atol: float
     rtol: float
 
     @classmethod
     def for_dtype(cls, dtype: torch.dtype, atol: float | None = None, rtol: float | None = None) -> Tolerance:
+        """The tolerance for outputs of ``dtype``: ``atol``/``rtol`` where given, else the dtype's
+        defaults (float64 1e-10 / 1e-8, float32 1e-5 / 1e-4, 16-bit 1e-2 / 1e-2).
+
+        Raises:
+            InvalidInput: ``atol`` or ``rtol`` is negative or not a number.
+        """
         default_atol, default_rtol = _DEFAULT_TOLERANCE.get(dtype, _LOW_PRECISION)
         return cls(default_atol if atol is None else check_non_negative("atol", atol),
                    default_rtol if rtol is None else check_non_negative("rtol", rtol))
@@ -35,7 +46,14 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class Parity:
-    """Result of comparing an exported graph's output with PyTorch's on the same input."""
+    """Result of comparing an exported graph's output with PyTorch's on the same input.
+
+    Attributes:
+        max_abs_diff: largest ``|got - expected|`` (inf on a shape mismatch or NaN/Inf).
+        max_rel_diff: largest ``|got - expected| / |expected|`` (inf likewise).
+        tolerance: the tolerance compared against.
+        ok: every element is within the tolerance (and all values are finite).
+    """
 
     max_abs_diff: float
     max_rel_diff: float

@@ -6,6 +6,7 @@ from .gradients import backend_names, get_backend, register_backend
 from .solvers import Solution, Stats, StepRecord, get_solver, register_solver, solver_names
 
 __version__ = "0.1.0"
+"""The installed odegrad version (also printed by ``odegrad --version``)."""
 
 __all__ = [
     "Solution", "Stats", "StepRecord", "backend_names", "errors", "get_backend", "get_solver",

@@ -29,6 +29,7 @@ from ._counting import CountedFunc
 from .errors import TaylorModeUnsupported
 
 TaylorFunc = Callable[[Any, Any], Any]
+"""A vector field ``func(t, y)`` as Taylor mode calls it: ``t`` and ``y`` may be :class:`Jet` s."""
 
 
 class _NoRule(Exception):
@@ -50,18 +51,25 @@ class Jet:
 
     @property
     def order(self) -> int:
+        """K, the highest power of s kept."""
         return len(self.coeffs) - 1
 
     @property
     def primal(self) -> Tensor:
+        """The value ``coeffs[0]`` (the series at s = 0)."""
         return self.coeffs[0]
 
-    shape = property(lambda self: self.coeffs[0].shape)
-    dtype = property(lambda self: self.coeffs[0].dtype)
-    device = property(lambda self: self.coeffs[0].device)
-    ndim = property(lambda self: self.coeffs[0].dim())
-    is_floating_point = lambda self: True
-    requires_grad = property(lambda self: any(c.requires_grad for c in self.coeffs))
+    shape = property(lambda self: self.coeffs[0].shape, doc="Shape of the value (and of every coefficient).")
+    dtype = property(lambda self: self.coeffs[0].dtype, doc="Dtype of the value.")
+    device = property(lambda self: self.coeffs[0].device, doc="Device of the value.")
+    ndim = property(lambda self: self.coeffs[0].dim(), doc="Number of dimensions of the value.")
+
+    def is_floating_point(self) -> bool:
+        """Always True: a Jet carries floating-point coefficients."""
+        return True
+
+    requires_grad = property(lambda self: any(c.requires_grad for c in self.coeffs),
+                             doc="Whether any coefficient requires grad.")
 
     def __len__(self) -> int:
         return len(self.coeffs[0])

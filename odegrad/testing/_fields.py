@@ -38,6 +38,14 @@ class LinearField(nn.Module):
     """``f(t, y) = y Aᵀ + b`` (autonomous, affine when ``b`` is given); ``A: [dim, dim]``, ``b: [dim]``.
 
     ``spectrum`` (optional) names the eigenvalue family the matrix was built from.
+
+    Args:
+        A: the matrix, copied into a parameter.
+        b: the offset, copied into a parameter (None: linear field, no offset).
+        spectrum: label of the eigenvalue family, shown by :meth:`describe`.
+
+    Raises:
+        InvalidInput: ``A`` is not square or ``b`` is not a vector of its size.
     """
 
     def __init__(self, A: Tensor, b: Tensor | None = None, spectrum: str = "given"):
@@ -52,17 +60,21 @@ class LinearField(nn.Module):
 
     @property
     def dim(self) -> int:
+        """State size (the size of y's last dimension)."""
         return self.A.shape[0]
 
     @property
     def rate_scale(self) -> float:
+        """``‖A‖₂``, the Lipschitz constant of the field in y."""
         return spectral_norm(self.A)
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        """``y Aᵀ (+ b)``: ``Tensor[*batch, dim]`` (t is ignored)."""
         out = y @ self.A.T
         return out + self.b if self.b is not None else out
 
     def describe(self) -> str:
+        """One line naming the field: linear or affine, the spectrum label, eigenvalues and A."""
         eig = torch.linalg.eigvals(self.A.detach()).tolist()
         eig_text = ", ".join(f"{z.real:.3g}{z.imag:+.3g}j" for z in eig)
         kind = "affine" if self.b is not None else "linear"
@@ -79,6 +91,12 @@ class RandomMLPField(nn.Module):
         gain: weight scale (N(0, gain²/fan_in) weights).
         rate_target: when given, the output layer is rescaled so that :attr:`rate_scale` equals
             it (keeps the steps a solver needs bounded).
+        time_dependent: append t to the MLP's input.
+
+    Weights are float64.
+
+    Raises:
+        InvalidInput: an unknown activation or a size that is not a positive integer.
     """
 
     def __init__(self, dim: int, width: int, depth: int, activation: str = "tanh", *,
@@ -121,18 +139,25 @@ class RandomMLPField(nn.Module):
         return bound
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        """The MLP at ``y`` (with ``t`` appended when time-dependent): ``Tensor[*batch, dim]``."""
         if self.time_dependent:
             y = torch.cat([y, t.to(y.dtype).expand(*y.shape[:-1], 1)], dim=-1)
         return self.net(y)
 
     def describe(self) -> str:
+        """One line naming the field: sizes, activation, gain and weight seed."""
         kind = "time-dependent " if self.time_dependent else ""
         return (f"{kind}MLP field (dim={self.dim}, width={self.width}, depth={self.depth}, "
                 f"activation={self.activation}, gain={self.gain:.3g}, weight seed={self.seed})")
 
 
 class ForcedLinearField(nn.Module):
-    """Time-dependent ``f(t, y) = y Aᵀ + c · cos(ω t)`` with learnable ``A``, ``c`` and ``ω``."""
+    """Time-dependent ``f(t, y) = y Aᵀ + c · cos(ω t)`` with learnable ``A``, ``c`` and ``ω``.
+
+    Args:
+        A: the matrix ``[dim, dim]``; c: the forcing amplitude ``[dim]``; omega: the forcing
+            frequency ω (all copied into parameters).
+    """
 
     def __init__(self, A: Tensor, c: Tensor, omega: float):
         super().__init__()
@@ -142,23 +167,35 @@ class ForcedLinearField(nn.Module):
 
     @property
     def dim(self) -> int:
+        """State size (the size of y's last dimension)."""
         return self.linear.dim
 
     @property
     def rate_scale(self) -> float:
+        """``max(‖A‖₂, |ω|)``: the faster of the field's rate in y and the forcing's rate in t."""
         return max(self.linear.rate_scale, abs(float(self.omega.detach())))
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        """``y Aᵀ + c · cos(ω t)``: ``Tensor[*batch, dim]``."""
         return self.linear(t, y) + self.c * torch.cos(self.omega * t)
 
     def describe(self) -> str:
+        """One line naming the field: ω, c and the linear part's description."""
         return (f"forced linear field (omega={float(self.omega.detach()):.4g}, c={self.c.detach().tolist()}; "
                 f"{self.linear.describe()})")
 
 
 class TupleField(nn.Module):
     """Presents a field over ``Tensor[*batch, sum(sizes)]`` as a field over a tuple of states
-    ``(Tensor[*batch, sizes[0]], Tensor[*batch, sizes[1]], ...)``."""
+    ``(Tensor[*batch, sizes[0]], Tensor[*batch, sizes[1]], ...)``.
+
+    Args:
+        inner: a field over ``Tensor[*batch, dim]`` with a ``dim`` attribute (e.g. :class:`LinearField`).
+        sizes: the sizes of the tuple's states, positive and adding up to ``inner.dim``.
+
+    Raises:
+        InvalidInput: ``sizes`` are not positive or do not add up to ``inner.dim``.
+    """
 
     def __init__(self, inner: nn.Module, sizes: tuple[int, ...]):
         super().__init__()
@@ -169,13 +206,16 @@ class TupleField(nn.Module):
 
     @property
     def dim(self) -> int:
+        """Total state size (``sum(sizes)``)."""
         return self.inner.dim
 
     @property
     def rate_scale(self) -> float:
+        """The inner field's rate scale."""
         return self.inner.rate_scale
 
     def forward(self, t: Tensor, y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """The inner field on the concatenated states, split back into a tuple shaped like ``y``."""
         return torch.split(self.inner(t, torch.cat(y, dim=-1)), self.sizes, dim=-1)
 
     def split(self, y: Tensor) -> tuple[Tensor, ...]:
@@ -183,6 +223,7 @@ class TupleField(nn.Module):
         return tuple(torch.split(y, self.sizes, dim=-1))
 
     def describe(self) -> str:
+        """One line naming the tuple sizes and the inner field."""
         return f"tuple state {self.sizes} over {self.inner.describe()}"
 
 

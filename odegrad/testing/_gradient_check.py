@@ -31,7 +31,14 @@ from ._tolerances import ROUNDOFF, Settings, accurate_settings, expected_error
 
 @dataclass
 class Comparison:
-    """Disagreement between two pairs (``other`` = ``"finite differences"`` for the FD check)."""
+    """Disagreement between two pairs (``other`` = ``"finite differences"`` for the FD check).
+
+    Attributes:
+        first, other: the labels of the two compared runs.
+        disagreement: their largest relative gradient difference.
+        where: the gradient group where it occurs.
+        tolerance: the error-model bound it is checked against.
+    """
 
     first: str
     other: str
@@ -41,6 +48,7 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
+        """The disagreement is within the tolerance."""
         return self.disagreement <= self.tolerance
 
 
@@ -53,6 +61,8 @@ class GradientReport:
         comparisons: every pair against every other pair, then every pair against finite
             differences; each with its max relative disagreement and tolerance.
         scale: the rate scale Λ (estimated ‖∂f/∂y‖) used by the error model.
+        fd: the finite-difference reference (None when it was not computed).
+        notes: lines printed under the tables (precision, settings, finite-difference setup).
     """
 
     runs: list[PairRun]

@@ -86,7 +86,9 @@ class PairRun:
     Attributes:
         status: ``"ok"``, ``"n/a"`` (the pair raised UnsupportedCombination) or ``"error"``.
         value: the loss; grads: gradient groups by name (see module docstring).
-        nfe_forward, nfe_backward, steps: cost counters from the Solution's stats.
+        ys: the solution (tuple states concatenated on the last dimension), detached.
+        nfe_forward, nfe_backward, steps: cost counters from the Solution's stats (``steps`` is the
+            forward NFE for integrators that report no accepted steps).
         seconds: wall time of solve + backward.
         message: why the pair is n/a or failed.
     """
@@ -105,6 +107,7 @@ class PairRun:
 
     @property
     def label(self) -> str:
+        """``"method/gradient"``, the pair's name in reports."""
         return f"{self.method}/{self.gradient}"
 
 
@@ -145,6 +148,8 @@ def run_pair(func: Callable, y0: State, t: Tensor, method: Any, gradient: Any, *
 
 
 GROUP_FLOOR = 0.1
+"""Floor of a gradient group's scale in :func:`relative_disagreement`, as a fraction of the largest
+gradient entry of all groups."""
 
 
 def relative_disagreement(a: dict[str, Tensor], b: dict[str, Tensor]) -> tuple[float, str]:
@@ -223,7 +228,14 @@ def _perturbed(func: Callable, named: dict[str, Tensor], y0: State, t: Tensor,
 @dataclass
 class FiniteDifferences:
     """Central-difference directional derivatives of the RK4 reference loss (gradcheck's fast
-    mode): ``derivatives[k] ≈ ⟨∇L, directions[k]⟩``."""
+    mode): ``derivatives[k] ≈ ⟨∇L, directions[k]⟩``.
+
+    Attributes:
+        directions: unit directions, as gradient groups by name (``"y0"``, parameter names, ``"t"``).
+        derivatives: the central differences along each direction.
+        steps: RK4 steps of the reference solve.
+        eps: the finite-difference step.
+    """
 
     directions: list[dict[str, Tensor]]
     derivatives: list[float]

@@ -36,6 +36,8 @@ from ..errors import InvalidInput
 from ..solvers import Integrator, get_solver
 
 ROUNDOFF = 1e-9
+"""Added to every error bound: float64 round-off over ≤ 10⁴ operations and the finite-difference
+references' ε² truncation."""
 # Largest step (as hΛ) per order: the predicted error (hΛ)^p·ΛT is ~1e-2 for p = 1, ~1e-3 for
 # p = 2 and ≤ 1e-4 for p ≥ 3, while the suite's problems (ΛT ≲ 2) need at most ~200 steps.
 _STEP_SCALE = {1: 0.01, 2: 0.03, 3: 0.05, 4: 0.1}
@@ -58,9 +60,11 @@ class Settings:
     options: dict[str, Any] = field(default_factory=dict)
 
     def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``odeint``/``solve`` (a copy of ``options``)."""
         return {"rtol": self.rtol, "atol": self.atol, "options": dict(self.options)}
 
     def describe(self) -> str:
+        """``"step_size=..."`` for fixed-step settings, else ``"rtol=..., atol=..."``."""
         if "step_size" in self.options:
             return f"step_size={self.options['step_size']:.4g}"
         return f"rtol={self.rtol:.0e}, atol={self.atol:.0e}"

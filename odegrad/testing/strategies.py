@@ -23,7 +23,9 @@ from torch import Tensor, nn
 from ._fields import ACTIVATIONS, ForcedLinearField, LinearField, RandomMLPField, TupleField, describe_field
 
 SPECTRA = ("stable", "oscillatory", "unstable")
+"""Eigenvalue families :func:`spectra` draws from (see there)."""
 DTYPE = torch.float64
+"""The dtype of every drawn tensor (gradient comparisons need float64)."""
 
 # Default draws (module-level so they are built once).
 _DIMS = st.integers(1, 3)
@@ -180,18 +182,22 @@ class ODECase:
 
     @property
     def span(self) -> float:
+        """Length of the time span, ``|t[-1] − t[0]|``."""
         return abs(float(self.t[-1] - self.t[0]))
 
     @property
     def scale(self) -> float:
+        """The field's rate scale Λ (``func.rate_scale``), for the error model."""
         return float(self.func.rate_scale)
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
+        """Leading batch dimensions of y0 (of its first state for tuple states)."""
         first = self.y0 if isinstance(self.y0, Tensor) else self.y0[0]
         return tuple(first.shape[:-1])
 
     def describe(self) -> str:
+        """One line for failing-example reports: the field, y0's shape, its seed, t and Λ."""
         state = ("tuple state " + str([tuple(y.shape) for y in self.y0]) if isinstance(self.y0, tuple)
                  else f"y0 shape {tuple(self.y0.shape)}")
         return (f"field: {describe_field(self.func)}; {state}; y0 seed={self.seed}; "
