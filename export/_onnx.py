@@ -18,7 +18,7 @@ from odegrad._checks import check_int
 from odegrad.errors import ExportError, InvalidInput, OdegradError
 
 from ._common import ExportResult, build_metadata, prepare_job
-from ._files import atomic_write
+from ._files import atomic_write, output_path
 from ._graph import export_program, inference_module
 from ._precision import TRANSLATIONS
 from ._runtime import GRAPH_CHECKSUM, OnnxModel, graph_checksum, load_onnx
@@ -72,6 +72,7 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
     for name, value in (("input_name", input_name), ("output_name", output_name)):
         if not isinstance(value, str) or not value:
             raise InvalidInput(name, value, "a non-empty string")
+    output_path(path)  # an unwritable target fails now, not after the export
     job = prepare_job(model, example_input, dynamic_batch=dynamic_batch, atol=atol, rtol=rtol)
     with inference_module(model) as module:
         program = export_program(module, job.traced_example, dynamic_batch)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +38,7 @@ _ACTIVATIONS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
     "Softplus": (nn.Softplus, ("beta", "threshold")), "LeakyReLU": (nn.LeakyReLU, ("negative_slope",)),
 }
 _REGISTERED: dict[str, type[nn.Module]] = {"MLPField": MLPField}
+MAX_SAMPLE_ELEMENTS = 2**24  # elements of one input sample (64 MiB in float32) a saved config may ask for
 
 
 def register_module(cls: type[nn.Module], name: str | None = None) -> type[nn.Module]:
@@ -166,6 +169,10 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     source = existing_file(path, "a model saved by odegrad.export.save_model")
     try:
         payload = torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message suggests weights_only=False: never do that
+        raise ExportError(f"{source} holds pickled Python objects (a torch.save'd module, function or "
+                          "tuple?), which odegrad refuses to load: only models written by "
+                          "odegrad.export.save_model can be loaded") from None
     except Exception as error:
         raise ExportError(f"{source} is not a readable saved model (truncated or corrupted, or not "
                           f"written by odegrad.export.save_model?): {type(error).__name__}: "
@@ -179,15 +186,67 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
         dtype = _DTYPES[config["dtype"]]
         shape = [int(n) for n in config["input_shape"]]
         state_dict = payload["state_dict"]
+        architecture = config["architecture"]
     except (KeyError, TypeError, ValueError) as error:
         raise ExportError(f"{source} has a corrupted config: {type(error).__name__}: {error}") from error
-    model = build_module(config["architecture"]).to(dtype)
+    _check_sizes(source, architecture, shape, state_dict)
+    model = build_module(architecture).to(dtype)
     try:
         model.load_state_dict(state_dict, strict=True)
     except (RuntimeError, TypeError) as error:
         raise ExportError(f"{source}: the weights do not match the saved architecture: {error}") from error
     config["input_shape"] = shape
     return model.eval(), config
+
+
+def _input_width(spec: Any) -> int | None:
+    """The size of the last input dimension ``spec`` accepts, where its description says it."""
+    if not isinstance(spec, dict):
+        return None
+    kind = spec.get("type")
+    if kind in ("NeuralODE", "TLNODE"):
+        return _input_width(spec.get("func"))
+    if kind == "Sequential" and isinstance(spec.get("layers"), list):
+        return next((w for w in map(_input_width, spec["layers"]) if w is not None), None)
+    if kind == "Linear":
+        width = spec.get("in_features")
+    elif kind == "LearnedMidpoint":
+        width = spec.get("dim")
+    elif kind == "MLPField" and isinstance(spec.get("config"), dict):
+        width = spec["config"].get("dim")
+    else:
+        return None
+    return width if isinstance(width, int) and not isinstance(width, bool) else None
+
+
+def _check_sizes(source: Path, architecture: Any, input_shape: list[int], state_dict: Any) -> None:
+    """Refuse a config whose sizes disagree with the stored tensors, before anything is allocated:
+    the architecture is built on the meta device (no memory) and its parameter shapes compared
+    with the stored ones; the input shape must fit the model's first layer and stay below
+    :data:`MAX_SAMPLE_ELEMENTS`."""
+    if any(n < 1 for n in input_shape) or math.prod(input_shape) > MAX_SAMPLE_ELEMENTS:
+        raise ExportError(f"{source} has a corrupted config: input_shape {input_shape} (each size >= 1, at most "
+                          f"{MAX_SAMPLE_ELEMENTS} elements per sample)")
+    width = _input_width(architecture)
+    if width is not None and (not input_shape or input_shape[-1] != width):
+        raise ExportError(f"{source} has a corrupted config: input_shape {input_shape} does not end in the "
+                          f"model's input width {width}")
+    if not isinstance(state_dict, dict) or not all(isinstance(v, Tensor) for v in state_dict.values()):
+        raise ExportError(f"{source} has a corrupted state dict: expected a dict of tensors")
+    try:
+        with torch.device("meta"):
+            skeleton = build_module(architecture).state_dict()
+    except (RuntimeError, NotImplementedError) as error:
+        raise ExportError(f"{source}: cannot check the saved architecture's sizes without building it: "
+                          f"{type(error).__name__}: {error}") from error
+    missing, unexpected = skeleton.keys() - state_dict.keys(), state_dict.keys() - skeleton.keys()
+    if missing or unexpected:
+        raise ExportError(f"{source}: the weights do not match the saved architecture (missing "
+                          f"{sorted(missing)}, unexpected {sorted(unexpected)})")
+    for name, tensor in skeleton.items():
+        if tensor.shape != state_dict[name].shape:
+            raise ExportError(f"{source} has a corrupted config: it describes {name} as "
+                              f"{list(tensor.shape)} but stores {list(state_dict[name].shape)}")
 
 
 def example_for(config: dict[str, Any], batch: int, seed: int = 0) -> Tensor:

@@ -19,7 +19,7 @@ from torch import nn
 from odegrad.errors import ExportError
 
 from ._common import ExportResult, build_metadata, prepare_job
-from ._files import atomic_write, existing_file
+from ._files import atomic_write, existing_file, output_path
 from ._graph import export_program, inference_module
 from ._validation import require_parity
 
@@ -49,6 +49,7 @@ def to_torchscript(model: nn.Module, example_input: torch.Tensor, path: str | os
     The archive is reloaded and run on the example input and at a second batch size before it
     is moved into place.
     """
+    output_path(path)  # an unwritable target fails now, not after the export
     job = prepare_job(model, example_input, dynamic_batch=True, atol=atol, rtol=rtol)
     with inference_module(model) as module:
         export_program(module, job.traced_example, dynamic_batch=True)  # refuses data-dependent flow
