@@ -1,22 +1,38 @@
-"""``odegrad export`` and ``odegrad serve-check`` subcommands."""
+"""``odegrad export`` and ``odegrad serve-check`` subcommands.
+
+Exit status: 0 on success, 1 when an exported graph does not reproduce PyTorch (parity failure),
+2 on bad input (a missing, unreadable or wrong-kind file, an unwritable target, a model that
+cannot be exported, bad flags), as for ``odegrad check``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from odegrad.errors import OdegradError
+from odegrad.errors import OdegradError, ParityMismatch
 
 FORMATS = ("onnx", "torchscript")
+EXIT_PARITY = 1
+EXIT_BAD_INPUT = 2
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse exits 2 otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _batch_list(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes, got {text!r}") from None
-    if not sizes or any(b < 1 for b in sizes):
-        raise argparse.ArgumentTypeError(f"expected positive batch sizes, got {text!r}")
+    """argparse type: comma-separated positive batch sizes, e.g. ``1,256``."""
+    sizes = [_positive_int(part) for part in text.split(",") if part.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes, got {text!r}")
     return sizes
 
 
@@ -28,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("model", metavar="MODEL.pt", help="file written by odegrad.export.save_model")
     export.add_argument("--format", choices=FORMATS, default="onnx", help="output format (default: onnx)")
     export.add_argument("--out", required=True, metavar="PATH", help="file to write")
-    export.add_argument("--batch", type=int, default=2, help="batch size of the example input (default: 2)")
+    export.add_argument("--batch", type=_positive_int, default=2, help="batch size of the example input (default: 2)")
     export.add_argument("--static-batch", action="store_true", help="ONNX: fix the batch size to --batch")
     export.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     export.add_argument("--atol", type=float, default=None, help="parity tolerance (default by dtype)")
@@ -39,22 +55,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve-check", help="run an exported file on random input; print latency and parity",
         description="Run an exported .onnx (onnxruntime) or TorchScript file on random input, print latency "
                     "and throughput, and check parity with the output recorded at export (and with the "
-                    "PyTorch model when --model is given). Exit status 1 on a parity failure.")
+                    "PyTorch model when --model is given). Exit status 1 on a parity failure, 2 on "
+                    "bad input.")
     check.add_argument("path", metavar="PATH", help="exported .onnx or TorchScript file")
     check.add_argument("--batch", type=_batch_list, default=[1, 256], help="batch sizes, e.g. 1,256 (default)")
-    check.add_argument("--repeats", type=int, default=50, help="timed calls per batch size (default: 50)")
+    check.add_argument("--repeats", type=_positive_int, default=50, help="timed calls per batch size (default: 50)")
     check.add_argument("--providers", default="auto", help="onnxruntime providers: auto, cpu or cuda")
     check.add_argument("--model", metavar="MODEL.pt", default=None,
                        help="the saved PyTorch model, to add eager latency and parity columns")
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    check.add_argument("--threads", type=int, default=None,
+    check.add_argument("--threads", type=_positive_int, default=None,
                        help="intra-op threads for onnxruntime and torch (default: the libraries' own)")
     check.set_defaults(run=run_serve_check)
 
 
 def _fail(command: str, error: OdegradError) -> int:
+    """Print ``error`` and return the exit status: 1 for a parity failure, 2 for bad input."""
     print(f"odegrad {command}: error: {error}", file=sys.stderr)
-    return 1
+    return EXIT_PARITY if isinstance(error, ParityMismatch) else EXIT_BAD_INPUT
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -64,8 +82,6 @@ def run_export(args: argparse.Namespace) -> int:
 
     try:
         model, config = load_model(args.model)
-        if args.batch < 1:
-            raise OdegradError(f"--batch must be a positive integer, got {args.batch}")
         example = example_for(config, args.batch)
         if args.format == "onnx":
             result = to_onnx(model, example, args.out, dynamic_batch=not args.static_batch, opset=args.opset,
@@ -93,4 +109,4 @@ def run_serve_check(args: argparse.Namespace) -> int:
     except OdegradError as error:
         return _fail("serve-check", error)
     print(report)
-    return 0 if report.ok else 1
+    return 0 if report.ok else EXIT_PARITY

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from odegrad._checks import check_non_negative
-from odegrad.errors import ExportError
+from odegrad.errors import ParityMismatch
 
 _DEFAULT_TOLERANCE = {torch.float64: (1e-10, 1e-8), torch.float32: (1e-5, 1e-4)}
 _LOW_PRECISION = (1e-2, 1e-2)  # float16 / bfloat16
@@ -86,11 +86,11 @@ def compare(expected: Any, got: Any, tolerance: Tolerance) -> Parity:
 
 
 def require_parity(expected: Any, got: Any, tolerance: Tolerance, what: str) -> Parity:
-    """:func:`compare`, raising :class:`ExportError` when the outputs disagree."""
+    """:func:`compare`, raising :class:`~odegrad.errors.ParityMismatch` when the outputs disagree."""
     parity = compare(expected, got, tolerance)
     if not parity.ok:
         shapes = f"shape {tuple(to_numpy(got).shape)} vs PyTorch {tuple(to_numpy(expected).shape)}"
-        raise ExportError(f"{what} does not reproduce PyTorch: {parity}; {shapes}. The file was not "
+        raise ParityMismatch(f"{what} does not reproduce PyTorch: {parity}; {shapes}. The file was not "
                           "written. Loosen atol/rtol if the difference is rounding, or check the "
                           "model for operations that behave differently at inference time")
     return parity

@@ -69,8 +69,9 @@ def test_save_refuses_unknown_architectures_and_load_refuses_bad_files(tmp_path)
     with pytest.raises(ExportError, match="not written by odegrad.export.save_model"):
         load_model(tmp_path / "plain.pt")
     torch.save(nn.Linear(2, 2), tmp_path / "pickled.pt")  # a pickled module is never unpickled
-    with pytest.raises(ExportError, match="truncated or corrupted, or not"):
+    with pytest.raises(ExportError, match="holds pickled Python objects") as refused:
         load_model(tmp_path / "pickled.pt")
+    assert "weights_only" not in str(refused.value)
 
 
 def test_cli_export_and_serve_check(tmp_path, capsys):
@@ -94,14 +95,57 @@ def test_cli_export_and_serve_check(tmp_path, capsys):
         assert [r[0] for r in rows] == ["1", "7"] and all(float(r[1]) > 0 for r in rows)
 
 
-def test_cli_reports_errors(tmp_path, capsys):
+def test_cli_bad_input_exits_2(tmp_path, capsys, monkeypatch):
+    from odegrad.export import _files
+
     save_model(NeuralODE(MLPField(2, hidden=4), method="dopri5"), tmp_path / "adaptive.pt", torch.randn(2, 2))
-    assert main(["export", str(tmp_path / "adaptive.pt"), "--out", str(tmp_path / "x.onnx")]) == 1
+    assert main(["export", str(tmp_path / "adaptive.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
     assert "adaptive step-size method" in capsys.readouterr().err
     (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
-    assert main(["serve-check", str(tmp_path / "bad.onnx")]) == 1
+    assert main(["serve-check", str(tmp_path / "bad.onnx")]) == 2
     assert "truncated or corrupted" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+    for argv in (["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.onnx")],
+                 ["export", str(tmp_path / "bad.onnx"), "--out", str(tmp_path / "x.onnx")],  # wrong kind
+                 ["serve-check", str(tmp_path / "missing.onnx")],
+                 ["serve-check", str(tmp_path)]):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err.startswith(f"odegrad {argv[0]}: error: ")
+    for flags in (["export", "m.pt", "--out", "x.onnx", "--batch", "0"], ["serve-check", "x.onnx", "--batch", "1,x"],
+                  ["serve-check", "x.onnx", "--repeats", "0"], ["serve-check", "x.onnx", "--threads", "-1"]):
+        with pytest.raises(SystemExit) as parsed:
+            main(flags)
+        assert parsed.value.code == 2, flags
+    capsys.readouterr()
+    save_model(_fixed_step_model(), tmp_path / "model.pt", torch.randn(2, 2))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = _files.os.access
+    monkeypatch.setattr(_files.os, "access", lambda p, mode: real_access(p, mode) and str(p) != str(locked))
+    assert main(["export", str(tmp_path / "model.pt"), "--out", str(locked / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"odegrad export: error: cannot write {locked / 'm.onnx'}: the directory {locked} is not writable\n"
+
+
+def _fixed_step_model() -> NeuralODE:
+    return NeuralODE(MLPField(2, hidden=4, layers=1), method="rk4", options={"step_size": 0.5})
+
+
+def test_cli_parity_failure_exits_1(tmp_path, capsys, monkeypatch):
+    from odegrad.export import _onnx
+
+    torch.manual_seed(0)
+    save_model(_fixed_step_model(), tmp_path / "model.pt", torch.randn(2, 2))
+    assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.onnx")]) == 0
+    save_model(_fixed_step_model(), tmp_path / "other.pt", torch.randn(2, 2))  # other weights
+    assert main(["serve-check", str(tmp_path / "m.onnx"), "--batch", "2", "--repeats", "1",
+                 "--model", str(tmp_path / "other.pt")]) == 1
+    assert "parity: FAILED" in capsys.readouterr().out
+    original = _onnx.OnnxModel.__call__
+    monkeypatch.setattr(_onnx.OnnxModel, "__call__", lambda self, x: original(self, x) + 1e-3)
+    assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m2.onnx")]) == 1
+    assert "does not reproduce PyTorch" in capsys.readouterr().err
+    assert not (tmp_path / "m2.onnx").exists()
 
 
 def test_serve_and_compare(tmp_path):
