@@ -51,7 +51,18 @@ class Latency:
 
 def measure_latency(fn: Callable[[], Any], batch: int, *, repeats: int = 50, warmup: int = 5,
                     budget_s: float = 2.0) -> Latency:
-    """Time ``fn()``; stops early (after at least 5 timed calls) once ``budget_s`` is spent."""
+    """Time ``fn()``; stops early (after at least 5 timed calls) once ``budget_s`` is spent.
+
+    Args:
+        fn: the call to time (no arguments).
+        batch: the batch size one call processes (recorded for ``Latency.throughput``).
+        repeats: most timed calls.
+        warmup: untimed calls first.
+        budget_s: seconds after which timing stops early.
+
+    Raises:
+        InvalidInput: ``repeats`` is not a positive integer.
+    """
     repeats = check_int("repeats", repeats, low=1)
     for _ in range(warmup):
         fn()
@@ -68,7 +79,18 @@ def measure_latency(fn: Callable[[], Any], batch: int, *, repeats: int = 50, war
 def measure_paired(fns: Sequence[Callable[[], Any]], batch: int, *, repeats: int = 50, warmup: int = 3,
                    budget_s: float = 4.0) -> list[Latency]:
     """Time several functions alternately (a, b, a, b, ...) so background load and frequency
-    drift hit them alike; stops early (after at least 5 rounds) once ``budget_s`` is spent."""
+    drift hit them alike; stops early (after at least 5 rounds) once ``budget_s`` is spent.
+
+    Args:
+        fns: the calls to time (no arguments each).
+        batch: the batch size one call processes.
+        repeats: most timed rounds (one call of each function per round).
+        warmup: untimed calls of each function first.
+        budget_s: seconds after which timing stops early.
+
+    Returns:
+        One :class:`Latency` per function, in the order of ``fns``.
+    """
     repeats = check_int("repeats", repeats, low=1)
     for fn in fns:
         for _ in range(warmup):

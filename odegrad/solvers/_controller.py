@@ -56,7 +56,15 @@ class PIController:
 
     def next_step(self, h: float, ratio: float, previous_ratio: float | None, order: int,
                   accepted: bool) -> float:
-        """Signed size of the next step after a step of size ``h`` with error ratio ``ratio``."""
+        """Signed size of the next step after a step of size ``h`` with error ratio ``ratio``.
+
+        Args:
+            h: the signed size of the step just judged.
+            ratio: its scaled error (≤ 1: accepted).
+            previous_ratio: the last accepted step's ratio (used when ``beta2`` > 0), or None.
+            order: the method's order q.
+            accepted: whether the step was accepted (then the step never shrinks).
+        """
         if ratio == 0.0:
             return h * self.ifactor
         factor = self.safety * ratio ** (-self.beta1 / order)
@@ -155,7 +163,8 @@ class FixedStepping:
         return self.grid[self.index]
 
     def start(self, func, y0: Tensor, f0: Any) -> None:
-        """Nothing to choose: the grid is fixed."""
+        """Nothing to choose: the grid is fixed (the arguments are those of
+        :meth:`AdaptiveStepping.start`)."""
 
     def propose(self) -> tuple[float, float, float]:
         """The next grid step ``(t0, t1, h = t1 - t0)``."""
@@ -207,7 +216,8 @@ class AdaptiveStepping:
         return self.h
 
     def start(self, func, y0: Tensor, f0: Tensor) -> None:
-        """Choose the first step: ``config.first_step`` or the Hairer–Wanner heuristic."""
+        """Choose the first step: ``config.first_step`` or the Hairer–Wanner heuristic (one extra
+        evaluation of ``func``) from the initial state ``y0`` and its derivative ``f0``."""
         c = self.config
         size = c.first_step if c.first_step is not None else initial_step(
             func, self.t, y0, f0, self.order, c.rtol, c.atol, c.norm)

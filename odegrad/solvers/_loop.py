@@ -48,9 +48,25 @@ def integrate_steps(solver: Any, func, y0: Tensor, t: Tensor, config: Integratio
 
 def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config: IntegrationConfig,
                        *, time_dtype: torch.dtype | None = None, keep_dense: bool = False) -> Solution:
-    """:func:`integrate_steps` with the output times as Python floats (``time_dtype``: the dtype of
-    the time func receives). Nothing here reads tensor values for fixed-step methods, so such a
-    solve traces (``torch.export``, ``torch.jit.trace``) to one static graph."""
+    """Integrate with the step solver ``solver`` through the output ``times`` (Python floats);
+    ``Solution.ys: Tensor[len(times), *y0.shape]``. Nothing here reads tensor values for
+    fixed-step methods, so such a solve traces (``torch.export``, ``torch.jit.trace``) to one
+    static graph.
+
+    Args:
+        solver: a :class:`StepSolver` (``init``/``step``/``interpolate``, ``order``, ``error_estimate``).
+        func: ``func(t, y)``; wrapped in a :class:`CountedFunc` unless it is one.
+        y0: initial state.
+        times: strictly monotone output times, ``times[0]`` the start.
+        config: tolerances, step options and ``max_steps``.
+        time_dtype: dtype of the time tensor func receives (None: y0's dtype).
+        keep_dense: also return the dense output (``Solution.dense``).
+
+    Raises:
+        MaxStepsExceeded: ``config.max_steps`` steps did not reach ``times[-1]``.
+        StepSizeUnderflow: the adaptive step size stopped making progress.
+        NonFiniteValue: func produced NaN/Inf (the time and NFE are in the error).
+    """
     if len(times) == 1:
         return Solution(ys=y0.unsqueeze(0), stats=Stats())
     func = counted(func, time_dtype)

@@ -263,6 +263,18 @@ def finite_differences(func: Callable, y0: State, t: Tensor, loss: Loss, *,
 
     The t-direction is scaled by the smallest gap in t so perturbed times stay monotone;
     ``only_t=True`` perturbs (and checks) the times alone.
+
+    Args:
+        func, y0, t: the problem (``func(t, y)``; its parameters are perturbed in place and restored).
+        loss: maps the solution ``ys`` to a scalar.
+        params: the tensors to perturb (None: ``func``'s parameters when it is an nn.Module).
+        n_directions: number of random directions.
+        seed: seed of the directions.
+        eps: step of the central differences along each unit direction.
+        steps: RK4 steps of the reference solve (None: doubled until the loss converges).
+
+    Raises:
+        InvalidInput: ``n_directions`` < 1.
     """
     if n_directions < 1:
         raise InvalidInput("n_directions", n_directions, "a positive integer")

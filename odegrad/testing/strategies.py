@@ -99,7 +99,13 @@ def matrix_with_spectrum(eigenvalues: Sequence[complex], seed: int) -> Tensor:
 def linear_fields(draw, dims: st.SearchStrategy[int] = _DIMS,
                   kinds: st.SearchStrategy[str] = _KINDS,
                   affine: st.SearchStrategy[bool] = _BOOL) -> LinearField:
-    """``f = y Aᵀ (+ b)`` with A drawn from a chosen spectrum family (see :func:`spectra`)."""
+    """``f = y Aᵀ (+ b)`` with A drawn from a chosen spectrum family (see :func:`spectra`).
+
+    Args:
+        dims: strategy for the state size.
+        kinds: strategy for the spectrum family (one of :data:`SPECTRA`).
+        affine: strategy for whether to add a random offset b.
+    """
     dim, kind, seed = draw(dims), draw(kinds), draw(seeds())
     A = matrix_with_spectrum(draw(spectra(dim, kind)), seed)
     b = torch.randn(dim, generator=_generator(seed + 1), dtype=DTYPE) if draw(affine) else None
@@ -113,7 +119,13 @@ def mlp_fields(draw, dims: st.SearchStrategy[int] = _DIMS,
                activations: st.SearchStrategy[str] = _ACTIVATIONS,
                time_dependent: st.SearchStrategy[bool] = _BOOL,
                rates: st.SearchStrategy[float] = _RATES) -> RandomMLPField:
-    """Random smooth MLP fields of varied width/depth/activation; rate scale (Lipschitz bound) drawn."""
+    """Random smooth MLP fields of varied width/depth/activation; rate scale (Lipschitz bound) drawn.
+
+    Args:
+        dims, widths, depths, activations: strategies for the :class:`RandomMLPField` arguments.
+        time_dependent: strategy for whether t is an input.
+        rates: strategy for the rate scale the output layer is rescaled to.
+    """
     return RandomMLPField(draw(dims), draw(widths), draw(depths), draw(activations),
                     time_dependent=draw(time_dependent), seed=draw(seeds()),
                     gain=draw(st.floats(0.5, 1.5)), rate_target=draw(rates))
@@ -144,7 +156,14 @@ def time_grids(draw, min_points: int = 2, max_points: int = 10,
                starts: st.SearchStrategy[float] = _STARTS,
                decreasing: st.SearchStrategy[bool] = _BOOL) -> Tensor:
     """``Tensor[n]`` float64, 2 ≤ n ≤ 10 strictly monotone times: increasing or decreasing, span
-    drawn, gaps drawn (each ≥ 1/5 of the largest, so no gap is vanishingly small)."""
+    drawn, gaps drawn (each ≥ 1/5 of the largest, so no gap is vanishingly small).
+
+    Args:
+        min_points, max_points: range of the number of times.
+        spans: strategy for ``|t[-1] − t[0]|``.
+        starts: strategy for ``t[0]``.
+        decreasing: strategy for the direction.
+    """
     n = draw(st.integers(min_points, max_points))
     span, start = draw(spans), draw(starts)
     gaps = draw(st.lists(st.floats(0.2, 1.0), min_size=n - 1, max_size=n - 1))
@@ -209,7 +228,14 @@ def ode_cases(draw, fields: st.SearchStrategy[nn.Module] | None = None,
               times: st.SearchStrategy[Tensor] | None = None,
               batches: st.SearchStrategy[tuple[int, ...]] | None = None,
               tuple_states: st.SearchStrategy[bool] = _BOOL) -> ODECase:
-    """A field, an initial state (tuple state when drawn and dim ≥ 2) and output times."""
+    """A field, an initial state (tuple state when drawn and dim ≥ 2) and output times.
+
+    Args:
+        fields: strategy for the field (default :func:`vector_fields`).
+        times: strategy for t (default :func:`time_grids`).
+        batches: strategy for y0's batch shape (default :func:`batch_shapes`).
+        tuple_states: strategy for whether to split the state into a tuple of two.
+    """
     field = draw(fields if fields is not None else vector_fields())
     t = draw(times if times is not None else time_grids())
     batch = draw(batches if batches is not None else batch_shapes())
