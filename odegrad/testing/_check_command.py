@@ -5,7 +5,11 @@ TARGET is either ``module:callable`` — the callable takes no arguments and ret
 ``(func, y0, t)`` or a dict with keys ``func``, ``y0``, ``t`` (and optionally ``loss``) — or the
 path of a NeuralODE / TLNODE saved by :func:`odegrad.export.save_model` (state dict + JSON config,
 read with ``torch.load(weights_only=True)``: nothing is unpickled). A saved model is checked on its
-vector field over its own time span, from a random input of the saved shape.
+vector field over its own time span, from a random input of the saved shape, with dopri5 and its
+own method.
+
+Exit status: 0 pass, 1 disagreement, 2 bad target (a module that fails to import or a callable
+that raises, a file that is not a saved model, bad options).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from ..errors import InvalidInput, OdegradError
 
 EXIT_DISAGREE = 1
 EXIT_BAD_TARGET = 2
+DEFAULT_METHODS = ("dopri5",)
+_DTYPES = ("float64", "float32")
 
 
 def _split_names(text: str | None) -> list[str] | None:
@@ -61,7 +67,9 @@ def _saved_model_problem(path: Path) -> dict[str, Any]:
         raise InvalidInput("TARGET", f"{path} holds a {type(model).__name__}",
                            "a saved NeuralODE or TLNODE (or use 'module:callable')")
     y0 = example_for(config, batch=4)
-    return {"func": model.func, "y0": y0, "t": torch.tensor(times, dtype=y0.dtype)}
+    own = model.method if isinstance(model, NeuralODE) else "taylor"
+    return {"func": model.func, "y0": y0, "t": torch.tensor(times, dtype=y0.dtype),
+            "methods": list(dict.fromkeys((*DEFAULT_METHODS, own)))}
 
 
 def load_target(target: str) -> dict[str, Any]:
@@ -77,26 +85,36 @@ def load_target(target: str) -> dict[str, Any]:
         sys.path.insert(0, os.getcwd())  # like `python -m`: modules next to the caller are found
     try:
         obj: Any = importlib.import_module(module_name)
-    except ImportError as error:
-        raise InvalidInput("TARGET module", module_name, f"an importable module ({error})") from None
+    except Exception as error:  # noqa: BLE001 - a SyntaxError or any exception at import: a bad target
+        raise InvalidInput("TARGET module", module_name,
+                           f"an importable module ({type(error).__name__}: {error})") from None
     for name in attribute.split("."):
         if not hasattr(obj, name):
             raise InvalidInput("TARGET callable", target, f"an attribute {name!r} of {obj!r}")
         obj = getattr(obj, name)
     if not callable(obj):
         raise InvalidInput("TARGET callable", target, "a callable returning (func, y0, t)")
-    return _unpack(target, obj())
+    try:
+        value = obj()
+    except Exception as error:  # noqa: BLE001 - the target's own failure, not a disagreement
+        raise InvalidInput("TARGET callable", target, "a callable returning (func, y0, t)",
+                           hint=f"calling it raised {type(error).__name__}: {error}") from None
+    return _unpack(target, value)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the check; print the table and return the exit status (see the module docstring)."""
+    import torch
+
     from ._gradient_check import check_gradients
 
     try:
         problem = load_target(args.target)
         report = check_gradients(problem["func"], problem["y0"], problem["t"],
-                                 methods=_split_names(args.methods),
+                                 methods=_split_names(args.methods) or problem.get("methods", DEFAULT_METHODS),
                                  gradients=_split_names(args.gradients),
-                                 loss=problem.get("loss"), tolerance=args.tolerance,
+                                 loss=problem.get("loss"), tolerance=args.tolerance, rtol=args.rtol,
+                                 atol=args.atol, step_size=args.step_size, dtype=getattr(torch, args.dtype),
                                  fd_directions=args.fd_directions, seed=args.seed)
     except OdegradError as error:
         print(f"odegrad check: {error}", file=sys.stderr)
@@ -108,17 +126,29 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "check", help="check a model's gradients across integrators and gradient backends",
-        description="Run every (method, gradient) pair on your model in float64, compare the "
+        description="Run every (method, gradient) pair on your model in float64 (or --dtype), compare the "
                     "gradients pairwise and with finite differences, print the table; exit 1 "
-                    "on disagreement, 2 on a bad target.")
+                    "on disagreement, 2 on a bad target. A non-smooth field (ReLU, abs, max, ...) "
+                    "is named beside the verdict with what tolerance or activation would pass.")
     parser.add_argument("target", metavar="TARGET",
-                        help="module:callable returning (func, y0, t), or a torch.save'd (func, y0, t)")
-    parser.add_argument("--methods", default="dopri5",
-                        help="comma-separated integrators (default: dopri5)")
+                        help="module:callable returning (func, y0, t) or a dict with func, y0, t "
+                             "(and optionally loss), or a NeuralODE/TLNODE file written by "
+                             "odegrad.export.save_model (never unpickled)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated integrators (default: dopri5, plus a saved model's own method)")
     parser.add_argument("--gradients", default=None,
                         help="comma-separated gradient backends (default: all registered)")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="relative tolerance of every comparison (default: the error model's)")
+    parser.add_argument("--rtol", type=float, default=None,
+                        help="rtol of the adaptive methods (default: tight enough for the error model)")
+    parser.add_argument("--atol", type=float, default=None,
+                        help="atol of the adaptive methods (default: tight enough for the error model)")
+    parser.add_argument("--step-size", type=float, default=None,
+                        help="step of the fixed-step methods (default: small enough for the error model)")
+    parser.add_argument("--dtype", choices=_DTYPES, default="float64",
+                        help="precision of the checked runs (default: float64; float32 adds its round-off "
+                             "to the tolerances)")
     parser.add_argument("--fd-directions", type=int, default=3,
                         help="random directions of the finite-difference check (0 skips it)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the default loss and FD directions")
