@@ -18,9 +18,9 @@ def resolve_params(func: Callable, params: Any, adjoint: bool) -> tuple[Tensor, 
     """The tensors to differentiate.
 
     ``params`` may be None (``func.parameters()`` for an ``nn.Module`` func), a tensor, or any
-    iterable of tensors. Frozen ``nn.Parameter``s are skipped; any other tensor that does not
-    require grad is refused. With ``adjoint`` (a backend that only differentiates ``params``) and
-    no ``params``, a plain-callable func that reaches trainable tensors (closure, bound method,
+    iterable of tensors. A bare tensor that does not require grad, or an iterable none of whose
+    tensors does, is refused; in an iterable, tensors that do not require grad (frozen) are
+    skipped. With ``adjoint`` (a backend that only differentiates ``params``) and no ``params``, a plain-callable func that reaches trainable tensors (closure, bound method,
     globals it names, defaults, ``functools.partial``) is refused: they would get no gradient.
     """
     if params is None:
@@ -40,17 +40,15 @@ def resolve_params(func: Callable, params: Any, adjoint: bool) -> tuple[Tensor, 
         params = (params,)
     elif isinstance(params, (str, bytes)) or not isinstance(params, Iterable):
         raise InvalidInput("params", type(params).__name__, "a Tensor or an iterable of Tensors")
-    chosen = []
-    for i, p in enumerate(params):
+    given = tuple(params)
+    for i, p in enumerate(given):
         if not isinstance(p, Tensor):
             raise InvalidInput(f"params[{i}]", type(p).__name__, "a Tensor")
-        if not p.requires_grad:
-            if isinstance(p, nn.Parameter):
-                continue  # a frozen parameter of a module: nothing to differentiate
-            raise InvalidInput(f"params[{i}]", "a tensor with requires_grad=False",
-                               "tensors that require grad (the ones to differentiate)")
-        chosen.append(p)
-    return tuple(chosen)
+    chosen = tuple(p for p in given if p.requires_grad)
+    if given and not chosen:
+        raise InvalidInput("params", f"{len(given)} tensor(s), none with requires_grad=True",
+                           "tensors that require grad (the ones to differentiate)")
+    return chosen
 
 
 def _describe(tensors: list[Tensor]) -> str:

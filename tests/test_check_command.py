@@ -46,6 +46,20 @@ def test_a_target_that_fails_to_load_exits_2(tmp_path, monkeypatch, capsys, name
     assert err.startswith("odegrad check: invalid TARGET") and message in err
 
 
+def test_a_func_that_raises_before_any_pair_runs_exits_2(tmp_path, monkeypatch, capsys):
+    _write_target(tmp_path, monkeypatch, "check_target_broken_func", """
+        import torch
+
+        def broken(t, y):
+            raise TypeError("func wants a dict")
+
+        def make():
+            return broken, torch.zeros(2), torch.tensor([0.0, 1.0])
+        """)
+    assert main(["check", "check_target_broken_func:make"]) == 2
+    assert "cannot be checked: TypeError: func wants a dict" in capsys.readouterr().err
+
+
 def test_a_relative_module_name_exits_2(capsys):
     assert main(["check", ".mymodel:make"]) == 2
     assert "importable module" in capsys.readouterr().err

@@ -127,6 +127,20 @@ def test_cli_bad_input_exits_2(tmp_path, capsys, monkeypatch):
     assert err == f"odegrad export: error: cannot write {locked / 'm.onnx'}: the directory {locked} is not writable\n"
 
 
+def test_cli_model_that_raises_exits_2_without_a_traceback(tmp_path, capsys):
+    class Raising(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+        def export_config(self):
+            return {}
+
+    register_module(Raising, name="test_export_cli.Raising")
+    save_model(Raising(), tmp_path / "raising.pt", torch.randn(2, 2))
+    assert main(["export", str(tmp_path / "raising.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert capsys.readouterr().err == "odegrad export: error: RuntimeError: boom\n"
+
+
 def _fixed_step_model() -> NeuralODE:
     return NeuralODE(MLPField(2, hidden=4, layers=1), method="rk4", options={"step_size": 0.5})
 

@@ -60,6 +60,15 @@ def test_read_only_file_is_refused_and_kept(tmp_path, monkeypatch):
     assert target.read_bytes() == b"keep me"
 
 
+def test_unreadable_model_file_is_invalid_input(tmp_path, monkeypatch):
+    save_model(_model(), tmp_path / "m.pt", torch.randn(2, 2))
+    real = os.access
+    monkeypatch.setattr(files.os, "access", lambda p, mode: real(p, mode) and not (
+        str(p) == str(tmp_path / "m.pt") and mode & os.R_OK))
+    with pytest.raises(InvalidInput, match="a readable file .* it is not readable"):
+        load_model(tmp_path / "m.pt")
+
+
 def test_read_only_directory_with_real_permissions(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()

@@ -98,12 +98,13 @@ FIXED_STEP_DRIFT_RTOL = 1e-3
 
 
 def check_reverse_drift(backend: str, rebuilt: Tensor, stored: Tensor, segment: int, t_start: float,
-                        solver: Integrator, config: IntegrationConfig, on_drift: str) -> None:
-    """Compare the state a backward solve rebuilt at the start of observation segment
-    ``segment`` (time ``t_start``) with the stored forward state; past
-    :data:`REVERSE_DRIFT_FACTOR` tolerance units raise :class:`ReverseSolveDrift` (or warn)."""
-    if solver.error_estimate:
-        rtol, atol = config.rtol, config.atol
+                        problem: Problem, config: IntegrationConfig, on_drift: str) -> None:
+    """Compare the state a backward solve (configured by ``config``) rebuilt at the start of
+    observation segment ``segment`` (time ``t_start``) with the stored forward state; past
+    :data:`REVERSE_DRIFT_FACTOR` tolerance units raise :class:`ReverseSolveDrift` (or warn). The
+    unit is the looser of the forward and backward tolerances: the miss holds both solves' errors."""
+    if problem.solver.error_estimate:
+        rtol, atol = max(config.rtol, problem.config.rtol), max(config.atol, problem.config.atol)
     else:
         rtol, atol = FIXED_STEP_DRIFT_RTOL, FIXED_STEP_DRIFT_RTOL * float(stored.abs().max())
     scale = atol + rtol * stored.abs()

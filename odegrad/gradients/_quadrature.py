@@ -151,7 +151,7 @@ class GaussQuadrature(AdjointBackend):
                 quadrature.add(out_times[1:-1], at_nodes[:, :n].view(k, *shape),
                                weighted_a * at_nodes[:, n:].view(k, *shape))
             check_reverse_drift(self.name, sol.ys[-1, :n].view(shape), ys[i - 1], i - 1, times[i - 1],
-                                solver, config, self.on_drift)
+                                problem, config, self.on_drift)
             a = sol.ys[-1, n:].view(shape) + grad_ys[i - 1]
         grads = quadrature.result()
         return a, grads, nfe + quadrature.evaluations

@@ -125,7 +125,8 @@ def fixed_grid(times: list[float], config: IntegrationConfig) -> list[float]:
     elif config.step_size is None:
         grid, steps = times, len(times) - 1
     else:
-        steps = max(1, math.ceil(abs(t_end - t0) / config.step_size - 1e-9))
+        span = abs(t_end - t0) / config.step_size  # inf for a step_size far below the span
+        steps = max(1, math.ceil(span - 1e-9)) if math.isfinite(span) else math.inf
         grid = None
     if steps > config.max_steps:
         raise MaxStepsExceeded(f"the fixed grid needs {steps} steps but max_steps is {config.max_steps}",
@@ -233,6 +234,17 @@ class AdaptiveStepping:
             return self.t, stop, stop - self.t
         return self.t, t1, self.h
 
+    def _next_step(self, h: float, ratio: float, accepted: bool) -> float:
+        """The controller's next step after step ``h``. An accepted step that was clipped to land
+        on a stop (h shorter than the proposal ``self.h``) does not shrink the proposal: the
+        clip, not the error, set its size, and a sliver before a stop (down to a subnormal
+        h = stop − t) would otherwise throttle or underflow the steps after it (as diffrax's
+        controllers keep the unclipped step across jumps)."""
+        proposal = self.controller.next_step(h, ratio, self.previous_ratio, self.order, accepted)
+        if accepted and h != self.h:
+            return self.direction * max(abs(proposal), abs(self.h))
+        return proposal
+
     def judge(self, y0: Tensor, result: StepResult, t0: float, t1: float, h: float, nfe: int) -> bool:
         """Accept (error ratio ≤ 1) or reject the step ``result`` from ``(t0, y0)`` to ``t1`` and
         choose the next step size; ``nfe`` (evaluations so far) goes into the errors.
@@ -254,7 +266,7 @@ class AdaptiveStepping:
         if accepted:
             self.t, self.ratio, self.jumped = t1, ratio, t1 in self.jumps
             self.previous_ratio = ratio
-        self.h = self.controller.next_step(h, ratio, self.previous_ratio, self.order, accepted)
+        self.h = self._next_step(h, ratio, accepted)
         if self.direction * (self.t_end - self.t) > 0 and (self.t + self.h == self.t or abs(self.h) < 1e-300):
             raise StepSizeUnderflow(f"step size underflow: h={self.h:.3g} at error ratio {ratio:.3g}",
                                     t=self.t, t_end=self.t_end, nfe=nfe)

@@ -119,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     except OdegradError as error:
         print(f"odegrad check: {error}", file=sys.stderr)
         return EXIT_BAD_TARGET
+    except Exception as error:  # noqa: BLE001 - func failed before any pair ran: the target is bad
+        print(f"odegrad check: {args.target} cannot be checked: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_BAD_TARGET
     print(report.table())
     return 0 if report.passed else EXIT_DISAGREE
 

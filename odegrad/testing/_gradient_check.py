@@ -211,7 +211,7 @@ def find_nonsmooth(func: Callable, t0: Tensor, y0: State) -> list[str]:
             handles.append(module.register_forward_pre_hook(functools.partial(enter, name)))
             handles.append(module.register_forward_hook(leave))
     try:
-        with torch.no_grad(), recorder:
+        with recorder:  # with autograd on: a field may differentiate inside (energy-based fields)
             func(t0, y0)
     finally:
         for handle in handles:

@@ -220,7 +220,7 @@ class ODECase:
         state = ("tuple state " + str([tuple(y.shape) for y in self.y0]) if isinstance(self.y0, tuple)
                  else f"y0 shape {tuple(self.y0.shape)}")
         return (f"field: {describe_field(self.func)}; {state}; y0 seed={self.seed}; "
-                f"t={[round(v, 6) for v in self.t.tolist()]}; rate scale {self.scale:.3g}")
+                f"t={[float(f'{v:.6g}') for v in self.t.tolist()]}; rate scale {self.scale:.3g}")
 
 
 @st.composite
