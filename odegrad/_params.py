@@ -20,8 +20,9 @@ def resolve_params(func: Callable, params: Any, adjoint: bool) -> tuple[Tensor, 
     ``params`` may be None (``func.parameters()`` for an ``nn.Module`` func), a tensor, or any
     iterable of tensors. A bare tensor that does not require grad, or an iterable none of whose
     tensors does, is refused; in an iterable, tensors that do not require grad (frozen) are
-    skipped. With ``adjoint`` (a backend that only differentiates ``params``) and no ``params``, a plain-callable func that reaches trainable tensors (closure, bound method,
-    globals it names, defaults, ``functools.partial``) is refused: they would get no gradient.
+    skipped. With ``adjoint`` (a backend that only differentiates ``params``) and no ``params``,
+    a plain-callable func that reaches trainable tensors (closure, bound method, globals it
+    names, defaults, ``functools.partial``) is refused: they would get no gradient.
     """
     if params is None:
         if isinstance(func, nn.Module):
