@@ -69,9 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(run=run_serve_check)
 
 
-def _fail(command: str, error: OdegradError) -> int:
-    """Print ``error`` and return the exit status: 1 for a parity failure, 2 for bad input."""
-    print(f"odegrad {command}: error: {error}", file=sys.stderr)
+def _fail(command: str, error: Exception) -> int:
+    """Print ``error`` and return the exit status: 1 for a parity failure, 2 for anything else
+    (an exception that is no odegrad error comes from the model itself: bad input too)."""
+    text = str(error) if isinstance(error, OdegradError) else f"{type(error).__name__}: {error}"
+    print(f"odegrad {command}: error: {text}", file=sys.stderr)
     return EXIT_PARITY if isinstance(error, ParityMismatch) else EXIT_BAD_INPUT
 
 
@@ -88,7 +90,7 @@ def run_export(args: argparse.Namespace) -> int:
                              atol=args.atol, rtol=args.rtol)
         else:
             result = to_torchscript(model, example, args.out, atol=args.atol, rtol=args.rtol)
-    except OdegradError as error:
+    except Exception as error:  # noqa: BLE001 - reported with exit status 2, never a traceback
         return _fail("export", error)
     print(result)
     for key in ("odegrad.kind", "odegrad.method", "odegrad.order", "odegrad.steps", "odegrad.inputs",
@@ -106,7 +108,7 @@ def run_serve_check(args: argparse.Namespace) -> int:
         model = load_model(args.model)[0] if args.model else None
         report = check_exported(args.path, batch_sizes=args.batch, providers=args.providers,
                                 repeats=args.repeats, seed=args.seed, model=model, threads=args.threads)
-    except OdegradError as error:
+    except Exception as error:  # noqa: BLE001 - reported with exit status 2, never a traceback
         return _fail("serve-check", error)
     print(report)
     return 0 if report.ok else EXIT_PARITY

@@ -5,7 +5,8 @@ The temporary is ``.<name>.odegrad-<host>-<pid>-<token>.tmp`` in the target's di
 with the permissions ``open()`` would give (``0o666 & ~umask``, or the mode of the file it
 replaces). A process killed mid-export (``kill -9``) cannot delete its temporary; the next write
 to the same path removes such leftovers once the process that wrote them has exited (or, for a
-temporary written on another host, once it is older than :data:`STALE_AFTER` seconds).
+temporary written on another host or where process ids cannot be probed safely — Windows, where
+``os.kill(pid, 0)`` would terminate the process — once it is older than :data:`STALE_AFTER` seconds).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def _temporaries(target: Path) -> re.Pattern[str]:
 
 
 def _running(pid: int) -> bool:
+    """Whether a process with this id exists (POSIX only: signal 0 probes without signalling)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -85,7 +87,7 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
         if match is None:
             continue
         with contextlib.suppress(OSError):  # vanished, or not ours to delete: leave it
-            if match["host"] == _HOST:
+            if match["host"] == _HOST and os.name == "posix":
                 stale = not _running(int(match["pid"]))
             else:
                 stale = time.time() - candidate.stat().st_mtime > STALE_AFTER
