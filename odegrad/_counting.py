@@ -89,8 +89,9 @@ class CountedFunc(nn.Module):
 def _is_shape_error(error: RuntimeError) -> bool:
     """torch's messages for operands whose sizes do not fit (matmul, broadcasting, views)."""
     message = str(error)
-    return any(key in message for key in ("shapes cannot be multiplied", "must match the size",
-                                          "size mismatch", "Expected size", "invalid for input of size"))
+    return any(key in message for key in (
+        "shapes cannot be multiplied", "must match the size", "The size of tensor", "size mismatch",
+        "Expected size", "invalid for input of size", "need to be at least", "Dimension out of range"))
 
 
 def counted(func: Callable, time_dtype: torch.dtype | None = None) -> CountedFunc:

@@ -29,7 +29,7 @@ class _FlatTupleFunc:
 
     def unflatten(self, y: Tensor) -> tuple[Tensor, ...]:
         lead = y.shape[:-1]
-        return tuple(part.reshape(*lead, *shape)
+        return tuple(part.reshape((*lead, *shape))
                      for part, shape in zip(torch.split(y, self.sizes, dim=-1), self.shapes))
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:

@@ -58,12 +58,15 @@ class NeuralODE(nn.Module):
         self.gradient = gradient
         self.rtol = rtol
         self.atol = atol
+        if options is not None and not isinstance(options, Mapping):
+            raise InvalidInput("options", type(options).__name__, "a dict of solver options")
         self.options = dict(options or {})
         self.return_trajectory = return_trajectory
 
     def forward(self, y0: Tensor) -> Tensor:
         """Solve from ``y0`` over the block's times: the final state, or the whole trajectory
         with ``return_trajectory``. Raises what :func:`odegrad.odeint` raises."""
+        check_state("y0", y0)
         t = torch.tensor(self.times, dtype=y0.dtype, device=y0.device)
         ys = odeint(self.func, y0, t, method=self.method, gradient=self.gradient, rtol=self.rtol,
                     atol=self.atol, options=self.options)
