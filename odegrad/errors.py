@@ -9,19 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 
 class OdegradError(Exception):
     """Base class of every error odegrad raises on purpose."""
 
 
 def _describe(value: Any) -> str:
-    try:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            return f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device={value.device})"
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    if isinstance(value, torch.Tensor):
+        return f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device={value.device})"
     text = repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInput
+from ._fields import LinearField
 
 
 def linear_solution(A: Tensor, y0: Tensor, t: Tensor, b: Tensor | None = None) -> Tensor:
@@ -65,10 +66,8 @@ def linear_gradients(A: Tensor, y0: Tensor, t: Tensor, loss: Callable[[Tensor], 
 
 
 def reference_solution(field, y0: Tensor, t: Tensor) -> Tensor:
-    """Exact solution for a :class:`~odegrad.testing._fields.LinearField` (differentiable in its
+    """Exact solution for a :class:`~odegrad.testing.LinearField` (differentiable in its
     parameters, ``y0`` and ``t``); ``Tensor[T, *y0.shape]``."""
-    from ._fields import LinearField
-
     if not isinstance(field, LinearField):
         raise InvalidInput("field", type(field).__name__, "a LinearField (the only field with an exact solution)")
     return linear_solution(field.A, y0, t, field.b)
