@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from odegrad.errors import ExportError, InvalidInput
+from odegrad.errors import ExportError, InvalidInput, OdegradError
 
 from ._graph import GraphInfo, check_example, describe, eval_mode, trace_example
 from ._validation import Parity, Tolerance, resized_batch
@@ -82,6 +82,19 @@ def _static_batch_axis(model: nn.Module, example: Tensor, out: Tensor) -> int | 
         return next((i for i, n in enumerate(out.shape) if n == example.shape[0]), None)
 
 
+def _reference_call(model: nn.Module, x: Tensor) -> Any:
+    """``model(x)`` in eager PyTorch, the reference the export must match; a model that cannot
+    run on the example is an ExportError naming the example, not a stack trace from inside it."""
+    try:
+        return model(x)
+    except OdegradError:
+        raise
+    except Exception as error:  # whatever the user's model raises on this input
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ExportError(f"the model raised on example_input of shape {tuple(x.shape)} "
+                          f"({type(error).__name__}: {first_line}); pass an input the model accepts") from error
+
+
 def prepare_job(model: nn.Module, example_input: Any, *, dynamic_batch: bool, atol: float | None,
                 rtol: float | None) -> ExportJob:
     if not isinstance(model, nn.Module):
@@ -93,7 +106,7 @@ def prepare_job(model: nn.Module, example_input: Any, *, dynamic_batch: bool, at
     info = describe(model)  # refuses adaptive/unsupported ODE blocks before any work
     examples = [example, resized_batch(example, example.shape[0] + 3)] if dynamic_batch else [example]
     with eval_mode(model), torch.no_grad():
-        expected = [_single_output(model(x)) for x in examples]
+        expected = [_single_output(_reference_call(model, x)) for x in examples]
     if dynamic_batch:
         axis = _batch_axis(expected[0], expected[1])
         if axis is None:

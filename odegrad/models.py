@@ -190,7 +190,7 @@ class TLNODE(nn.Module):
     def trajectory(self, y0: Tensor, intervals: int) -> Tensor:
         """States at ``t0 + i·horizon`` for ``i = 0..intervals``: ``Tensor[intervals + 1, *y0.shape]``."""
         check_int("intervals", intervals, low=0)
-        ys = [y0]
+        ys = [check_state("y0", y0)]
         for i in range(intervals):
             ys.append(self(ys[-1], self.t0 + i * self.horizon))
         return torch.stack(ys)

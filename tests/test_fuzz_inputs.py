@@ -126,8 +126,9 @@ def _exact(y0, t):
 def _close(result, expected, tolerance: float) -> bool:
     if isinstance(expected, tuple):
         return all(_close(r, e, tolerance) for r, e in zip(result, expected))
-    return result.shape == expected.shape and (
-        result.numel() == 0 or float((result.double() - expected).abs().max()) <= tolerance)
+    if result.shape != expected.shape or not bool(torch.isfinite(result).all()):
+        return False
+    return result.numel() == 0 or float((result.double() - expected).abs().max()) <= tolerance
 
 
 @FUZZ
@@ -140,8 +141,12 @@ def test_odeint_raises_only_odegrad_errors(state, times, method, gradient, rtol,
         _field_for(y0), y0, t, method=method, gradient=gradient, rtol=rtol, atol=atol, options=options))
     if result is None:
         return
-    # it ran, so the inputs were valid: the answer must be right (loose: some settings are coarse)
-    assert _close(result, _exact(y0, t), tolerance=0.05), (state, times, method, gradient, rtol, atol, options)
+    # it ran, so the inputs were valid: the result has the right shape and, where the settings
+    # are accurate (adaptive, or a fixed step of 0.1), the right values
+    adaptive = odegrad.get_solver(method).error_estimate
+    accurate = adaptive or (options or {}).get("step_size") == 0.1
+    tolerance = 0.05 if accurate else math.inf
+    assert _close(result, _exact(y0, t), tolerance), (state, times, method, gradient, rtol, atol, options)
 
 
 @FUZZ
