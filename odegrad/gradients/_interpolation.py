@@ -23,11 +23,13 @@ points — the n + 1 second-kind Chebyshev points, which interleave the n nodes 
 tolerances; otherwise n doubles, then the segment splits, and when that budget is spent an
 :class:`~odegrad.errors.InterpolationError` is raised (or a warning, with ``on_failure="warn"``).
 
-Backward steps: no backward step of odegrad's own adaptive loop passes the end of its segment (the
-segment end is a forced stop of the step controller), and each segment starts with the step size
-the previous one proposed (the first with the forward's last step), so stages read y(t) only where it was checked
-and no step-size heuristic is paid per segment. Integrators that step past the end (torchdiffeq)
-read the neighbouring segment's interpolant, or extrapolate the first piece slightly beyond t0.
+Backward steps: no backward step of an adaptive integrator passes the end of its segment (the
+segment end is a forced stop, ``config.stops``: of odegrad's step controller, or torchdiffeq's
+``step_t`` through the adapter), and each segment starts with the step size the previous one
+proposed (the first with the forward's last step), so stages read y(t) only where it was checked
+and no step-size heuristic is paid per segment. An integrator that ignores the stops and steps
+past the end reads the neighbouring segment's interpolant, or extrapolates the first piece
+slightly beyond t0.
 
 Memory: the dense output of the forward solve (stages of every step, no autograd graph) lives
 only while the nodes are sampled; the backward pass keeps the node values, Σ n · |y|.
