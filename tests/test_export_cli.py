@@ -138,7 +138,8 @@ def test_cli_model_that_raises_exits_2_without_a_traceback(tmp_path, capsys):
     register_module(Raising, name="test_export_cli.Raising")
     save_model(Raising(), tmp_path / "raising.pt", torch.randn(2, 2))
     assert main(["export", str(tmp_path / "raising.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
-    assert capsys.readouterr().err == "odegrad export: error: RuntimeError: boom\n"
+    assert capsys.readouterr().err == ("odegrad export: error: the model raised on example_input of shape "
+                                       "(2, 2) (RuntimeError: boom); pass an input the model accepts\n")
 
 
 def _fixed_step_model() -> NeuralODE:
