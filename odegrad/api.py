@@ -14,6 +14,7 @@ from ._checks import check_state
 from ._params import resolve_params
 from .errors import InvalidInput
 from .gradients import AdjointBackend, Backend, Problem, get_backend
+from .regularization import Regularizer, check_regularizer
 from .solvers import Integrator, Solution, get_solver, is_tracing, make_config
 
 State = Tensor | tuple[Tensor, ...]
@@ -111,7 +112,8 @@ def _with_time_gradient(backend: Backend, problem: Problem, t: Tensor) -> Soluti
 
 def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "dopri5",
           gradient: str | Backend = "direct", rtol: float = 1e-7, atol: float = 1e-9,
-          options: Mapping[str, Any] | None = None, params: Iterable[Tensor] | None = None) -> Solution:
+          options: Mapping[str, Any] | None = None, params: Iterable[Tensor] | None = None,
+          regularization: Regularizer | None = None) -> Solution:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0`` and report outputs, cost and per-step data.
 
     Args:
@@ -127,9 +129,13 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
             ``norm``, ``controller`` or ``safety``/``ifactor``/``dfactor``.
         params: tensors to differentiate by adjoint-type backends (default: ``func.parameters()``
             when func is an ``nn.Module``).
+        regularization: None or a :mod:`odegrad.regularization` term (``LocalRegularization``,
+            ``Kinetic``, ``TaylorOrder``), returned as ``Solution.regularization``.
 
     Returns:
-        Solution with ``ys: Tensor[T, *shape]`` (tuple for tuple states), ``stats`` and ``steps``.
+        Solution with ``ys: Tensor[T, *shape]`` (tuple for tuple states), ``stats``, ``steps``
+        and, with ``regularization``, the scalar term ``regularization`` (differentiable in
+        func's parameters; add it to the loss).
     """
     if not callable(func):
         raise InvalidInput("func", type(func).__name__, "a callable func(t, y)")
@@ -139,14 +145,21 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
     flat_y0, _, shapes = _check_state(y0)
     t = _check_t(t, flat_y0)
     config = make_config(solver, rtol, atol, options, dtype=flat_y0.dtype)
+    regularization = check_regularizer(regularization)
     flat_func = _FlatTupleFunc(func, shapes) if shapes is not None else func
     if t.numel() == 1 or flat_y0.numel() == 0:  # nothing to integrate: y0 at every time
         solution = Solution(ys=flat_y0.unsqueeze(0).expand(t.numel(), *flat_y0.shape).clone())
+        if regularization is not None:
+            solution.regularization = flat_y0.new_zeros(())
     else:
         problem = Problem(func=flat_func, y0=flat_y0, t=t.detach(), solver=solver, config=config,
                           params=params)
+        if regularization is not None:
+            problem, finish = regularization.attach(problem)
         solution = (_with_time_gradient(backend, problem, t) if t.requires_grad
                     else backend.solve(problem))
+        if regularization is not None:
+            solution, solution.regularization = finish(solution)
     if shapes is not None:
         solution.ys = flat_func.unflatten(solution.ys)
     return solution

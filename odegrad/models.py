@@ -12,6 +12,7 @@ from ._checks import check_in_range, check_int, check_positive, check_state
 from .api import odeint, solve
 from .errors import InvalidInput
 from .gradients import AdjointBackend, get_backend
+from .regularization import Regularizer, check_regularizer
 from .solvers import CountedFunc, Taylor, times_option
 
 MAX_TLNODE_STEPS = 100_000
@@ -37,6 +38,8 @@ class NeuralODE(nn.Module):
             static graph.
         method, gradient, rtol, atol, options: as in :func:`odegrad.odeint`.
         return_trajectory: return ``Tensor[len(t), *y0.shape]`` instead of the final state.
+        regularization: None or an :mod:`odegrad.regularization` term; after each forward pass
+            ``self.regularization`` holds its scalar value (add it to the training loss).
 
     Shapes: ``forward(y0: Tensor[*batch, *state]) -> Tensor[*batch, *state]`` (final state) or
     ``Tensor[len(t), *batch, *state]`` with ``return_trajectory``.
@@ -48,7 +51,8 @@ class NeuralODE(nn.Module):
 
     def __init__(self, func: nn.Module, t: Sequence[float] | Tensor = (0.0, 1.0), *,
                  method: str = "dopri5", gradient: str = "direct", rtol: float = 1e-7, atol: float = 1e-9,
-                 options: Mapping[str, Any] | None = None, return_trajectory: bool = False):
+                 options: Mapping[str, Any] | None = None, return_trajectory: bool = False,
+                 regularization: Regularizer | None = None):
         super().__init__()
         if not isinstance(func, nn.Module):
             raise InvalidInput("func", type(func).__name__, "an nn.Module vector field func(t, y)")
@@ -62,14 +66,21 @@ class NeuralODE(nn.Module):
             raise InvalidInput("options", type(options).__name__, "a dict of solver options")
         self.options = dict(options or {})
         self.return_trajectory = return_trajectory
+        self.regularizer = check_regularizer(regularization)
+        self.regularization: Tensor | None = None
 
     def forward(self, y0: Tensor) -> Tensor:
         """Solve from ``y0`` over the block's times: the final state, or the whole trajectory
         with ``return_trajectory``. Raises what :func:`odegrad.odeint` raises."""
         check_state("y0", y0)
         t = torch.tensor(self.times, dtype=y0.dtype, device=y0.device)
-        ys = odeint(self.func, y0, t, method=self.method, gradient=self.gradient, rtol=self.rtol,
-                    atol=self.atol, options=self.options)
+        if self.regularizer is None:
+            ys = odeint(self.func, y0, t, method=self.method, gradient=self.gradient, rtol=self.rtol,
+                        atol=self.atol, options=self.options)
+        else:
+            solution = solve(self.func, y0, t, method=self.method, gradient=self.gradient, rtol=self.rtol,
+                             atol=self.atol, options=self.options, regularization=self.regularizer)
+            ys, self.regularization = solution.ys, solution.regularization
         return ys if self.return_trajectory else ys[-1]
 
 

@@ -222,7 +222,7 @@ class AdjointBackend(Backend):
     def backward_config(self, problem: Problem, **changes: Any) -> IntegrationConfig:
         """The forward config with this backend's ``rtol``/``atol`` (when set) and ``changes``
         (e.g. ``norm=``) applied; None values keep the forward setting."""
-        return problem.config.with_updates(rtol=self.rtol, atol=self.atol, **changes)
+        return problem.config.for_backward().with_updates(rtol=self.rtol, atol=self.atol, **changes)
 
     def forward_pass(self, problem: Problem) -> tuple[Solution, Any]:
         """Solve without building a graph; return the solution and what ``backward_pass`` needs."""

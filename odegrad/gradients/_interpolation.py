@@ -264,7 +264,7 @@ class Interpolation(AdjointBackend):
         divisor = BACKWARD_TOLERANCE_DIVISOR
         rtol = problem.config.rtol / divisor if self.rtol is None else self.rtol
         atol = problem.config.atol / divisor if self.atol is None else self.atol
-        return problem.config.with_updates(rtol=rtol, atol=atol, **changes)
+        return problem.config.for_backward().with_updates(rtol=rtol, atol=atol, **changes)
 
     def check_tolerances(self, problem: Problem) -> tuple[float, float]:
         """``(rtol, atol)`` of the held-out check for ``problem`` (see ``check_rtol``/``check_atol``)."""

@@ -77,6 +77,9 @@ class IntegrationConfig:
             solver's carried state (e.g. the FSAL derivative) is recomputed after each (``jump_t``).
         check_backward: ``direct`` backend: raise NonFiniteValue when a NaN/Inf gradient flows
             back through an evaluation of func (adjoint-type backends always check).
+        observer: adaptive methods: called after every accepted step as
+            ``observer(t0, t1, h, y0, y1, next_h)`` with detached states and the controller's
+            next proposed step (local regularization samples steps with it).
     """
 
     rtol: float = 1e-7
@@ -90,6 +93,12 @@ class IntegrationConfig:
     stops: tuple[float, ...] = ()
     jumps: tuple[float, ...] = ()
     check_backward: bool = False
+    observer: Callable[..., None] | None = None
+
+    def for_backward(self) -> IntegrationConfig:
+        """This configuration for a backward solve: without the forward solve's observer and
+        forced stops (jumps, discontinuities of func, stay)."""
+        return replace(self, observer=None, stops=())
 
     def with_updates(self, **changes: Any) -> IntegrationConfig:
         """A copy with the given fields replaced; ``None`` values keep the current setting."""
@@ -107,6 +116,8 @@ class Solution:
         dense: dense output over the whole span when requested (``keep_dense=True``).
         next_step: adaptive methods: the step size the controller proposed after the last step
             (unclipped by stops), the natural first step of a solve that continues this one.
+        regularization: with ``solve(..., regularization=...)``: the scalar regularization
+            term, differentiable in func's parameters (None without a regularizer).
     """
 
     ys: Any
@@ -114,6 +125,7 @@ class Solution:
     steps: StepRecord | None = None
     dense: DenseOutput | None = None
     next_step: float | None = None
+    regularization: Tensor | None = None
 
 
 class StepResult(NamedTuple):

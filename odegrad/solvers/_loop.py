@@ -93,6 +93,8 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
             ys.append(result.y1 if tout == t1 else solver.interpolate(result.dense_info, t0, h, tout))
             out += 1
         recorder.add(t0, h, stepping.ratio, result.stiffness)
+        if config.observer is not None:
+            config.observer(t0, t1, h, y.detach(), result.y1.detach(), stepping.next_step)
         if dense is not None:
             dense.append(t0, h, result.dense_info)
         stats.steps_accepted += 1

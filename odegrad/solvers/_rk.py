@@ -77,10 +77,21 @@ class ExplicitRK(StepSolver):
             inputs.append(y1)
         error = _add_scaled(None, h, tab.b_error, stages) if self.error_estimate else None
         with torch.no_grad():
-            stiffness = (torch.linalg.vector_norm(stages[-1] - stages[-2])
-                         / torch.linalg.vector_norm(inputs[-1] - inputs[-2]).clamp_min(1e-300)
-                         * abs(h))
+            stiffness = self.stiffness(inputs, stages, h)
         return StepResult(y1, error, (y0, stages), stages[-1], stiffness)
+
+    def stiffness(self, inputs: list[Tensor], stages: list[Tensor], h: float) -> Tensor:
+        """Hairer–Wanner stiffness estimate of a step, ``‖k_last − k_prev‖ / ‖g_last − g_prev‖ · |h|``
+        (the last two stages and the states they were evaluated at): |hλ| of the dominant
+        eigenvalue the step sees. Differentiable (local regularization trains on it)."""
+        return (torch.linalg.vector_norm(stages[-1] - stages[-2])
+                / torch.linalg.vector_norm(inputs[-1] - inputs[-2]).clamp_min(1e-300) * abs(h))
+
+    def stage_inputs(self, y0: Tensor, stages: list[Tensor], h: float) -> list[Tensor]:
+        """The states the stages of a step from ``y0`` were evaluated at (from its dense info)."""
+        tab = self.tableau
+        inputs = [y0] + [_add_scaled(y0, h, row, stages) for row in tab.a[1:]]
+        return inputs if tab.fsal else [*inputs, _add_scaled(y0, h, tab.b, stages)]
 
     def interpolate(self, dense_info, t0: float, h: float, t: float) -> Tensor:
         """The tableau's continuous extension of the step ``[t0, t0 + h]`` at ``t``."""
