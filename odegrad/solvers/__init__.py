@@ -66,39 +66,22 @@ def unroll(solver: StepSolver, func: Callable, y0: Tensor, times: list[float], c
     return integrate_on_times(solver, func, y0, times, config, time_dtype=time_dtype).ys
 
 
-def euler() -> ExplicitRK:
-    """The explicit Euler method (order 1, fixed step)."""
-    return make_rk("euler")
+def _rk_factory(name: str, description: str) -> Callable[[], ExplicitRK]:
+    def factory() -> ExplicitRK:
+        return make_rk(name)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"{description}: ``odeint(method={name!r})`` as a solver object."
+    return factory
 
 
-def midpoint() -> ExplicitRK:
-    """The explicit midpoint method (order 2, fixed step)."""
-    return make_rk("midpoint")
-
-
-def heun() -> ExplicitRK:
-    """Heun's method (order 2, fixed step)."""
-    return make_rk("heun")
-
-
-def rk4() -> ExplicitRK:
-    """The classic Runge–Kutta method (order 4, fixed step)."""
-    return make_rk("rk4")
-
-
-def bosh3() -> ExplicitRK:
-    """Bogacki–Shampine 3(2) (adaptive)."""
-    return make_rk("bosh3")
-
-
-def dopri5() -> ExplicitRK:
-    """Dormand–Prince 5(4) (adaptive)."""
-    return make_rk("dopri5")
-
-
-def tsit5() -> ExplicitRK:
-    """Tsitouras 5(4) (adaptive)."""
-    return make_rk("tsit5")
+euler = _rk_factory("euler", "The explicit Euler method (order 1, fixed step)")
+midpoint = _rk_factory("midpoint", "The explicit midpoint method (order 2, fixed step)")
+heun = _rk_factory("heun", "Heun's method (order 2, fixed step)")
+rk4 = _rk_factory("rk4", "The classic Runge–Kutta method (order 4, fixed step)")
+bosh3 = _rk_factory("bosh3", "Bogacki–Shampine 3(2) (adaptive)")
+dopri5 = _rk_factory("dopri5", "Dormand–Prince 5(4) (adaptive)")
+tsit5 = _rk_factory("tsit5", "Tsitouras 5(4) (adaptive)")
 
 
 __all__ = [

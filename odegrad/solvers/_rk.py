@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..errors import UnknownName
 from ._base import StepResult
 from ._step_solver import StepSolver
 from ._tableaux import ALL_TABLEAUX, ButcherTableau
@@ -102,6 +103,7 @@ class ExplicitRK(StepSolver):
 
 
 def make_rk(name: str) -> ExplicitRK:
-    """A new :class:`ExplicitRK` for the tableau ``name`` (a key of ``ALL_TABLEAUX``; a missing
-    name raises ``KeyError``)."""
+    """The explicit RK method of the registered tableau ``name`` (a key of ``ALL_TABLEAUX``)."""
+    if name not in ALL_TABLEAUX:
+        raise UnknownName("name", name, tuple(ALL_TABLEAUX))
     return ExplicitRK(ALL_TABLEAUX[name])
