@@ -60,7 +60,7 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
         dynamic_batch: make dimension 0 of the input (and the matching output dimension) dynamic.
         opset: ONNX opset (None: the exporter's default; at least 18).
         atol, rtol: parity tolerance against PyTorch (defaults depend on the dtype, see
-            :mod:`odegrad.export._validation`).
+            :meth:`odegrad.export.Tolerance.for_dtype`).
 
     The file is checked with ``onnx.checker`` and run by onnxruntime (CPU) on the example input
     and, with ``dynamic_batch``, at a second batch size; both must match eager PyTorch.

@@ -166,7 +166,8 @@ def _check(source: Path, batch_sizes: Sequence[int], providers: str | Sequence[s
             report.rows.append(CheckRow(batch, measure_latency(served, batch, repeats=repeats)))
             continue
         eager = eager_call(model, torch.from_numpy(x))
-        parity = compare(eager(), served(), Tolerance.for_dtype(eager().dtype))
+        expected = eager()
+        parity = compare(expected, served(), Tolerance.for_dtype(expected.dtype))
         latency, eager_latency = measure_paired([served, eager], batch, repeats=repeats)
         report.rows.append(CheckRow(batch, latency, eager_latency, parity))
     return report

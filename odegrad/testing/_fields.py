@@ -86,7 +86,7 @@ class RandomMLPField(nn.Module):
 
     Args:
         dim: state size; width, depth: hidden width and number of hidden layers (≥ 1).
-        activation: a key of :data:`ACTIVATIONS`.
+        activation: ``"tanh"``, ``"sigmoid"``, ``"softplus"``, ``"silu"`` or ``"gelu"``.
         seed: initialises the weights (N(0, gain²/fan_in)) reproducibly.
         gain: weight scale (N(0, gain²/fan_in) weights).
         rate_target: when given, the output layer is rescaled so that :attr:`rate_scale` equals

@@ -312,7 +312,7 @@ def check_gradients(func: Callable, y0: State, t: Tensor, *,
         dtype: precision of the checked runs, ``torch.float64`` (default) or ``torch.float32``;
             float32 adds 10⁴·eps(float32) of round-off to every tolerance.
         tolerance: relative tolerance of every comparison (default: the error model of
-            :mod:`odegrad.testing._tolerances` for each pair, summed for pair-vs-pair).
+            :func:`odegrad.testing.expected_error` for each pair, summed for pair-vs-pair).
         fd_directions: number of random directions of the finite-difference check (0: skip it).
         seed: seeds the default loss and the FD directions.
 
