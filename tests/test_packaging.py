@@ -69,7 +69,7 @@ def test_wheel_maps_export_directory_to_odegrad_export(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "odegrad/export/__init__.py" in names
     assert "odegrad/py.typed" in names
-    assert "odegrad/solvers/rk.py" in names and "odegrad/gradients/backsolve.py" in names
+    assert "odegrad/solvers/_rk.py" in names and "odegrad/gradients/_backsolve.py" in names
     assert not any(name.startswith("export/") for name in names)
 
 
