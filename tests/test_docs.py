@@ -18,8 +18,8 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC_PACKAGES = ("odegrad", "odegrad.solvers", "odegrad.gradients", "odegrad.models", "odegrad.errors",
-                   "odegrad.testing", "odegrad.export")
+PUBLIC_PACKAGES = ("odegrad", "odegrad.solvers", "odegrad.gradients", "odegrad.models", "odegrad.sde",
+                   "odegrad.errors", "odegrad.testing", "odegrad.export")
 ANCHOR = re.compile(r'id="(odegrad[\w.]*)"')
 
 
