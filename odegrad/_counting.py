@@ -8,26 +8,47 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 from .errors import InvalidInput
 
 
 def is_tracing() -> bool:
-    """True while ``torch.compile``, ``torch.jit.trace`` or ``torch.export`` records a graph:
-    code that reads tensor values (checks, ``float()``) must stand aside then."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+    """True while ``torch.compile``, ``torch.jit.trace`` or ``torch.export`` records a graph, or
+    a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ...) runs: code that reads tensor
+    values (checks, ``float()``) must stand aside then."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+            or bool(active_transforms()))
 
 
-def check_func_output(out: Any, y: Tensor) -> None:
-    """``func(t, y)`` must return a tensor of y's shape, dtype and device."""
+def active_transforms() -> frozenset[str]:
+    """Names of the ``torch.func`` transforms the caller runs under (``"vmap"``, ``"grad"``,
+    ``"jvp"``, ...; ``jacrev`` runs its function under ``"grad"``), empty outside them."""
+    return frozenset(interpreter.key().name.lower() for interpreter in retrieve_all_functorch_interpreters())
+
+
+def check_func_output(out: Any, y: Tensor) -> Tensor:
+    """``func(t, y)``'s output as dy/dt for ``y``: a tensor of y's shape and device, cast to y's
+    dtype when it is a floating dtype of the same kind (e.g. float64 for a float32 state, as when a
+    0-dim state meets a float64 ``t``; torchdiffeq integrates such funcs the same way).
+
+    Raises:
+        InvalidInput: the output is not a tensor, its shape or device differs from y's, or its
+            dtype cannot be cast meaningfully (integer, bool, complex for a real state).
+    """
     if not isinstance(out, Tensor):
         raise InvalidInput("func output", type(out).__name__, "a Tensor with the shape of y0")
-    for what in ("shape", "dtype", "device"):
+    for what in ("shape", "device"):
         if getattr(out, what) != getattr(y, what):
             raise InvalidInput(f"func output {what}", str(getattr(out, what)),
                                f"{getattr(y, what)} (the {what} of y0)",
-                               hint="func(t, y) must return dy/dt with the same shape, dtype and "
-                                    "device as y")
+                               hint="func(t, y) must return dy/dt with the same shape and device as y")
+    if out.dtype == y.dtype:
+        return out
+    if not (out.is_floating_point() and y.is_floating_point()):
+        raise InvalidInput("func output dtype", str(out.dtype), f"{y.dtype} (the dtype of y0) or another "
+                           "floating-point dtype", hint="func(t, y) must return a real floating-point dy/dt")
+    return out.to(y.dtype)
 
 
 class CountedFunc(nn.Module):
@@ -35,7 +56,8 @@ class CountedFunc(nn.Module):
 
     ``t`` may be a Python float (odegrad's solvers pass floats) or a tensor (torchdiffeq passes
     tensors); a float becomes a 0-dim tensor of ``time_dtype`` (default: y's dtype) on y's device.
-    Every output with a plain-tensor ``y`` is checked against y's shape, dtype and device. Under
+    Every output with a plain-tensor ``y`` is checked against y's shape and device and cast to its
+    dtype (:func:`check_func_output`). Under
     ``torch.compile`` nothing is counted, so no Python int changes inside a compiled region (a
     change would force a recompilation per call). An ``nn.Module`` func stays a submodule, so
     ``parameters()`` (and torchdiffeq's adjoint) still find its parameters.
@@ -66,11 +88,12 @@ class CountedFunc(nn.Module):
         return torch.tensor(value, dtype=self.time_dtype or like.dtype, device=like.device)
 
     def forward(self, t: float | Tensor, y: Any) -> Any:
-        """``func(t, y)``, counted (except under ``torch.compile``) and checked against y.
+        """``func(t, y)``, counted (except under ``torch.compile``), checked against y and cast to
+        its dtype.
 
         Raises:
-            InvalidInput: func's output is not a tensor of y's shape, dtype and device, or the
-                first call failed because func does not accept y's shape.
+            InvalidInput: func's output is not a tensor of y's shape and device with a floating
+                dtype, or the first call failed because func does not accept y's shape.
         """
         if not torch.compiler.is_compiling():
             self.nfe += 1
@@ -82,7 +105,7 @@ class CountedFunc(nn.Module):
                                    hint=f"the first call of func failed: {error}") from error
             raise
         if isinstance(y, Tensor):
-            check_func_output(out, y)
+            return check_func_output(out, y)
         return out
 
 

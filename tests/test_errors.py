@@ -59,7 +59,7 @@ def test_func_output_shape_and_dtype_mismatch():
     with pytest.raises(InvalidInput, match="func output shape"):
         odegrad.odeint(lambda t, y: y[:1], Y0, T)
     with pytest.raises(InvalidInput, match="func output dtype"):
-        odegrad.odeint(lambda t, y: y.float(), Y0, T)
+        odegrad.odeint(lambda t, y: y.long(), Y0, T)
     with pytest.raises(InvalidInput, match="func output"):
         odegrad.odeint(lambda t, y: 1.0, Y0, T)
 
@@ -172,11 +172,12 @@ def test_bad_params_and_func():
         odegrad.gradients.Backsolve(rtol=-1)
 
 
-def test_non_differentiable_func_with_adjoint():
+def test_field_independent_of_y_with_adjoint_is_valid():
+    """dy/dt = g(t) has a zero y-VJP: dL/dy0 flows straight through (issue 14, item 3)."""
     y0 = Y0.clone().requires_grad_()
     ys = odegrad.odeint(lambda t, y: torch.ones_like(y), y0, T, gradient="backsolve")
-    with pytest.raises(InvalidInput, match="differentiable"):
-        ys.sum().backward()
+    ys.sum().backward()
+    assert torch.equal(y0.grad, torch.full_like(Y0, len(T)))
 
 
 def test_all_errors_share_the_base_class():
