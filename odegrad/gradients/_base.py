@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from .._checks import check_non_negative
-from ..errors import InvalidInput, NonFiniteValue, ReverseSolveDrift, UnsupportedCombination
+from .._counting import check_func_output
+from ..errors import NonFiniteValue, ReverseSolveDrift, UnsupportedCombination
 from ..solvers import IntegrationConfig, Integrator, Solution, bad_batch_entries, fixed_grid, get_solver, rms_norm
 
 
@@ -39,6 +40,7 @@ class Problem:
         solver: the forward integrator.
         config: the forward solve's configuration.
         params: the tensors gradients are taken with respect to (func's parameters).
+        keep_dense: the forward solve also returns its dense output (``Solution.dense``).
     """
 
     func: Any
@@ -47,6 +49,7 @@ class Problem:
     solver: Integrator
     config: IntegrationConfig
     params: tuple[Tensor, ...]
+    keep_dense: bool = False
 
     def with_y0(self, y0: Tensor) -> Problem:
         """The same problem from another initial state."""
@@ -68,14 +71,13 @@ class Backend(ABC):
 
 def func_vjp(func, t: Tensor, y: Tensor, a: Tensor, params: tuple[Tensor, ...]
              ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
-    """f(t, y) and the vector–Jacobian products aᵀ∂f/∂y and aᵀ∂f/∂θ (zeros for unused θ)."""
+    """f(t, y) (cast to y's dtype) and the vector–Jacobian products aᵀ∂f/∂y and aᵀ∂f/∂θ — zeros
+    for what f does not depend on: unused θ, and y itself for fields such as dy/dt = g(t)."""
     with torch.enable_grad():
         y = y.detach().requires_grad_(True)
-        f = func(t, y)
+        f = check_func_output(func(t, y), y)
         if not f.requires_grad:
-            raise InvalidInput("func", "a function whose output does not depend differentiably on y",
-                               "a differentiable torch function for adjoint-type gradient backends",
-                               hint="use gradient='direct' or write func with torch operations")
+            return f.detach(), torch.zeros_like(y), tuple(torch.zeros_like(p) for p in params)
         grads = torch.autograd.grad(f, (y, *params), a, allow_unused=True)
     vjp_y = grads[0] if grads[0] is not None else torch.zeros_like(y)
     vjp_params = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads[1:], params))
@@ -104,7 +106,8 @@ def check_reverse_drift(backend: str, rebuilt: Tensor, stored: Tensor, segment: 
     :data:`REVERSE_DRIFT_FACTOR` tolerance units raise :class:`ReverseSolveDrift` (or warn). The
     unit is the looser of the forward and backward tolerances: the miss holds both solves' errors."""
     if problem.solver.error_estimate:
-        rtol, atol = max(config.rtol, problem.config.rtol), max(config.atol, problem.config.atol)
+        (rtol, atol), (forward_rtol, forward_atol) = config.scalar_tolerances(), problem.config.scalar_tolerances()
+        rtol, atol = max(rtol, forward_rtol), max(atol, forward_atol)
     else:
         rtol, atol = FIXED_STEP_DRIFT_RTOL, FIXED_STEP_DRIFT_RTOL * float(stored.abs().max())
     scale = atol + rtol * stored.abs()
@@ -226,7 +229,9 @@ class AdjointBackend(Backend):
 
     def forward_pass(self, problem: Problem) -> tuple[Solution, Any]:
         """Solve without building a graph; return the solution and what ``backward_pass`` needs."""
-        return problem.solver.integrate(problem.func, problem.y0, problem.t, problem.config), None
+        solution = problem.solver.integrate(problem.func, problem.y0, problem.t, problem.config,
+                                            keep_dense=problem.keep_dense)
+        return solution, None
 
     @abstractmethod
     def backward_pass(self, problem: Problem, ys: Tensor, context: Any, grad_ys: Tensor

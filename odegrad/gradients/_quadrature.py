@@ -113,7 +113,8 @@ class GaussQuadrature(AdjointBackend):
 
     def forward_pass(self, problem: Problem):
         """Solve forward without a graph; the context is the forward NFE (for the automatic node count)."""
-        solution = problem.solver.integrate(problem.func, problem.y0, problem.t, problem.config)
+        solution = problem.solver.integrate(problem.func, problem.y0, problem.t, problem.config,
+                                            keep_dense=problem.keep_dense)
         return solution, solution.stats.nfe_forward
 
     def backward_pass(self, problem: Problem, ys: Tensor, context: int, grad_ys: Tensor):
@@ -236,4 +237,4 @@ class _ParamQuadrature:
         wanted = [self.params[i] for i in self.wanted]
         if not f.requires_grad:
             return tuple(None for _ in wanted)
-        return torch.autograd.grad(f, wanted, weighted, allow_unused=True)
+        return torch.autograd.grad(f.to(weighted.dtype), wanted, weighted, allow_unused=True)  # f cast as y
