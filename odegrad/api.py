@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ._checks import check_state
+from ._counting import active_transforms, check_func_output
 from ._params import resolve_params
-from .errors import InvalidInput
-from .gradients import AdjointBackend, Backend, Problem, get_backend
+from .errors import InvalidInput, UnsupportedCombination
+from .events import Event, check_events, solve_events
+from .gradients import AdjointBackend, Backend, Backsolve, GaussQuadrature, Interpolation, Problem, get_backend
 from .regularization import Regularizer, check_regularizer
 from .solvers import Integrator, Solution, get_solver, is_tracing, make_config
 
@@ -21,50 +24,81 @@ State = Tensor | tuple[Tensor, ...]
 """An ODE state: one tensor, or a tuple of tensors integrated together (``y0`` and ``ys``)."""
 
 class _FlatTupleFunc:
-    """Presents a func over a tuple of tensors as a func over one flat tensor (as torchdiffeq does)."""
+    """Presents a func over a tuple of tensors (as torchdiffeq does), or over a complex tensor
+    (torchdiffeq integrates complex states; here they travel as their real views), as a func over
+    one flat real tensor.
 
-    def __init__(self, func: Callable, shapes: list[torch.Size]):
+    Args:
+        func: the user's ``func(t, y)``.
+        templates: the parts of ``y0`` (shapes and dtypes).
+        is_tuple: whether ``y0`` is a tuple (else one complex tensor).
+    """
+
+    def __init__(self, func: Callable, templates: list[Tensor], is_tuple: bool):
         self.func = func
-        self.shapes = shapes
-        self.sizes = [math.prod(s) for s in shapes]
+        self.is_tuple = is_tuple
+        self.shapes = [y.shape for y in templates]
+        self.dtypes = [y.dtype for y in templates]
+        self.real_shapes = [_real_view(y).shape for y in templates]
+        self.sizes = [math.prod(s) for s in self.real_shapes]
 
-    def unflatten(self, y: Tensor) -> tuple[Tensor, ...]:
+    def unflatten(self, y: Tensor) -> State:
+        """The state (tuple, or complex tensor) that the flat real ``y: Tensor[*lead, n]`` holds."""
         lead = y.shape[:-1]
-        return tuple(part.reshape((*lead, *shape))
-                     for part, shape in zip(torch.split(y, self.sizes, dim=-1), self.shapes))
+        parts = []
+        for part, shape, dtype in zip(torch.split(y, self.sizes, dim=-1), self.real_shapes, self.dtypes):
+            part = part.reshape((*lead, *shape))
+            parts.append(torch.complex(part[..., 0], part[..., 1]) if dtype.is_complex else part)
+        return tuple(parts) if self.is_tuple else parts[0]
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         out = self.func(t, self.unflatten(y))
-        if not isinstance(out, (tuple, list)) or len(out) != len(self.shapes):
+        if not self.is_tuple:
+            out = (out,)
+        elif not isinstance(out, (tuple, list)) or len(out) != len(self.shapes):
             raise InvalidInput("func output", type(out).__name__,
                                f"a tuple of {len(self.shapes)} tensors (one per state in y0)")
-        for i, (o, shape) in enumerate(zip(out, self.shapes)):
+        flat = []
+        for i, (o, shape, dtype) in enumerate(zip(out, self.shapes, self.dtypes)):
+            name = f"func output[{i}]" if self.is_tuple else "func output"
+            if not isinstance(o, Tensor):
+                raise InvalidInput(name, type(o).__name__, "a Tensor with the shape of y0")
             if tuple(o.shape) != tuple(shape):
-                raise InvalidInput(f"func output[{i}] shape", str(tuple(o.shape)),
-                                   f"{tuple(shape)} (the shape of y0[{i}])")
-        return torch.cat([o.reshape(-1) for o in out])
+                raise InvalidInput(f"{name} shape", str(tuple(o.shape)), f"{tuple(shape)} (the shape of y0)")
+            flat.append((torch.view_as_real(o.to(dtype).resolve_conj()) if dtype.is_complex else o).reshape(-1))
+        return torch.cat(flat)
 
 
-def _check_state(y0: Any) -> tuple[Tensor, _FlatTupleFunc | None, list[torch.Size] | None]:
+def _real_view(y: Tensor) -> Tensor:
+    """A complex tensor as its real view ``[*shape, 2]``; a real tensor itself."""
+    return torch.view_as_real(y.resolve_conj()) if y.is_complex() else y
+
+
+def _check_state(y0: Any) -> tuple[Tensor, list[Tensor] | None]:
+    """The state as one real tensor, and the parts it was flattened from (None when ``y0`` is a
+    real tensor, used as it is)."""
     if isinstance(y0, Tensor):
         tensors = [y0]
     elif isinstance(y0, (tuple, list)) and y0 and all(isinstance(y, Tensor) for y in y0):
         tensors = list(y0)
     else:
         raise InvalidInput("y0", type(y0).__name__, "a Tensor or a non-empty tuple of Tensors")
+    first = _real_view(tensors[0])
     for i, y in enumerate(tensors):
         name = "y0" if isinstance(y0, Tensor) else f"y0[{i}]"
-        if y.is_floating_point() and (y.dtype, y.device) != (tensors[0].dtype, tensors[0].device):
+        real = _real_view(y)
+        if real.is_floating_point() and (real.dtype, y.device) != (first.dtype, first.device):
             raise InvalidInput(f"{name} dtype/device", f"{y.dtype} on {y.device}",
-                               f"{tensors[0].dtype} on {tensors[0].device} like y0[0]")
-        check_state(name, y)
-    if isinstance(y0, Tensor):
-        return y0, None, None
-    shapes = [y.shape for y in tensors]
-    return torch.cat([y.reshape(-1) for y in tensors]), None, shapes
+                               f"{tensors[0].dtype} on {tensors[0].device} like y0[0] (or its complex dtype)")
+        check_state(name, real)
+    if isinstance(y0, Tensor) and not y0.is_complex():
+        return y0, None
+    return torch.cat([_real_view(y).reshape(-1) for y in tensors]), tensors
 
 
-def _check_t(t: Any, y0: Tensor) -> Tensor:
+def _check_t(t: Any, y0: Tensor, open_end: bool = False) -> Tensor:
+    """``t`` as a strictly monotone 1-D tensor on y0's device; ``open_end``: its last time may be
+    ±inf (an event search without an end time)."""
     if not isinstance(t, Tensor):
         try:
             t = torch.as_tensor(t, dtype=y0.dtype, device=y0.device)
@@ -79,8 +113,8 @@ def _check_t(t: Any, y0: Tensor) -> Tensor:
     if is_tracing() or t.numel() == 1:
         return t
     values = t.detach()
-    if not bool(torch.isfinite(values).all()):
-        raise InvalidInput("t", values.tolist(), "finite times")
+    if not bool(torch.isfinite(values[:-1] if open_end else values).all()):
+        raise InvalidInput("t", values.tolist(), "finite times" + (" (t[-1] may be ±inf)" if open_end else ""))
     diffs = values[1:] - values[:-1]
     direction = 1.0 if float(diffs[0]) > 0 else -1.0
     bad = (diffs * direction <= 0).nonzero().flatten()
@@ -95,25 +129,57 @@ def _check_t(t: Any, y0: Tensor) -> Tensor:
 def _with_time_gradient(backend: Backend, problem: Problem, t: Tensor) -> Solution:
     """Solve, and make ys differentiable in t: dL/dt_i = f(t_i, y_i)·dL/dy_i for i ≥ 1 and
     dL/dt_0 = −f(t_0, y_0)·dL/dy_0 (through the solve). Exact for the continuous flow, the same
-    rule torchdiffeq's adjoint uses; costs len(t) extra evaluations of func."""
+    rule torchdiffeq's adjoint uses; costs len(t) extra evaluations of func. Everything stays in
+    y0's dtype (func's outputs are cast as in the solve), whatever t's dtype."""
     t_fixed = problem.t
-    with torch.no_grad():
-        f0 = problem.func(t_fixed[0], problem.y0)
+
+    def slope(i: int, y: Tensor) -> Tensor:
+        with torch.no_grad():
+            return check_func_output(problem.func(t_fixed[i], y), y)
+
     shift0 = (t[0] - t_fixed[0]).to(problem.y0.dtype)
-    solution = backend.solve(problem.with_y0(problem.y0 - shift0 * f0))
+    solution = backend.solve(problem.with_y0(problem.y0 - shift0 * slope(0, problem.y0)))
     ys = solution.ys
-    with torch.no_grad():
-        slopes = torch.stack([problem.func(t_fixed[i], ys[i]) for i in range(1, len(t_fixed))])
+    slopes = torch.stack([slope(i, ys[i]) for i in range(1, len(t_fixed))])
     solution.stats.nfe_forward += len(t_fixed)
     shifts = (t[1:] - t_fixed[1:]).to(ys.dtype).reshape(-1, *([1] * problem.y0.dim()))
     solution.ys = torch.cat([problem.y0.unsqueeze(0), ys[1:] + shifts * slopes])
     return solution
 
 
+def _solve_problem(backend: Backend, problem: Problem, t: Tensor) -> Solution:
+    """Solve ``problem`` through ``backend``, differentiable in the output times ``t`` when they
+    require grad."""
+    return _with_time_gradient(backend, problem, t) if t.requires_grad else backend.solve(problem)
+
+
+def _check_capabilities(solver: Integrator, backend: Backend, dense: Any, events: tuple[Event, ...],
+                        regularization: Regularizer | None) -> None:
+    """Refuse what the solver, the backend or a ``torch.func`` transform cannot do, before any solve."""
+    if not isinstance(dense, bool):
+        raise InvalidInput("dense", dense, "True or False")
+    name = getattr(solver, "name", solver)
+    if (dense or events) and not solver.has_dense_output:
+        raise UnsupportedCombination(f"dense output and events need a method with dense output; {name!r} "
+                                     "has none (use an odegrad method such as dopri5 or rk4)")
+    if events and regularization is not None:
+        raise UnsupportedCombination("events and regularization cannot be combined in one solve")
+    transforms = active_transforms()
+    if transforms and isinstance(backend, AdjointBackend):
+        raise UnsupportedCombination(f"gradient={backend.name!r} under torch.func transforms "
+                                     f"({', '.join(sorted(transforms))}): use gradient='direct'")
+    if "vmap" in transforms and solver.error_estimate:
+        raise UnsupportedCombination(
+            f"the adaptive method {name!r} under torch.func.vmap: its step size depends on the values "
+            "of each batch member. Use a fixed-step method (rk4, ...), or give y0 a batch dimension "
+            "instead of vmapping (the batch then shares one step size)")
+
+
 def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "dopri5",
           gradient: str | Backend = "direct", rtol: float = 1e-7, atol: float = 1e-9,
           options: Mapping[str, Any] | None = None, params: Iterable[Tensor] | None = None,
-          regularization: Regularizer | None = None) -> Solution:
+          regularization: Regularizer | None = None, dense: bool = False,
+          events: Sequence[Event] | None = None) -> Solution:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0`` and report outputs, cost and per-step data.
 
     Args:
@@ -131,45 +197,181 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
             when func is an ``nn.Module``).
         regularization: None or a :mod:`odegrad.regularization` term (``LocalRegularization``,
             ``Kinetic``, ``TaylorOrder``), returned as ``Solution.regularization``.
+        dense: keep the dense output: ``Solution.evaluate(t)`` / ``Solution.derivative(t)`` at
+            any times in the span. Differentiable in y0 and func's parameters under ``direct``;
+            adjoint-type backends solve without a graph, so there only the values (and d/dt)
+            are available — put times that need gradients into ``t`` (output times never
+            shorten steps, so they get the same values).
+        events: :class:`~odegrad.events.Event` objects (see :mod:`odegrad.events`): a terminal
+            event that fires ends the solve there (``ys`` then holds the output times before it
+            and, last, the state at ``Solution.event_t``); every firing time is in
+            ``Solution.event_times``, differentiable with every backend. With a terminal event
+            ``t[-1]`` may be ±inf (search until it fires, up to ``max_steps``; fixed-step
+            methods then need ``options["step_size"]``).
 
     Returns:
         Solution with ``ys: Tensor[T, *shape]`` (tuple for tuple states), ``stats``, ``steps``
         and, with ``regularization``, the scalar term ``regularization`` (differentiable in
         func's parameters; add it to the loss).
+
+    Under ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``) value checks stand aside;
+    transforms need ``gradient="direct"``, and ``vmap`` a fixed-step method (an adaptive step size
+    depends on the values of each batch member; batch ``y0`` directly to share one step size).
     """
     if not callable(func):
         raise InvalidInput("func", type(func).__name__, "a callable func(t, y)")
     solver = get_solver(method)
     backend = get_backend(gradient)
     params = resolve_params(func, params, adjoint=isinstance(backend, AdjointBackend))
-    flat_y0, _, shapes = _check_state(y0)
-    t = _check_t(t, flat_y0)
-    config = make_config(solver, rtol, atol, options, dtype=flat_y0.dtype)
+    events = () if events is None else check_events(events)
+    _check_capabilities(solver, backend, dense, events, regularization)
+    flat_y0, parts = _check_state(y0)
+    t = _check_t(t, flat_y0, open_end=any(event.terminal for event in events))
     regularization = check_regularizer(regularization)
-    flat_func = _FlatTupleFunc(func, shapes) if shapes is not None else func
+    flat_func = func if parts is None else _FlatTupleFunc(func, parts, is_tuple=not isinstance(y0, Tensor))
+    shapes = flat_func.real_shapes if isinstance(flat_func, _FlatTupleFunc) and flat_func.is_tuple else None
+    config = make_config(solver, rtol, atol, options, func=flat_func, y0=flat_y0, t=t, shapes=shapes)
     if t.numel() == 1 or flat_y0.numel() == 0:  # nothing to integrate: y0 at every time
         solution = Solution(ys=flat_y0.unsqueeze(0).expand(t.numel(), *flat_y0.shape).clone())
         if regularization is not None:
             solution.regularization = flat_y0.new_zeros(())
     else:
         problem = Problem(func=flat_func, y0=flat_y0, t=t.detach(), solver=solver, config=config,
-                          params=params)
+                          params=params, keep_dense=dense)
         if regularization is not None:
             problem, finish = regularization.attach(problem)
-        solution = (_with_time_gradient(backend, problem, t) if t.requires_grad
-                    else backend.solve(problem))
+        run = partial(_solve_problem, backend)
+        unflatten = flat_func.unflatten if isinstance(flat_func, _FlatTupleFunc) else None
+        solution = solve_events(problem, t, events, unflatten, run) if events else run(problem, t)
         if regularization is not None:
             solution, solution.regularization = finish(solution)
-    if shapes is not None:
+    if isinstance(flat_func, _FlatTupleFunc):
         solution.ys = flat_func.unflatten(solution.ys)
+        if solution.dense is not None:
+            solution.dense.unflatten = flat_func.unflatten
     return solution
 
 
 def odeint(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "dopri5",
            gradient: str | Backend = "direct", rtol: float = 1e-7, atol: float = 1e-9,
            options: Mapping[str, Any] | None = None,
-           params: Sequence[Tensor] | None = None) -> State:
+           params: Sequence[Tensor] | None = None,
+           event_fn: Callable | None = None) -> State | tuple[Tensor, State]:
     """Drop-in for ``torchdiffeq.odeint``: returns ``Tensor[len(t), *y0.shape]`` (a tuple of such
-    for tuple states). See :func:`solve` for the arguments."""
-    return solve(func, y0, t, method=method, gradient=gradient, rtol=rtol, atol=atol,
-                 options=options, params=params).ys
+    for tuple states). See :func:`solve` for the arguments.
+
+    With ``event_fn(t, y) -> Tensor`` (torchdiffeq's event mode) ``t`` holds the start (and
+    optionally a second time that gives the direction, otherwise ignored); the solve runs until
+    event_fn crosses zero and returns ``(event_t, ys)``, ``ys = [y0, y(event_t)]``, with
+    ``event_t`` differentiable (see :mod:`odegrad.events`)."""
+    return _odeint_result(func, y0, t, event_fn, method=method, gradient=gradient, rtol=rtol,
+                          atol=atol, options=options, params=params)
+
+
+def _event_span(t: Any) -> Tensor:
+    """odeint's ``t`` in event mode as ``[t0, ±inf]``: t[0] starts the search, a t[1] gives its
+    direction (as torchdiffeq, which ignores it otherwise)."""
+    if not isinstance(t, Tensor) or t.dim() != 1 or t.numel() not in (1, 2) or not t.is_floating_point():
+        raise InvalidInput("t", getattr(t, "shape", type(t).__name__),
+                           "a floating-point tensor of 1 or 2 times with event_fn (t[0] starts the search, "
+                           "t[1] gives its direction)")
+    direction = -1.0 if t.numel() == 2 and float(t[1]) < float(t[0]) else 1.0
+    return torch.cat([t[:1], t.new_full((1,), direction * math.inf)])
+
+
+def _odeint_result(func: Callable, y0: State, t: Tensor, event_fn: Callable | None,
+                   **settings: Any) -> State | tuple[Tensor, State]:
+    """``solve(...).ys``, or with ``event_fn`` ``(event_t, [y0, y(event_t)])`` (torchdiffeq's event mode)."""
+    if event_fn is None:
+        return solve(func, y0, t, **settings).ys
+    solution = solve(func, y0, _event_span(t), events=[Event(event_fn)], **settings)
+    return solution.event_t, solution.ys
+
+
+def odeint_event(func: Callable, y0: State, t0: Tensor | float, *, event_fn: Callable,
+                 reverse_time: bool = False, odeint_interface: Callable = odeint,
+                 **kwargs: Any) -> tuple[Tensor, State]:
+    """Drop-in for ``torchdiffeq.odeint_event``: integrate from ``t0`` until ``event_fn(t, y)``
+    crosses zero (backwards in time with ``reverse_time``).
+
+    Args:
+        func, y0: as for :func:`odeint`.
+        t0: the start time (a 0-dim tensor or a number; may require grad).
+        event_fn: ``event_fn(t, y) -> Tensor``; the event is where any entry changes sign.
+        reverse_time: search towards decreasing times.
+        odeint_interface: :func:`odeint` or :func:`odeint_adjoint` (anything taking ``event_fn``).
+        **kwargs: passed on (``method``, ``gradient``, ``rtol``, ``atol``, ``options``, ...).
+
+    Returns:
+        ``(event_t, solution)``: the event time (0-dim, differentiable by the implicit function
+        theorem with every gradient backend) and ``solution = [y0, y(event_t)]``.
+    """
+    start = (t0 if isinstance(t0, Tensor) else torch.tensor(t0, dtype=torch.get_default_dtype())).reshape(1)
+    t = torch.cat([start, start.detach() + (-1.0 if reverse_time else 1.0)])
+    return odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)
+
+
+_ADJOINT_GRADIENTS: dict[str, type[AdjointBackend]] = {
+    "backsolve": Backsolve, "adjoint": Backsolve, "gq": GaussQuadrature, "interp": Interpolation}
+
+
+def _adjoint_backend(gradient: str, rtol: float | None, atol: float | None,
+                     method: str | Integrator | None, options: Mapping[str, Any] | None) -> AdjointBackend:
+    """The adjoint-type backend ``odeint_adjoint``'s ``adjoint_*`` arguments describe."""
+    if not isinstance(gradient, str) or gradient not in _ADJOINT_GRADIENTS:
+        raise InvalidInput("gradient", gradient, "one of " + ", ".join(map(repr, _ADJOINT_GRADIENTS))
+                           + " (odeint_adjoint computes gradients by an adjoint method)")
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise InvalidInput("adjoint_options", type(options).__name__, "a dict such as {'norm': 'seminorm'}")
+    for key, value in options.items():
+        if key != "norm":
+            raise UnsupportedCombination(
+                f"adjoint_options[{key!r}]: odegrad's backward solves take the forward options "
+                f"(options=...) with adjoint_rtol/adjoint_atol/adjoint_method; only "
+                f"adjoint_options['norm'] = 'seminorm' is passed on")
+        if value not in ("seminorm", "default"):
+            raise InvalidInput("adjoint_options['norm']", value,
+                               "'seminorm' (leave the parameter-gradient integral out of the backward "
+                               "error norm) or 'default'; a norm callable over the augmented state is not "
+                               "supported")
+    settings: dict[str, Any] = {"rtol": rtol, "atol": atol, "method": method}
+    if gradient != "gq":  # gq's backward state [y, a] holds no parameter integral: always a seminorm
+        settings["seminorm"] = options.get("norm") == "seminorm"
+    return _ADJOINT_GRADIENTS[gradient](**settings)
+
+
+def odeint_adjoint(func: Callable, y0: State, t: Tensor, *, rtol: float = 1e-7, atol: float = 1e-9,
+                   method: str | Integrator = "dopri5", options: Mapping[str, Any] | None = None,
+                   adjoint_rtol: float | None = None, adjoint_atol: float | None = None,
+                   adjoint_method: str | Integrator | None = None,
+                   adjoint_options: Mapping[str, Any] | None = None,
+                   adjoint_params: Iterable[Tensor] | None = None, gradient: str = "backsolve",
+                   event_fn: Callable | None = None) -> State | tuple[Tensor, State]:
+    """Drop-in for ``torchdiffeq.odeint_adjoint``: :func:`odeint` with an adjoint-type gradient.
+
+    Args:
+        func, y0, t, rtol, atol, method, options: as for :func:`odeint`.
+        adjoint_rtol, adjoint_atol, adjoint_method: tolerances and integrator of the backward
+            solves (None: the forward ones), as in torchdiffeq.
+        adjoint_options: ``{"norm": "seminorm"}`` leaves the parameter-gradient integral out of
+            the backward error norm (Kidger et al. 2021); the backward solves otherwise take the
+            forward ``options``, so other keys are refused.
+        adjoint_params: the tensors to differentiate (``params`` of :func:`odeint`; default:
+            ``func.parameters()`` when func is an ``nn.Module``).
+        gradient: ``"backsolve"`` (alias ``"adjoint"``: torchdiffeq's classic adjoint), ``"gq"``
+            or ``"interp"``, built with the ``adjoint_*`` settings.
+        event_fn: torchdiffeq's event mode, as for :func:`odeint`: returns ``(event_t, ys)``.
+
+    Returns:
+        ``Tensor[len(t), *y0.shape]`` (a tuple of such for tuple states).
+
+    Raises:
+        InvalidInput: ``gradient`` is not an adjoint-type backend name, or ``adjoint_options``
+            is not a dict with a valid ``norm``.
+        UnsupportedCombination: ``adjoint_options`` holds a key other than ``norm``.
+    """
+    backend = _adjoint_backend(gradient, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options)
+    return _odeint_result(func, y0, t, event_fn, method=method, gradient=backend, rtol=rtol, atol=atol,
+                          options=options, params=adjoint_params)

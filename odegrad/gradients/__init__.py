@@ -18,6 +18,11 @@ _REGISTRY: dict[str, Callable[[], Backend]] = {
     "interp": Interpolation,
 }
 
+BACKEND_ALIASES = {"adjoint": "backsolve"}
+"""Other names ``odeint(gradient=...)`` accepts, and the backend each stands for (``"adjoint"``:
+torchdiffeq's name for the classic adjoint). ``backend_names()`` lists each backend once, so the
+property suite does not run an alias twice."""
+
 
 def register_backend(name: str, factory: Callable[[], Backend]) -> None:
     """Make ``odeint(gradient=name)`` build ``factory()``; property tests pick it up."""
@@ -35,17 +40,18 @@ def get_backend(gradient: str | Backend) -> Backend:
 
     Raises:
         InvalidInput: ``gradient`` is neither a string nor a Backend.
-        UnknownName: no backend is registered under that name.
+        UnknownName: no backend is registered under that name (or alias, ``BACKEND_ALIASES``).
     """
     if isinstance(gradient, Backend):
         return gradient
     if not isinstance(gradient, str):
         raise InvalidInput("gradient", type(gradient).__name__,
                            "a gradient backend name or an odegrad Backend object")
-    if gradient not in _REGISTRY:
-        raise UnknownName("gradient", gradient, list(_REGISTRY))
-    return _REGISTRY[gradient]()
+    name = BACKEND_ALIASES.get(gradient, gradient)
+    if name not in _REGISTRY:
+        raise UnknownName("gradient", gradient, [*_REGISTRY, *BACKEND_ALIASES])
+    return _REGISTRY[name]()
 
 
-__all__ = ["AdjointBackend", "Backend", "Backsolve", "BlockNorm", "Direct", "GaussQuadrature",
+__all__ = ["AdjointBackend", "BACKEND_ALIASES", "Backend", "Backsolve", "BlockNorm", "Direct", "GaussQuadrature",
            "Interpolation", "Problem", "backend_names", "func_vjp", "get_backend", "register_backend"]
