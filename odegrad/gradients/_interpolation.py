@@ -261,15 +261,15 @@ class Interpolation(AdjointBackend):
     def backward_config(self, problem: Problem, **changes) -> IntegrationConfig:
         """The forward config with the backward tolerances (``rtol``/``atol``, default the forward
         ones divided by ``BACKWARD_TOLERANCE_DIVISOR``) and ``changes`` applied."""
-        divisor = BACKWARD_TOLERANCE_DIVISOR
-        rtol = problem.config.rtol / divisor if self.rtol is None else self.rtol
-        atol = problem.config.atol / divisor if self.atol is None else self.atol
-        return problem.config.for_backward().with_updates(rtol=rtol, atol=atol, **changes)
+        base = problem.config.for_backward()
+        rtol = base.rtol / BACKWARD_TOLERANCE_DIVISOR if self.rtol is None else self.rtol
+        atol = base.atol / BACKWARD_TOLERANCE_DIVISOR if self.atol is None else self.atol
+        return base.with_updates(rtol=rtol, atol=atol, **changes)
 
     def check_tolerances(self, problem: Problem) -> tuple[float, float]:
         """``(rtol, atol)`` of the held-out check for ``problem`` (see ``check_rtol``/``check_atol``)."""
         if problem.solver.error_estimate:
-            rtol, atol = 10 * problem.config.rtol, 10 * problem.config.atol
+            rtol, atol = (10 * tolerance for tolerance in problem.config.scalar_tolerances())
         else:
             rtol, atol = _FIXED_STEP_CHECK_RTOL, _FIXED_STEP_CHECK_ATOL
         return (rtol if self.check_rtol is None else self.check_rtol,
@@ -296,7 +296,8 @@ class Interpolation(AdjointBackend):
             budget = [self.max_pieces - 1]  # splits still allowed in this segment
             self._fit_piece(sampler, i, times[i], times[i + 1], rtol, atol, budget, trajectory)
         solution.stats.nfe_forward += sampler.nfe
-        solution.dense = None  # the step data is not needed any more
+        if not problem.keep_dense:
+            solution.dense = None  # the step data is not needed any more
         return solution, trajectory
 
     def _solve_at_nodes(self, problem: Problem) -> tuple[Solution, _ResolveSampler]:

@@ -21,7 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
+
+from ..errors import InvalidInput
 
 Func = Callable[[Tensor, Tensor], Tensor]
 Norm = Callable[[Tensor], Tensor]
@@ -65,28 +68,39 @@ class IntegrationConfig:
     """Everything that controls one solve besides the method itself.
 
     Attributes:
-        rtol, atol: relative / absolute tolerances of adaptive methods.
+        rtol, atol: relative / absolute tolerances of adaptive methods: floats, or per-element
+            tensors shaped like the (flat) state (``make_config`` broadcasts them).
         max_steps: cap on accepted + rejected steps.
         step_size: fixed-step methods: step length (None: step on ``grid`` or on ``t``).
         grid: fixed-step methods: explicit strictly monotone times to step on.
+        perturb: fixed-step methods: evaluate func one representable time inside each step at
+            its ends (torchdiffeq's ``perturb``): every grid point is a possible discontinuity.
         first_step: adaptive methods: initial step size (None: Hairer–Wanner heuristic).
         norm: error norm applied to the tolerance-scaled error estimate.
         controller: step-size controller of adaptive methods (None: default PI controller).
         stops: adaptive methods: times no step may pass (each is landed on exactly).
-        jumps: adaptive methods: like ``stops``, and func may be discontinuous there, so the
-            solver's carried state (e.g. the FSAL derivative) is recomputed after each (``jump_t``).
+        jumps: adaptive methods: like ``stops``, and func may be discontinuous there: the step
+            ending at a jump evaluates func just before it, and the solver's carried state (e.g.
+            the FSAL derivative) is recomputed just after it (``jump_t``, as torchdiffeq).
         check_backward: ``direct`` backend: raise NonFiniteValue when a NaN/Inf gradient flows
             back through an evaluation of func (adjoint-type backends always check).
         observer: adaptive methods: called after every accepted step as
             ``observer(t0, t1, h, y0, y1, next_h)`` with detached states and the controller's
             next proposed step (local regularization samples steps with it).
+        interp: fixed-step methods: how a step is evaluated between its ends (output times,
+            dense output, event search): ``"cubic"`` (the method's cubic Hermite extension) or
+            ``"linear"`` (torchdiffeq's ``interp`` option, whose default is ``"linear"``).
+        event: called after every accepted step as ``event(t0, t1, y0, y1, at)``, ``at(t)`` the
+            step's interpolant at a float time in it; a time it returns ends the solve there:
+            outputs before it are kept and the state at it is the last output (event search).
     """
 
-    rtol: float = 1e-7
-    atol: float = 1e-9
+    rtol: float | Tensor = 1e-7
+    atol: float | Tensor = 1e-9
     max_steps: int = 100_000
     step_size: float | None = None
     grid: Sequence[float] | None = None
+    perturb: bool = False
     first_step: float | None = None
     norm: Norm = rms_norm
     controller: Any = None
@@ -94,15 +108,27 @@ class IntegrationConfig:
     jumps: tuple[float, ...] = ()
     check_backward: bool = False
     observer: Callable[..., None] | None = None
+    interp: str = "cubic"
+    event: Callable[..., float | None] | None = None
+
+    def scalar_tolerances(self) -> tuple[float, float]:
+        """``(rtol, atol)`` as floats: per-element tolerances give their strictest (smallest) entry."""
+        return _strictest(self.rtol), _strictest(self.atol)
 
     def for_backward(self) -> IntegrationConfig:
-        """This configuration for a backward solve: without the forward solve's observer and
-        forced stops (jumps, discontinuities of func, stay)."""
-        return replace(self, observer=None, stops=())
+        """This configuration for a backward solve: without the forward solve's observer, event
+        search and forced stops (jumps, discontinuities of func, stay), with
+        :meth:`scalar_tolerances` (a backward state is not shaped like y)."""
+        rtol, atol = self.scalar_tolerances()
+        return replace(self, observer=None, event=None, stops=(), rtol=rtol, atol=atol)
 
     def with_updates(self, **changes: Any) -> IntegrationConfig:
         """A copy with the given fields replaced; ``None`` values keep the current setting."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _strictest(tolerance: float | Tensor) -> float:
+    return float(tolerance.min()) if isinstance(tolerance, Tensor) else tolerance
 
 
 @dataclass
@@ -113,11 +139,16 @@ class Solution:
         ys: states at the requested times, ``Tensor[len(t), *y0.shape]`` (tuple of such for tuple states).
         stats: NFE and step counts.
         steps: per-step records (None for integrators that cannot report them).
-        dense: dense output over the whole span when requested (``keep_dense=True``).
+        dense: dense output over the whole span when requested (``solve(..., dense=True)``;
+            ``keep_dense=True`` of an integrator); read it with :meth:`evaluate` and :meth:`derivative`.
         next_step: adaptive methods: the step size the controller proposed after the last step
             (unclipped by stops), the natural first step of a solve that continues this one.
         regularization: with ``solve(..., regularization=...)``: the scalar regularization
             term, differentiable in func's parameters (None without a regularizer).
+        event_t: with ``solve(..., events=...)``: the time (0-dim, differentiable) at which a
+            terminal event ended the solve, None when none fired.
+        event_times: with ``solve(..., events=...)``: per event, in order, a 1-D tensor of the
+            times it fired (differentiable; a terminal event fires at most once).
     """
 
     ys: Any
@@ -126,6 +157,33 @@ class Solution:
     dense: DenseOutput | None = None
     next_step: float | None = None
     regularization: Tensor | None = None
+    event_t: Tensor | None = None
+    event_times: list[Tensor] | None = None
+
+    def evaluate(self, t: float | Tensor) -> Any:
+        """The solution at time(s) ``t`` inside the solved span from the dense output (see
+        :meth:`DenseOutput.evaluate` for shapes and what is differentiable).
+
+        Raises:
+            InvalidInput: the solve kept no dense output, or a time lies outside the span.
+        """
+        return self._dense_at(t).evaluate(t)
+
+    def derivative(self, t: float | Tensor) -> Any:
+        """dy/dt of the dense output at time(s) ``t`` inside the solved span (see
+        :meth:`DenseOutput.derivative`).
+
+        Raises:
+            InvalidInput: the solve kept no dense output, or a time lies outside the span.
+        """
+        return self._dense_at(t).derivative(t)
+
+    def _dense_at(self, t: float | Tensor) -> DenseOutput:
+        if self.dense is None:
+            raise InvalidInput("dense", "a solution without dense output",
+                               "solve(..., dense=True) over at least two times (with a method that "
+                               "has dense output)")
+        return self.dense.check_times(t)
 
 
 class StepResult(NamedTuple):
@@ -139,17 +197,25 @@ class StepResult(NamedTuple):
 
 
 class DenseOutput:
-    """Piecewise continuous extension over accepted steps: ``evaluate(t)`` for any t in the span.
+    """Piecewise continuous extension over accepted steps: ``evaluate(t)`` and ``derivative(t)``
+    for any t in the span.
 
     Args:
-        solver: the step solver whose ``interpolate(dense_info, t0, h, t)`` evaluates one step.
+        solver: evaluates one step: ``interpolate(dense_info, t0, h, t)`` and
+            ``interpolate_derivative(dense_info, t0, h, t)`` (the step solver, or its linear
+            interpolation).
         direction: ``1.0`` for a forward solve, ``-1.0`` for a backward one (steps are looked up
             by ``direction · t``).
+
+    Attributes:
+        unflatten: None, or the map from a flat state (with leading dimensions) to the user's
+            tuple state, applied to what ``evaluate``/``derivative`` return (set by the api).
     """
 
     def __init__(self, solver: Any, direction: float):
         self.solver = solver
         self.direction = direction
+        self.unflatten: Callable[[Tensor], Any] | None = None
         self._starts: list[float] = []
         self._steps: list[tuple[float, float, Any]] = []
 
@@ -158,13 +224,87 @@ class DenseOutput:
         self._starts.append(self.direction * t0)
         self._steps.append((t0, h, dense_info))
 
-    def evaluate(self, t: float) -> Tensor:
-        """The state at time ``t``, ``Tensor[*y0.shape]``, from the step that contains t (times
-        before the first step use the first step's extension)."""
+    @property
+    def span(self) -> tuple[float, float]:
+        """``(start, end)`` of the steps recorded, in solve order."""
+        last_t0, last_h, _ = self._steps[-1]
+        return self._steps[0][0], last_t0 + last_h
+
+    def check_times(self, t: float | Tensor) -> DenseOutput:
+        """This dense output, after checking that every time in ``t`` lies in :attr:`span`.
+
+        Raises:
+            InvalidInput: a time is not finite or lies outside the span.
+        """
+        start, end = self.span
+        values = t.detach().reshape(-1).tolist() if isinstance(t, Tensor) else [t]
+        low, high = min(start, end), max(start, end)
+        outside = [v for v in values if not isinstance(v, (int, float)) or not low <= v <= high]
+        if outside:
+            raise InvalidInput("t", outside[0], f"times within the solved span [{low:.10g}, {high:.10g}]")
+        return self
+
+    def evaluate(self, t: float | Tensor) -> Any:
+        """The state at time ``t`` from the step that contains it (times before the first step use
+        the first step's extension). A float or 0-dim ``t`` gives ``Tensor[*y0.shape]``, a tensor
+        of times ``Tensor[*t.shape, *y0.shape]``. Differentiable in what the steps were computed
+        from when the solve kept an autograd graph (``gradient="direct"``: y0 and func's
+        parameters) and in a tensor ``t`` (with :meth:`derivative` as d/dt)."""
+        out = self._flat(t, self.solver.interpolate)
+        if isinstance(t, Tensor) and t.requires_grad:
+            shift = (t - t.detach()).to(out.dtype).reshape(*t.shape, *[1] * (out.dim() - t.dim()))
+            out = out + shift * self._flat(t, self.solver.interpolate_derivative)
+        return out if self.unflatten is None else self.unflatten(out)
+
+    def derivative(self, t: float | Tensor) -> Any:
+        """dy/dt of the dense output at ``t`` (shapes as :meth:`evaluate`): the derivative of the
+        step's interpolating polynomial, which costs no evaluation of func."""
+        out = self._flat(t, self.solver.interpolate_derivative)
+        return out if self.unflatten is None else self.unflatten(out)
+
+    def _flat(self, t: float | Tensor, rule: Callable[..., Tensor]) -> Tensor:
+        if not isinstance(t, Tensor):
+            return self._one(rule, float(t))
+        values = [self._one(rule, v) for v in t.detach().reshape(-1).tolist()]
+        return torch.stack(values).reshape(*t.shape, *values[0].shape)
+
+    def _one(self, rule: Callable[..., Tensor], t: float) -> Tensor:
         index = max(bisect.bisect_right(self._starts, self.direction * t) - 1, 0)
         t0, h, info = self._steps[index]
-        return self.solver.interpolate(info, t0, h, t)
+        return rule(info, t0, h, t)
 
+
+class LinearInterpolation:
+    """A step solver's steps read by linear interpolation between their ends (torchdiffeq's
+    ``interp="linear"`` for fixed-step methods): the same ``interpolate`` /
+    ``interpolate_derivative`` interface as the solver.
+
+    Args:
+        solver: the step solver whose step ends (``interpolate`` at ``t0`` and ``t0 + h``) are joined.
+    """
+
+    def __init__(self, solver: Any):
+        self.solver = solver
+
+    def interpolate(self, dense_info: Any, t0: float, h: float, t: float) -> Tensor:
+        """``y0 + θ (y1 − y0)`` with ``θ = (t − t0) / h``."""
+        y0, y1 = self._ends(dense_info, t0, h)
+        return y0 + (y1 - y0) * ((t - t0) / h)
+
+    def interpolate_derivative(self, dense_info: Any, t0: float, h: float, t: float) -> Tensor:
+        """``(y1 − y0) / h``, constant over the step."""
+        y0, y1 = self._ends(dense_info, t0, h)
+        return (y1 - y0) / h
+
+    def _ends(self, dense_info: Any, t0: float, h: float) -> tuple[Tensor, Tensor]:
+        return (self.solver.interpolate(dense_info, t0, h, t0),
+                self.solver.interpolate(dense_info, t0, h, t0 + h))
+
+
+def step_interpolation(solver: Any, interp: str) -> Any:
+    """How the loop reads a step between its ends: the solver's own extension (``"cubic"``) or
+    :class:`LinearInterpolation` (``"linear"``)."""
+    return LinearInterpolation(solver) if interp == "linear" else solver
 
 
 class Integrator(ABC):

@@ -4,15 +4,17 @@ shorten steps), and per-step error and stiffness estimates are recorded."""
 
 from __future__ import annotations
 
+import math
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .._checks import bad_batch_entries
-from .._counting import counted, is_tracing
+from .._counting import CountedFunc, counted, is_tracing
 from ..errors import MaxStepsExceeded, NonFiniteValue
-from ._base import DenseOutput, IntegrationConfig, Solution, Stats, StepRecord
+from ._base import DenseOutput, IntegrationConfig, Solution, Stats, StepRecord, StepResult, step_interpolation
 from ._controller import AdaptiveStepping, FixedStepping
 
 
@@ -37,6 +39,48 @@ class _Recorder:
         stiffness = (torch.stack(self.stiffness).to(torch.float64) if self.stiffness
                      else torch.full((len(self.t),), float("nan"), dtype=torch.float64))
         return StepRecord(as_tensor(self.t), as_tensor(self.h), as_tensor(self.error), stiffness)
+
+
+class _OneSided:
+    """func evaluated one-sidedly at discontinuities, as torchdiffeq's ``Perturb``: a stage at the
+    start of the current step that is a discontinuity is evaluated one representable time after
+    it, a stage at its end one before it (in the direction of the solve), so a func that jumps
+    there is seen from inside the step. Discontinuities: ``points``, or every step end (None).
+
+    Args:
+        func: the counted func (builds the time tensor of a float time).
+        direction: ``1.0`` forwards, ``-1.0`` backwards.
+        points: the discontinuity times (None: every step start and end).
+    """
+
+    _SAME = 1e-12  # |t - end| / |h| below which a stage time is the step's end (t0 + c·h rounds)
+
+    def __init__(self, func: CountedFunc, direction: float, points: frozenset[float] | None):
+        self.func = func
+        self.direction = direction
+        self.points = points
+        self.start, self.end = math.nan, math.nan
+
+    def step(self, t0: float, t1: float) -> None:
+        """Enter the step ``[t0, t1]`` (``t1 = nan``: only ``t0`` is known, e.g. before init)."""
+        self.start, self.end = t0, t1
+
+    def _marked(self, t: float) -> bool:
+        return self.points is None or t in self.points
+
+    def __call__(self, t: float | Tensor, y: Tensor) -> Tensor:
+        """``func(t, y)``, with t moved inside the step when it is a marked step end."""
+        if isinstance(t, (int, float)):
+            width = abs(self.end - self.start) if math.isfinite(self.end) else 0.0
+            if t == self.start and self._marked(self.start):
+                return self._nudged(self.start, self.direction, y)
+            if math.isfinite(self.end) and abs(t - self.end) <= self._SAME * width and self._marked(self.end):
+                return self._nudged(self.end, -self.direction, y)
+        return self.func(t, y)
+
+    def _nudged(self, t: float, towards: float, y: Tensor) -> Tensor:
+        time = self.func.time(t, y)
+        return self.func(torch.nextafter(time, time + towards), y)
 
 
 def integrate_steps(solver: Any, func, y0: Tensor, t: Tensor, config: IntegrationConfig,
@@ -69,28 +113,37 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
     """
     if len(times) == 1:
         return Solution(ys=y0.unsqueeze(0), stats=Stats())
-    func = counted(func, time_dtype)
-    nfe_before = func.nfe
+    counted_func = counted(func, time_dtype)
+    nfe_before = counted_func.nfe
     direction = 1.0 if times[-1] > times[0] else -1.0
     stepping = (AdaptiveStepping(solver.order, times, config) if solver.error_estimate
                 else FixedStepping(times, config))
+    one_sided = None
+    if config.perturb or config.jumps:
+        one_sided = _OneSided(counted_func, direction, None if config.perturb else frozenset(config.jumps))
+        one_sided.step(times[0], math.nan)
+    func = one_sided or counted_func
     state = solver.init(func, times[0], y0)
     stepping.start(func, y0, state)
-    dense = DenseOutput(solver, direction) if keep_dense else None
+    interpolation = step_interpolation(solver, config.interp)
+    dense = DenseOutput(interpolation, direction) if keep_dense else None
     recorder, stats = _Recorder(), Stats()
     ys, out, y = [y0], 1, y0
     while out < len(times):
         if stats.steps_accepted + stats.steps_rejected >= config.max_steps:
             raise MaxStepsExceeded(f"max_steps={config.max_steps} steps were not enough",
-                                   t=stepping.t, t_end=times[-1], nfe=func.nfe)
+                                   t=stepping.t, t_end=times[-1], nfe=counted_func.nfe)
         t0, t1, h = stepping.propose()
+        if one_sided is not None:
+            one_sided.step(t0, t1)
         result = solver.step(func, t0, h, y, state)
-        if not stepping.judge(y, result, t0, t1, h, func.nfe):
+        if not stepping.judge(y, result, t0, t1, h, counted_func.nfe):
             stats.steps_rejected += 1
             continue
-        while out < len(times) and direction * (times[out] - t1) <= 0:
-            tout = times[out]
-            ys.append(result.y1 if tout == t1 else solver.interpolate(result.dense_info, t0, h, tout))
+        at = partial(_state_at, interpolation, result, t0, h, t1)
+        stop = None if config.event is None else config.event(t0, t1, y, result.y1, at)
+        while out < len(times) and _is_output(direction, times[out], t1, stop):
+            ys.append(at(times[out]))
             out += 1
         recorder.add(t0, h, stepping.ratio, result.stiffness)
         if config.observer is not None:
@@ -98,15 +151,30 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
         if dense is not None:
             dense.append(t0, h, result.dense_info)
         stats.steps_accepted += 1
+        if stop is not None:
+            ys.append(at(stop))
+            break
         y, state = result.y1, result.state
-        if stepping.jumped:
+        if (stepping.jumped or config.perturb) and out < len(times):
+            one_sided.step(t1, math.nan)
             state = solver.init(func, t1, y)
-    stats.nfe_forward = func.nfe - nfe_before
+    stats.nfe_forward = counted_func.nfe - nfe_before
     out_ys = torch.stack(ys)
     if not solver.error_estimate and not is_tracing():
         _check_finite_outputs(out_ys, times, stats.nfe_forward)
     return Solution(ys=out_ys, stats=stats, steps=recorder.record(), dense=dense,
                     next_step=stepping.next_step)
+
+
+def _state_at(interpolation: Any, result: StepResult, t0: float, h: float, t1: float, t: float) -> Tensor:
+    """The accepted step ``result`` from ``t0`` to ``t1`` read at ``t``: its end state at ``t1``."""
+    return result.y1 if t == t1 else interpolation.interpolate(result.dense_info, t0, h, t)
+
+
+def _is_output(direction: float, t: float, t1: float, stop: float | None) -> bool:
+    """Whether output time ``t`` is reached by a step ending at ``t1``: up to ``t1``, or strictly
+    before ``stop`` when an event ends the solve there."""
+    return direction * (t - t1) <= 0 if stop is None else direction * (t - stop) < 0
 
 
 def _check_finite_outputs(ys: Tensor, times: list[float], nfe: int) -> None:

@@ -10,14 +10,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_int, check_non_negative, check_positive
+from .._checks import check_choice, check_int, check_non_negative, check_positive
 from ..errors import InvalidInput, UnknownName, UnsupportedCombination
 from ._base import IntegrationConfig, Integrator
 from ._controller import PIController
 
 _CONTROLLER_OPTIONS = ("safety", "ifactor", "dfactor")
-_FIXED_OPTIONS = ("step_size", "grid")
-_ADAPTIVE_OPTIONS = ("first_step", "controller", "norm", "jump_t", *_CONTROLLER_OPTIONS)
+_FIXED_OPTIONS = ("step_size", "grid", "grid_constructor", "perturb", "interp")
+_ADAPTIVE_OPTIONS = ("first_step", "controller", "norm", "jump_t", "step_t", *_CONTROLLER_OPTIONS)
 _ALIASES = {"max_num_steps": "max_steps", "grid_points": "grid"}
 VALID_OPTIONS = ("max_steps", "check_backward", *_FIXED_OPTIONS, *_ADAPTIVE_OPTIONS, *_ALIASES)
 """Every key ``odeint(options=...)`` accepts, aliases (``max_num_steps``, ``grid_points``) included;
@@ -28,10 +28,41 @@ accepted step's update rounds away (y + h·f == y) and the error estimate is rou
 stalls or returns a wrong answer (measured: float16 dopri5 at rtol 1e-7 gave 0.93 for e^{-1})."""
 
 
-def _tolerance(name: str, value: Any) -> float:
+def _tolerance(name: str, value: Any, y0: Tensor | None, shapes: list[torch.Size] | None) -> float | Tensor:
+    """A float, or a per-element tensor shaped like the flat state ``y0``: a tensor broadcast
+    against y0's shape, or for tuple states (``shapes``) one tolerance (number or tensor
+    broadcast against that part) per part, as torchdiffeq's tuple tolerances."""
     if isinstance(value, Tensor) and value.numel() == 1:
         value = float(value)
-    return check_non_negative(name, value)
+    per_part = shapes is not None and isinstance(value, (Tensor, tuple, list))
+    if not isinstance(value, Tensor) and not per_part:
+        return check_non_negative(name, value)
+    if y0 is None:
+        raise InvalidInput(name, type(value).__name__, "a number (per-element tolerances need the state)")
+    if not per_part:
+        return _tolerance_tensor(name, value, y0.shape, y0)
+    parts = list(value)
+    if len(parts) != len(shapes):
+        raise InvalidInput(name, f"{len(parts)} tolerances", f"{len(shapes)}, one per state in y0")
+    return torch.cat([_tolerance_tensor(f"{name}[{i}]", part, shape, y0).reshape(-1)
+                      for i, (part, shape) in enumerate(zip(parts, shapes))])
+
+
+def _tolerance_tensor(name: str, value: Any, shape: torch.Size, y0: Tensor) -> Tensor:
+    """``value`` (a number or tensor) as a non-negative tensor of ``shape`` in y0's dtype and device."""
+    if not isinstance(value, Tensor):
+        value = check_non_negative(name, value)
+    elif value.requires_grad:
+        raise InvalidInput(name, "a tensor requiring grad", "a tolerance tensor without gradient")
+    tolerance = torch.as_tensor(value, dtype=y0.dtype, device=y0.device)
+    try:
+        tolerance = torch.broadcast_to(tolerance, shape).contiguous()
+    except RuntimeError:
+        raise InvalidInput(f"{name} shape", tuple(tolerance.shape),
+                           f"a shape that broadcasts to the state's {tuple(shape)}") from None
+    if not bool(torch.isfinite(tolerance).all()) or bool((tolerance < 0).any()):
+        raise InvalidInput(name, tolerance.tolist(), "finite non-negative tolerances")
+    return tolerance
 
 
 def times_option(name: str, value: Any) -> list[float]:
@@ -60,9 +91,10 @@ def _canonical(options: Mapping[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def _check_resolution(solver: Integrator, rtol: float, dtype: torch.dtype | None) -> None:
+def _check_resolution(solver: Integrator, config: IntegrationConfig, dtype: torch.dtype | None) -> None:
     if dtype is None or not solver.error_estimate or torch.finfo(dtype).bits > 16:
         return
+    rtol = config.scalar_tolerances()[0]
     floor = HALF_PRECISION_RTOL_FACTOR * torch.finfo(dtype).eps
     if rtol < floor:
         raise InvalidInput("rtol", rtol, f"at least {floor:.3g} for {dtype} states with an adaptive method",
@@ -71,16 +103,39 @@ def _check_resolution(solver: Integrator, rtol: float, dtype: torch.dtype | None
                                 "in float32, or use a fixed-step method")
 
 
+def _constructed_grid(opts: Mapping[str, Any], func: Any, y0: Tensor | None, t: Tensor | None) -> list[float]:
+    """The grid ``options['grid_constructor'](func, y0, t)`` returns (t in the caller's order)."""
+    constructor = opts["grid_constructor"]
+    for other in ("grid", "step_size"):
+        if other in opts:
+            raise InvalidInput("options['grid_constructor']", "given with options['" + other + "']",
+                               "only one of grid_constructor, grid and step_size")
+    if not callable(constructor):
+        raise InvalidInput("options['grid_constructor']", constructor, "a callable (func, y0, t) -> times")
+    if y0 is None or t is None:
+        raise InvalidInput("options['grid_constructor']", "a callable", "a grid (here no solve to call it for)")
+    with torch.no_grad():
+        grid = constructor(func, y0, t.detach())
+    return times_option("options['grid_constructor'] result", grid)
+
+
 def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, Any] | None,
-                dtype: torch.dtype | None = None) -> IntegrationConfig:
+                dtype: torch.dtype | None = None, *, func: Any = None, y0: Tensor | None = None,
+                t: Tensor | None = None, shapes: list[torch.Size] | None = None) -> IntegrationConfig:
     """Turn odeint's ``rtol``/``atol``/``options`` into an :class:`IntegrationConfig` for
     ``solver`` and states of ``dtype``, refusing bad values, options that do not apply to the
-    solver and tolerances the dtype cannot resolve."""
-    rtol = _tolerance("rtol", rtol)
-    atol = _tolerance("atol", atol)
-    if rtol == 0 and atol == 0:
-        raise InvalidInput("rtol/atol", "both 0", "at least one positive tolerance")
-    _check_resolution(solver, rtol, dtype)
+    solver and tolerances the dtype cannot resolve.
+
+    The solve's ``func``, flat ``y0`` (its dtype is the default ``dtype``), ``t`` and the tuple
+    state's part ``shapes`` are needed only by per-element tolerances (tensors, one per tuple
+    part) and ``options['grid_constructor']``, which is called as ``grid_constructor(func, y0, t)``
+    like torchdiffeq's.
+    """
+    dtype = dtype or (None if y0 is None else y0.dtype)
+    config = IntegrationConfig(rtol=_tolerance("rtol", rtol, y0, shapes), atol=_tolerance("atol", atol, y0, shapes))
+    if not bool((torch.as_tensor(config.rtol) + torch.as_tensor(config.atol) > 0).all()):
+        raise InvalidInput("rtol/atol", "both 0", "at least one positive tolerance (for every element)")
+    _check_resolution(solver, config, dtype)
     if options is None:
         options = {}
     if not isinstance(options, Mapping):
@@ -93,7 +148,6 @@ def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, 
             valid = ", ".join(("max_steps", *(_ADAPTIVE_OPTIONS if solver.error_estimate else _FIXED_OPTIONS)))
             raise UnsupportedCombination(f"options['{key}'] does not apply to the {kind} method "
                                          f"{getattr(solver, 'name', solver)!r}; valid here: {valid}")
-    config = IntegrationConfig(rtol=rtol, atol=atol)
     if "max_steps" in opts:
         config.max_steps = check_int("options['max_steps']", opts["max_steps"], low=1)
     if "check_backward" in opts:
@@ -104,8 +158,18 @@ def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, 
         config.step_size = check_positive("options['step_size']", opts["step_size"])
     if "grid" in opts:
         config.grid = times_option("options['grid']", opts["grid"])
+    if "grid_constructor" in opts:
+        config.grid = _constructed_grid(opts, func, y0, t)
+    if "perturb" in opts:
+        if not isinstance(opts["perturb"], bool):
+            raise InvalidInput("options['perturb']", opts["perturb"], "True or False")
+        config.perturb = opts["perturb"]
+    if "interp" in opts:
+        config.interp = check_choice("options['interp']", opts["interp"], ("cubic", "linear"))
     if "jump_t" in opts:
         config.jumps = tuple(times_option("options['jump_t']", opts["jump_t"]))
+    if "step_t" in opts:
+        config.stops = tuple(times_option("options['step_t']", opts["step_t"]))
     if "first_step" in opts:
         config.first_step = check_positive("options['first_step']", opts["first_step"])
     if "norm" in opts:
