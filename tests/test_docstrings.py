@@ -19,8 +19,8 @@ import pkgutil
 from functools import cache
 
 PACKAGES = ("odegrad", "odegrad.solvers", "odegrad.gradients", "odegrad.testing", "odegrad.export")
-MODULES = ("odegrad.models", "odegrad.errors", "odegrad.jet", "odegrad.testing.strategies", "odegrad.api",
-           "odegrad.sde")
+MODULES = ("odegrad.models", "odegrad.events", "odegrad.errors", "odegrad.jet", "odegrad.testing.strategies",
+           "odegrad.api", "odegrad.sde")
 
 
 @cache

@@ -145,8 +145,12 @@ class FixedStepping:
         times: the output times of the solve (Python floats, strictly monotone).
         config: supplies ``grid``, ``step_size`` and ``max_steps`` (see :func:`fixed_grid`).
 
+    An infinite ``times[-1]`` (an event search without an end time) steps by ``config.step_size``
+    from ``times[0]`` for as long as the loop asks, the points made as :func:`fixed_grid` makes them.
+
     Raises:
-        InvalidInput: ``config.grid`` does not start at ``times[0]`` and reach ``times[-1]``.
+        InvalidInput: ``config.grid`` does not start at ``times[0]`` and reach ``times[-1]``, or
+            ``times[-1]`` is infinite and there is no ``config.step_size``.
         MaxStepsExceeded: the grid has more than ``config.max_steps`` steps.
     """
 
@@ -155,7 +159,16 @@ class FixedStepping:
     next_step = None
 
     def __init__(self, times: list[float], config: IntegrationConfig):
-        self.grid = fixed_grid(times, config)
+        self.stride: float | None = None
+        if math.isinf(times[-1]):
+            if config.step_size is None:
+                raise InvalidInput("options['step_size']", None,
+                                   "a step size: a fixed-step method searching for an event without "
+                                   "an end time steps by it (as torchdiffeq)")
+            self.grid = [times[0]]
+            self.stride = math.copysign(config.step_size, times[-1] - times[0])
+        else:
+            self.grid = fixed_grid(times, config)
         self.index = 0
 
     @property
@@ -169,6 +182,8 @@ class FixedStepping:
 
     def propose(self) -> tuple[float, float, float]:
         """The next grid step ``(t0, t1, h = t1 - t0)``."""
+        if self.stride is not None and self.index + 1 == len(self.grid):
+            self.grid.append(self.grid[0] + self.stride * (self.index + 1))
         t0, t1 = self.grid[self.index], self.grid[self.index + 1]
         return t0, t1, t1 - t0
 
