@@ -28,7 +28,8 @@ class Direct(Backend):
         ``config.check_backward`` the backward pass raises NonFiniteValue at the first NaN/Inf
         gradient (see the module docstring)."""
         if not problem.config.check_backward:
-            return problem.solver.integrate(problem.func, problem.y0, problem.t, problem.config)
+            return problem.solver.integrate(problem.func, problem.y0, problem.t, problem.config,
+                                            keep_dense=problem.keep_dense)
         func = problem.func
 
         def checked_func(t: Tensor, y: Tensor) -> Tensor:
@@ -36,7 +37,8 @@ class Direct(Backend):
                                                      f"t={float(t):.6g}", "backward")
 
         y0 = _FiniteGradient.apply(problem.y0, "dL/dy0", "backward")
-        solution = problem.solver.integrate(checked_func, y0, problem.t, problem.config)
+        solution = problem.solver.integrate(checked_func, y0, problem.t, problem.config,
+                                            keep_dense=problem.keep_dense)
         solution.ys = _FiniteGradient.apply(solution.ys, "the incoming gradient dL/dys (from the loss, "
                                                          "upstream of odeint)", "incoming gradient")
         return solution

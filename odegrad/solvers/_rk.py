@@ -101,6 +101,13 @@ class ExplicitRK(StepSolver):
         weights = [sum(w * theta ** (p + 1) for p, w in enumerate(row)) for row in self.tableau.dense]
         return _add_scaled(y0, h, weights, stages)
 
+    def interpolate_derivative(self, dense_info, t0: float, h: float, t: float) -> Tensor:
+        """d/dt of :meth:`interpolate`: ``Σ_i (Σ_p (p + 1) dense[i][p] θ^p) K_i``."""
+        _, stages = dense_info
+        theta = (t - t0) / h
+        weights = [sum((p + 1) * w * theta ** p for p, w in enumerate(row)) for row in self.tableau.dense]
+        return _add_scaled(None, 1.0, weights, stages)
+
 
 def make_rk(name: str) -> ExplicitRK:
     """The explicit RK method of the registered tableau ``name`` (a key of ``ALL_TABLEAUX``)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ..errors import UnsupportedCombination
 from ._base import Func, IntegrationConfig, Integrator, Solution, StepResult
 from ._loop import integrate_steps
 
@@ -35,8 +36,19 @@ class StepSolver(Integrator):
     def interpolate(self, dense_info: Any, t0: float, h: float, t: float) -> Tensor:
         """Continuous extension of the step ``[t0, t0 + h]`` evaluated at ``t``."""
 
+    def interpolate_derivative(self, dense_info: Any, t0: float, h: float, t: float) -> Tensor:
+        """d/dt of :meth:`interpolate` at ``t`` (``Solution.derivative``); solvers that do not
+        override it refuse.
+
+        Raises:
+            UnsupportedCombination: this solver does not provide the derivative of its dense output.
+        """
+        raise UnsupportedCombination(f"the step solver {self!r} does not provide the derivative of "
+                                     "its dense output (interpolate_derivative)")
+
     def integrate(self, func: Func, y0: Tensor, t: Tensor, config: IntegrationConfig,
                   *, keep_dense: bool = False) -> Solution:
         """Solve through the times ``t`` with the shared loop; ``ys: Tensor[len(t), *y0.shape]``,
         with per-step records and, if ``keep_dense``, the dense output."""
         return integrate_steps(self, func, y0, t, config, keep_dense=keep_dense)
+

@@ -176,6 +176,13 @@ class Taylor(StepSolver):
         value = _horner(coeffs, s)
         return value if r is None else value + s ** (self.order + 1) * r
 
+    def interpolate_derivative(self, dense_info, t0: float, h: float, t: float) -> Tensor:
+        """d/dt of :meth:`interpolate` (the derivative of the step's polynomial)."""
+        coeffs, r = dense_info
+        s = t - t0
+        value = _horner([k * c for k, c in enumerate(coeffs)][1:], s)
+        return value if r is None else value + (self.order + 1) * s ** self.order * r
+
     def rollout(self, func: Callable, y0: Tensor, t0: float, h: float, steps: int) -> Tensor:
         """``steps`` fixed steps of size h from ``(t0, y0)``, without the shared loop: a pure,
         fixed sequence of tensor ops (used by :class:`odegrad.models.TLNODE`). Returns y(t0 + steps·h)."""
