@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._counting import check_func_output
 from .errors import InvalidInput
 from .gradients import Problem
 from .solvers import Solution
@@ -207,7 +208,8 @@ def solve_events(problem: Problem, t: Tensor, events: Sequence[Event], unflatten
     slopes: dict[float, Tensor] = {}
     with torch.no_grad():
         for x in sorted(set().union(*found)):
-            slopes[x] = problem.func(t_run[index[x]].detach(), solution.ys[index[x]].detach())
+            y = solution.ys[index[x]].detach()
+            slopes[x] = check_func_output(problem.func(t_run[index[x]].detach(), y), y)
     solution.event_times = [
         torch.stack([_implicit_time(surface, t_run[index[x]], solution.ys[index[x]], slopes[x]) for x in roots])
         if roots else t.new_zeros(0) for surface, roots in zip(surfaces, found)]

@@ -207,3 +207,14 @@ def test_events_need_dense_output():
     with pytest.raises(UnsupportedCombination, match="dense output"):
         odegrad.odeint(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), event_fn=_half,
                        method="torchdiffeq:dopri5")
+
+
+def test_float32_state_with_float64_time_keeps_float32():
+    """A func promoted to float64 by a float64 t (a 0-dim state) is cast back, as in any solve."""
+    k = torch.tensor(1.3, requires_grad=True)
+    event_t, ys = odegrad.odeint_event(lambda t, y: -k * y * torch.cos(0 * t), torch.tensor(1.0),
+                                       torch.tensor(0.0, dtype=F64), event_fn=_half)
+    assert ys.dtype == torch.float32 and event_t.dtype == F64
+    assert float(event_t) == pytest.approx(math.log(2) / 1.3, abs=1e-5)
+    (d_k,) = torch.autograd.grad(event_t, k)
+    assert float(d_k) == pytest.approx(-math.log(2) / 1.3 ** 2, rel=1e-4)
