@@ -22,6 +22,9 @@ from .solvers import Integrator, Solution, get_solver, is_tracing, make_config
 
 State = Tensor | tuple[Tensor, ...]
 """An ODE state: one tensor, or a tuple of tensors integrated together (``y0`` and ``ys``)."""
+Tolerance = float | Tensor | tuple[float | Tensor, ...]
+"""``rtol``/``atol``: a number, a tensor of per-element tolerances broadcast against ``y0``, or for
+tuple states a tuple with one (number or tensor) per part, as torchdiffeq accepts."""
 
 class _FlatTupleFunc:
     """Presents a func over a tuple of tensors (as torchdiffeq does), or over a complex tensor
@@ -176,7 +179,7 @@ def _check_capabilities(solver: Integrator, backend: Backend, dense: Any, events
 
 
 def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "dopri5",
-          gradient: str | Backend = "direct", rtol: float = 1e-7, atol: float = 1e-9,
+          gradient: str | Backend = "direct", rtol: Tolerance = 1e-7, atol: Tolerance = 1e-9,
           options: Mapping[str, Any] | None = None, params: Iterable[Tensor] | None = None,
           regularization: Regularizer | None = None, dense: bool = False,
           events: Sequence[Event] | None = None) -> Solution:
@@ -190,9 +193,11 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
             initial time.
         method: integrator name (``solver_names()``, ``"torchdiffeq:<name>"``) or an Integrator.
         gradient: backend name (``backend_names()``) or a configured Backend.
-        rtol, atol: tolerances of adaptive methods.
-        options: ``max_steps``; fixed-step: ``step_size`` or ``grid``; adaptive: ``first_step``,
-            ``norm``, ``controller`` or ``safety``/``ifactor``/``dfactor``.
+        rtol, atol: tolerances of adaptive methods (a :data:`Tolerance`: numbers, per-element
+            tensors, or one per part of a tuple state).
+        options: ``max_steps``; fixed-step: ``step_size``, ``grid`` or ``grid_constructor``,
+            ``perturb``; adaptive: ``first_step``, ``norm``, ``controller`` or
+            ``safety``/``ifactor``/``dfactor``, ``step_t``, ``jump_t`` (README: Options).
         params: tensors to differentiate by adjoint-type backends (default: ``func.parameters()``
             when func is an ``nn.Module``).
         regularization: None or a :mod:`odegrad.regularization` term (``LocalRegularization``,
@@ -253,7 +258,7 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
 
 
 def odeint(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "dopri5",
-           gradient: str | Backend = "direct", rtol: float = 1e-7, atol: float = 1e-9,
+           gradient: str | Backend = "direct", rtol: Tolerance = 1e-7, atol: Tolerance = 1e-9,
            options: Mapping[str, Any] | None = None,
            params: Sequence[Tensor] | None = None,
            event_fn: Callable | None = None) -> State | tuple[Tensor, State]:
@@ -342,7 +347,7 @@ def _adjoint_backend(gradient: str, rtol: float | None, atol: float | None,
     return _ADJOINT_GRADIENTS[gradient](**settings)
 
 
-def odeint_adjoint(func: Callable, y0: State, t: Tensor, *, rtol: float = 1e-7, atol: float = 1e-9,
+def odeint_adjoint(func: Callable, y0: State, t: Tensor, *, rtol: Tolerance = 1e-7, atol: Tolerance = 1e-9,
                    method: str | Integrator = "dopri5", options: Mapping[str, Any] | None = None,
                    adjoint_rtol: float | None = None, adjoint_atol: float | None = None,
                    adjoint_method: str | Integrator | None = None,

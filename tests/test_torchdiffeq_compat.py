@@ -298,8 +298,8 @@ def _grid_to_21(func: Any, y0: Tensor, t: Tensor) -> Tensor:
 
 
 def _option_cases() -> Iterator[Case]:
-    """Options torchdiffeq accepts: perturb, grid_constructor, jump_t, step_t, per-element and
-    tuple tolerances."""
+    """Options torchdiffeq accepts: perturb, grid_constructor, interp (linear), jump_t, step_t,
+    per-element and tuple tolerances."""
     for method in ("euler", "midpoint", "heun", "rk4"):
         for reverse in (False, True):
             direction = "reverse" if reverse else "forward"
@@ -309,6 +309,10 @@ def _option_cases() -> Iterator[Case]:
             kwargs = {"options": {"grid_constructor": _grid_to_21}}
             yield Case(f"grid_constructor-{method}-{direction}", problem("batched", reverse=reverse),
                        *_pair(method, "direct", **kwargs), tol=_tol(method))
+            kwargs = {"options": {"step_size": 0.1, "interp": "linear"}}  # outputs between grid points
+            yield Case(f"interp-linear-{method}-{direction}", problem("batched", reverse=reverse),
+                       *_pair(method, "direct", **kwargs),  # rk4 rules O(h⁴) apart at h = 0.1
+                       tol=COMPARE["adaptive"] if method == "rk4" else _tol(method))
     tight = {"rtol": 1e-10, "atol": 1e-12}  # torchdiffeq's bosh3 misses by 6e-6 at rtol 1e-8 here
     for method in ADAPTIVE:
         for reverse in (False, True):
