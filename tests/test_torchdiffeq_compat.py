@@ -313,6 +313,9 @@ def _option_cases() -> Iterator[Case]:
             yield Case(f"interp-linear-{method}-{direction}", problem("batched", reverse=reverse),
                        *_pair(method, "direct", **kwargs),  # rk4 rules O(h⁴) apart at h = 0.1
                        tol=COMPARE["adaptive"] if method == "rk4" else _tol(method))
+    adapter = {"options": {"step_size": STEP, "perturb": True}}  # passed on by the torchdiffeq adapter
+    yield Case("perturb-torchdiffeq:euler", problem("switch"), odegrad_odeint("torchdiffeq:euler", **adapter),
+               torchdiffeq_solve("euler", **adapter), tol=COMPARE["same_tableau"])
     tight = {"rtol": 1e-10, "atol": 1e-12}  # torchdiffeq's bosh3 misses by 6e-6 at rtol 1e-8 here
     for method in ADAPTIVE:
         for reverse in (False, True):

@@ -17,6 +17,7 @@ ifactor, dfactor          integral-only: other PI gains are refused
 stops, jumps              step_t, jump_t (stops that are also jumps go to jump_t only)
 step_size, grid           grid_constructor returning odegrad's own grid (checked and
                           counted against max_steps before any step; it must end on t[-1])
+perturb                   perturb
 max_steps                 counted here over the whole solve (torchdiffeq's max_num_steps
                           counts per output interval)
 ========================  ===========================================================
@@ -183,4 +184,4 @@ class TorchdiffeqSolver(Integrator):
                 f"options['grid'] ends at {grid[-1]}, beyond t[-1]={times[-1]}: {self.name} "
                 f"requires a grid that ends exactly on t[-1] (odegrad's own methods step past it)")
         steps = torch.tensor(grid, dtype=t.dtype, device=t.device)
-        return {"grid_constructor": lambda *_: steps}
+        return {"grid_constructor": lambda *_: steps, "perturb": config.perturb}
