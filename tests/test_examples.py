@@ -74,3 +74,19 @@ def test_learning_curves_draw_the_target_in_matching_colours_with_the_legend_out
     legend = ax.get_legend()
     assert [to_hex(h.get_color()) for h in legend.legend_handles[:2]] == [to_hex("C0"), to_hex("C1")]
     assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1  # right of the axes, off the data
+
+
+def test_regularization_benchmark_runs_quick_and_reports_every_regularizer_per_task(tmp_path):
+    script = EXAMPLES.parent / "benchmarks" / "bench_regularization.py"
+    result = subprocess.run([sys.executable, str(script), "--quick", "--no-progress"], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| task | regularizer |"))
+    for column in ("train time [s]", "NFE/prediction", "NFE x", "prediction [ms]", "loss change", "accuracy"):
+        assert f"| {column} |" in header
+    for task in ("digits", "lotka-volterra"):
+        for name in ("unregularized", "local-unbiased", "local-biased", "RNODE", "Taylor-3"):
+            assert sum(line.startswith(f"| {task} | {name} | ") for line in lines) == 1, (task, name)
+        assert sum(line.startswith(f"{task} local-") and line.endswith(("goal met.", "goal not met."))
+                   for line in lines) == 2
