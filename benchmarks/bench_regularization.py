@@ -61,7 +61,7 @@ def table(task: Task, results: dict[str, list[Result]]) -> list[str]:
     means to the unregularized run."""
     ref = results[REFERENCE]
     head = ["task", "regularizer", "weight", "train time [s]", "train x", "NFE/prediction", "NFE x",
-            "prediction [ms]", "prediction x", f"{task.loss_name}", "loss change", "accuracy", "accuracy change"]
+            "prediction [ms]", "prediction x", "test loss", "loss change", "accuracy", "accuracy change"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, runs in results.items():
         cells = [task.name, name, f"{task.weights.get(name, 0):g}",
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     tasks = [TASKS[name] for name in args.tasks.split(",")]
     for task in tasks:
         print(f"{task.name}: {iterations or task.iterations} iterations (Adam, lr {task.lr:g}), dopri5 "
-              f"rtol={task.rtol:g} atol={task.atol:g}, direct backprop, 1 thread; {seeds} seed(s)")
+              f"rtol={task.rtol:g} atol={task.atol:g}, direct backprop, 1 thread; {seeds} seed(s); "
+              f"test loss: {task.loss_name}")
     if args.sweep:
         for task in tasks:
             print("\n".join(sweep(task, iterations, progress)))
