@@ -38,8 +38,9 @@ class NeuralODE(nn.Module):
             static graph.
         method, gradient, rtol, atol, options: as in :func:`odegrad.odeint`.
         return_trajectory: return ``Tensor[len(t), *y0.shape]`` instead of the final state.
-        regularization: None or an :mod:`odegrad.regularization` term; after each forward pass
-            ``self.regularization`` holds its scalar value (add it to the training loss).
+        regularization: None or an :mod:`odegrad.regularization` term; after each forward pass in
+            training mode ``self.regularization`` holds its scalar value (add it to the training
+            loss). In eval mode (``model.eval()``) the term is skipped: predictions pay nothing for it.
 
     Shapes: ``forward(y0: Tensor[*batch, *state]) -> Tensor[*batch, *state]`` (final state) or
     ``Tensor[len(t), *batch, *state]`` with ``return_trajectory``.
@@ -74,7 +75,8 @@ class NeuralODE(nn.Module):
         with ``return_trajectory``. Raises what :func:`odegrad.odeint` raises."""
         check_state("y0", y0)
         t = torch.tensor(self.times, dtype=y0.dtype, device=y0.device)
-        if self.regularizer is None:
+        if self.regularizer is None or not self.training:  # a training penalty: eval mode skips it
+            self.regularization = None
             ys = odeint(self.func, y0, t, method=self.method, gradient=self.gradient, rtol=self.rtol,
                         atol=self.atol, options=self.options)
         else:

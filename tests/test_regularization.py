@@ -120,6 +120,9 @@ def test_neural_ode_exposes_the_term_after_each_forward():
     assert model.regularization is None
     out = model(_y0())
     assert out.shape == (3, 2) and model.regularization.dim() == 0 and model.regularization.requires_grad
+    model.eval()  # predictions skip the training penalty (no extra stop, no re-executed step)
+    torch.testing.assert_close(model(_y0()), NeuralODE(_field(), t=(0.0, 1.0))(_y0()), rtol=0, atol=0)
+    assert model.regularization is None
 
 
 @pytest.mark.parametrize("method, options", [("rk4", {"step_size": 0.1}), ("euler", None), ("taylor", None),
