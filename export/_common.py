@@ -12,8 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from odegrad.errors import ExportError, InvalidInput, OdegradError
+from odegrad.solvers import StaticTimes
 
-from ._graph import GraphInfo, check_example, describe, eval_mode, trace_example
+from ._graph import GraphInfo, check_example, describe, eval_mode, trace_example, with_solves
 from ._validation import Parity, Tolerance, resized_batch
 
 _PROBE_LIMIT = 4096  # largest probe (elements) stored in the file for `odegrad serve-check`
@@ -118,6 +119,24 @@ def prepare_job(model: nn.Module, example_input: Any, *, dynamic_batch: bool, at
         axis = _static_batch_axis(model, example, expected[0])
     return ExportJob(example, trace_example(example, dynamic_batch), examples, expected, tolerance, info,
                      dynamic_batch, axis)
+
+
+def record_solves(module: nn.Module, job: ExportJob) -> StaticTimes:
+    """Run the inference ``module`` eagerly on the validation inputs with the output times of
+    every ``odeint`` call inside it read once (:class:`~odegrad.solvers.StaticTimes`); trace it
+    under ``replay()`` so those solves unroll. The solves are added to ``job.info``.
+
+    Raises:
+        ExportError: a solve uses an adaptive method, events or dense output, or its times are
+            computed from the input (they differ between the inputs, or depend on them through autograd).
+    """
+    static = StaticTimes()
+    for x in job.examples:
+        leaf = x.clone().requires_grad_(True)  # what the times must not depend on
+        with torch.enable_grad(), static.record(leaf):
+            _reference_call(module, leaf.clone())  # a non-leaf copy: the model may change its input in place
+    job.info = with_solves(job.info, static.solves)
+    return static
 
 
 def _dims(shape: torch.Size, axis: int | None, dynamic: bool) -> list[int | str]:

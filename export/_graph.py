@@ -5,6 +5,10 @@ times in a tensor; a traced graph cannot read tensor values back, so each fixed-
 (the model itself or any submodule) is swapped for :class:`UnrolledNeuralODE`, which drives the
 same solver through the shared loop with the times as Python floats. The steps unroll into one
 static graph. Adaptive methods choose their step count from the data and are refused.
+
+A user's own module that calls ``odegrad.odeint`` itself is handled by the solvers' hook
+:class:`~odegrad.solvers.StaticTimes`: an eager pass reads each solve's output times once (see
+``record_solves`` in ``_common``), and the traced pass unrolls them the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import Tensor, nn
 from odegrad import __version__
 from odegrad.errors import ExportError, InvalidInput, MaxStepsExceeded, OdegradError
 from odegrad.models import TLNODE, NeuralODE
-from odegrad.solvers import StepSolver, fixed_grid, get_solver, make_config, unroll
+from odegrad.solvers import StaticSolve, StepSolver, fixed_grid, get_solver, make_config, unroll
 
 _FIXED_HINT = ("export a NeuralODE with a fixed-step method (euler, midpoint, heun, rk4) and "
                "options={'step_size': h} or {'grid': [...]}, or a TLNODE")
@@ -146,7 +150,16 @@ def _describe_block(block: nn.Module) -> GraphInfo:
 
 def describe(model: nn.Module) -> GraphInfo:
     """Kind, method, order and step count of the ODE blocks in ``model`` (joined when several)."""
-    infos = [_describe_block(m) for m in model.modules() if _is_ode_block(m)]
+    return _joined([_describe_block(m) for m in model.modules() if _is_ode_block(m)])
+
+
+def with_solves(info: GraphInfo, solves: list[StaticSolve]) -> GraphInfo:
+    """``info`` joined with the ``odeint`` solves recorded in a user's module (kind ``"odeint"``)."""
+    recorded = [GraphInfo("odeint", method=s.method, order=s.order, steps=s.steps) for s in solves]
+    return _joined(([] if info.kind == "module" else [info]) + recorded)
+
+
+def _joined(infos: list[GraphInfo]) -> GraphInfo:
     if not infos:
         return GraphInfo("module")
     if len(infos) == 1:
@@ -154,8 +167,8 @@ def describe(model: nn.Module) -> GraphInfo:
     steps = [i.steps for i in infos]
     orders = [i.order for i in infos if i.order is not None]
     return GraphInfo("+".join(i.kind for i in infos), method="+".join(i.method for i in infos),
-                     order=max(orders) if orders else None,
-                     steps=sum(steps) if None not in steps else None, extra={"blocks": len(infos)})
+                     order=max(orders) if orders else None, steps=sum(steps) if None not in steps else None,
+                     extra={"blocks": sum(i.extra.get("blocks", 1) for i in infos)})
 
 
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:

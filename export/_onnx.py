@@ -17,7 +17,7 @@ from torch import nn
 from odegrad._checks import check_int
 from odegrad.errors import ExportError, InvalidInput, OdegradError
 
-from ._common import ExportResult, build_metadata, prepare_job
+from ._common import ExportResult, build_metadata, prepare_job, record_solves
 from ._files import atomic_write, output_path
 from ._graph import export_program, inference_module
 from ._precision import TRANSLATIONS
@@ -75,7 +75,9 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
     output_path(path)  # an unwritable target fails now, not after the export
     job = prepare_job(model, example_input, dynamic_batch=dynamic_batch, atol=atol, rtol=rtol)
     with inference_module(model) as module:
-        program = export_program(module, job.traced_example, dynamic_batch)
+        static = record_solves(module, job)
+        with static.replay():
+            program = export_program(module, job.traced_example, dynamic_batch)
         try:
             with _quiet_exporter():
                 onnx_program = torch.onnx.export(program, (job.traced_example,), dynamo=True,

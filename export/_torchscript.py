@@ -18,7 +18,7 @@ from torch import nn
 
 from odegrad.errors import ExportError
 
-from ._common import ExportResult, build_metadata, prepare_job
+from ._common import ExportResult, build_metadata, prepare_job, record_solves
 from ._files import atomic_write, existing_file, output_path
 from ._graph import export_program, inference_module
 from ._validation import require_parity
@@ -52,9 +52,11 @@ def to_torchscript(model: nn.Module, example_input: torch.Tensor, path: str | os
     output_path(path)  # an unwritable target fails now, not after the export
     job = prepare_job(model, example_input, dynamic_batch=True, atol=atol, rtol=rtol)
     with inference_module(model) as module:
-        export_program(module, job.traced_example, dynamic_batch=True)  # refuses data-dependent flow
+        static = record_solves(module, job)
+        with static.replay():
+            export_program(module, job.traced_example, dynamic_batch=True)  # refuses data-dependent flow
         try:
-            with _quiet_jit(), torch.no_grad():
+            with _quiet_jit(), torch.no_grad(), static.replay():
                 traced = torch.jit.trace(module, (job.traced_example,), check_trace=False)
         except Exception as error:
             raise ExportError(f"torch.jit.trace failed: {type(error).__name__}: {error}") from error

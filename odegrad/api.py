@@ -14,11 +14,11 @@ from torch import Tensor
 from ._checks import check_state
 from ._counting import active_transforms, check_func_output
 from ._params import resolve_params
-from .errors import InvalidInput, UnsupportedCombination
+from .errors import ExportError, InvalidInput, UnsupportedCombination
 from .events import Event, check_events, solve_events
 from .gradients import AdjointBackend, Backend, Backsolve, GaussQuadrature, Interpolation, Problem, get_backend
 from .regularization import Regularizer, check_regularizer
-from .solvers import Integrator, Solution, get_solver, is_tracing, make_config
+from .solvers import IntegrationConfig, Integrator, Solution, StaticTimes, get_solver, is_tracing, make_config
 
 State = Tensor | tuple[Tensor, ...]
 """An ODE state: one tensor, or a tuple of tensors integrated together (``y0`` and ``ys``)."""
@@ -156,6 +156,38 @@ def _solve_problem(backend: Backend, problem: Problem, t: Tensor) -> Solution:
     return _with_time_gradient(backend, problem, t) if t.requires_grad else backend.solve(problem)
 
 
+def _dynamic_solution(backend: Backend, solver: Integrator, func: Callable, y0: Tensor, t: Tensor,
+                      config: IntegrationConfig, params: tuple[Tensor, ...], regularization: Regularizer | None,
+                      dense: bool, events: tuple[Event, ...]) -> Solution:
+    """The solve through ``backend`` (the usual case): ``y0`` at every time when there is nothing
+    to integrate, else the problem solved with events and regularization attached."""
+    if t.numel() == 1 or y0.numel() == 0:  # nothing to integrate: y0 at every time
+        solution = Solution(ys=y0.unsqueeze(0).expand(t.numel(), *y0.shape).clone())
+        if regularization is not None:
+            solution.regularization = y0.new_zeros(())
+        return solution
+    problem = Problem(func=func, y0=y0, t=t.detach(), solver=solver, config=config, params=params,
+                      keep_dense=dense)
+    if regularization is not None:
+        problem, finish = regularization.attach(problem)
+    run = partial(_solve_problem, backend)
+    unflatten = func.unflatten if isinstance(func, _FlatTupleFunc) else None
+    solution = solve_events(problem, t, events, unflatten, run) if events else run(problem, t)
+    if regularization is not None:
+        solution, solution.regularization = finish(solution)
+    return solution
+
+
+def _static_solution(static: StaticTimes, solver: Integrator, func: Callable, y0: Tensor, t: Tensor,
+                     build_config: Callable[[], IntegrationConfig], plain: bool) -> Solution:
+    """The solve of a model that ``odegrad.export`` records or traces (:class:`StaticTimes`): fixed
+    steps through output times read once; ``plain``: no dense output, events or regularization."""
+    if not plain:
+        raise ExportError("cannot export an ODE solve with dense output, events or regularization inside "
+                          "the model: they have no static graph; call odeint with the output times only")
+    return Solution(ys=static.solve(solver, func, y0, t, build_config))
+
+
 def _check_capabilities(solver: Integrator, backend: Backend, dense: Any, events: tuple[Event, ...],
                         regularization: Regularizer | None) -> None:
     """Refuse what the solver, the backend or a ``torch.func`` transform cannot do, before any solve."""
@@ -235,21 +267,14 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
     regularization = check_regularizer(regularization)
     flat_func = func if parts is None else _FlatTupleFunc(func, parts, is_tuple=not isinstance(y0, Tensor))
     shapes = flat_func.real_shapes if isinstance(flat_func, _FlatTupleFunc) and flat_func.is_tuple else None
-    config = make_config(solver, rtol, atol, options, func=flat_func, y0=flat_y0, t=t, shapes=shapes)
-    if t.numel() == 1 or flat_y0.numel() == 0:  # nothing to integrate: y0 at every time
-        solution = Solution(ys=flat_y0.unsqueeze(0).expand(t.numel(), *flat_y0.shape).clone())
-        if regularization is not None:
-            solution.regularization = flat_y0.new_zeros(())
+    build_config = partial(make_config, solver, rtol, atol, options, func=flat_func, y0=flat_y0, t=t, shapes=shapes)
+    static = StaticTimes.active()
+    if static is not None:  # odegrad.export records or traces the caller
+        solution = _static_solution(static, solver, flat_func, flat_y0, t, build_config,
+                                    plain=not (dense or events or regularization is not None))
     else:
-        problem = Problem(func=flat_func, y0=flat_y0, t=t.detach(), solver=solver, config=config,
-                          params=params, keep_dense=dense)
-        if regularization is not None:
-            problem, finish = regularization.attach(problem)
-        run = partial(_solve_problem, backend)
-        unflatten = flat_func.unflatten if isinstance(flat_func, _FlatTupleFunc) else None
-        solution = solve_events(problem, t, events, unflatten, run) if events else run(problem, t)
-        if regularization is not None:
-            solution, solution.regularization = finish(solution)
+        solution = _dynamic_solution(backend, solver, flat_func, flat_y0, t, build_config(), params,
+                                     regularization, dense, events)
     if isinstance(flat_func, _FlatTupleFunc):
         solution.ys = flat_func.unflatten(solution.ys)
         if solution.dense is not None:

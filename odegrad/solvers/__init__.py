@@ -2,8 +2,9 @@
 
 Public contracts: :class:`Integrator` (anything that integrates, with declared capabilities),
 :class:`StepSolver` (a one-step method driven by the shared loop), the stepping controllers, the
-one evaluation counter :class:`CountedFunc`, and :func:`unroll` (a fixed-step solve with Python
-float times, for tracing and export).
+one evaluation counter :class:`CountedFunc`, :func:`unroll` (a fixed-step solve with Python
+float times, for tracing and export) and :class:`StaticTimes` (the hook with which export reads the
+output times of ``odeint`` calls inside a user's module once).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ._controller import AdaptiveStepping, FixedStepping, PIController, fixed_gr
 from ._loop import integrate_on_times
 from ._options import VALID_OPTIONS, make_config, times_option
 from ._rk import ExplicitRK, make_rk
+from ._static import StaticSolve, StaticTimes
 from ._step_solver import StepSolver
 from ._tableaux import ALL_TABLEAUX, ButcherTableau
 from ._taylor import LearnedMidpoint, Taylor
@@ -87,7 +89,8 @@ tsit5 = _rk_factory("tsit5", "Tsitouras 5(4) (adaptive)")
 __all__ = [
     "ALL_TABLEAUX", "AdaptiveStepping", "ButcherTableau", "CountedFunc", "DenseOutput", "ExplicitRK",
     "FixedStepping", "IntegrationConfig", "Integrator", "LearnedMidpoint", "PIController", "Solution",
-    "Stats", "StepRecord", "StepResult", "StepSolver", "Taylor", "VALID_OPTIONS", "bad_batch_entries",
+    "StaticSolve", "StaticTimes", "Stats", "StepRecord", "StepResult", "StepSolver", "Taylor", "VALID_OPTIONS",
+    "bad_batch_entries",
     "bosh3", "check_func_output", "counted", "dopri5", "euler", "fixed_grid", "get_solver", "heun",
     "integrate_on_times", "is_tracing", "make_config", "make_rk", "midpoint", "register_solver", "rk4",
     "rms_norm", "solver_names", "times_option", "tsit5", "unroll",
