@@ -1,16 +1,27 @@
 """``odegrad export`` and ``odegrad serve-check`` subcommands.
 
+MODEL is a file written by :func:`odegrad.export.save_model` (its own vector fields registered
+with :func:`odegrad.export.register_module` by a module named with ``--import``), or
+``module:callable``: a callable without arguments returning the model, or ``(model,
+example_input)`` (``odegrad export`` needs the example, for its per-sample shape and dtype).
+
 Exit status: 0 on success, 1 when an exported graph does not reproduce PyTorch (parity failure),
 2 on bad input (a missing, unreadable or wrong-kind file, an unwritable target, a model that
-cannot be exported, bad flags), as for ``odegrad check``.
+cannot be exported, a module that fails to import, bad flags), as for ``odegrad check``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from odegrad.errors import OdegradError, ParityMismatch
+from odegrad.cli import add_import_option, call_target
+from odegrad.errors import InvalidInput, OdegradError, ParityMismatch
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 FORMATS = ("onnx", "torchscript")
 EXIT_PARITY = 1
@@ -36,12 +47,45 @@ def _batch_list(text: str) -> list[int]:
     return sizes
 
 
+_BUILT = "an nn.Module or (model, example_input)"
+_MODEL_HELP = ("a file written by odegrad.export.save_model, or module:callable returning the model or "
+               "(model, example_input)")
+
+
+def load_target(target: str, batch: int) -> tuple[nn.Module, Tensor | None]:
+    """The model MODEL names (see the module docstring) and an example input of ``batch`` rows
+    (None when a callable returned the model alone).
+
+    Raises:
+        InvalidInput: a ``module:callable`` that does not import or returns something else.
+        ExportError: a file that is not a saved model, or whose architecture is not registered.
+    """
+    import torch
+    from torch import nn
+
+    from ._serialization import example_for, load_model
+    from ._validation import resized_batch
+
+    if Path(target).exists() or ":" not in target:
+        model, config = load_model(target)
+        return model, example_for(config, batch)
+    built = call_target(target, "MODEL", _BUILT)
+    model, example = built if isinstance(built, (tuple, list)) and len(built) == 2 else (built, None)
+    if not isinstance(model, nn.Module) or not (example is None or isinstance(example, torch.Tensor)):
+        raise InvalidInput("MODEL callable", f"{target} gave {type(built).__name__}", _BUILT)
+    if example is not None and example.dim() > 0:
+        example = resized_batch(example.detach(), batch)
+    return model.eval(), example
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export", help="export a saved fixed-cost model to ONNX or TorchScript",
         description="Export a model saved with odegrad.export.save_model (state dict + JSON config, loaded "
-                    "with torch.load(weights_only=True)) to a validated ONNX or TorchScript file.")
-    export.add_argument("model", metavar="MODEL.pt", help="file written by odegrad.export.save_model")
+                    "with torch.load(weights_only=True)), or built by module:callable, to a validated ONNX "
+                    "or TorchScript file. Exit status 1 on a parity failure, 2 on bad input.")
+    export.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
+    add_import_option(export)
     export.add_argument("--format", choices=FORMATS, default="onnx", help="output format (default: onnx)")
     export.add_argument("--out", required=True, metavar="PATH", help="file to write")
     export.add_argument("--batch", type=_positive_int, default=2, help="batch size of the example input (default: 2)")
@@ -61,8 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--batch", type=_batch_list, default=[1, 256], help="batch sizes, e.g. 1,256 (default)")
     check.add_argument("--repeats", type=_positive_int, default=50, help="timed calls per batch size (default: 50)")
     check.add_argument("--providers", default="auto", help="onnxruntime providers: auto, cpu or cuda")
-    check.add_argument("--model", metavar="MODEL.pt", default=None,
-                       help="the saved PyTorch model, to add eager latency and parity columns")
+    check.add_argument("--model", metavar="MODEL", default=None,
+                       help=f"the PyTorch model, to add eager latency and parity columns: {_MODEL_HELP}")
+    add_import_option(check)
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     check.add_argument("--threads", type=_positive_int, default=None,
                        help="intra-op threads for onnxruntime and torch (default: the libraries' own)")
@@ -79,12 +124,13 @@ def _fail(command: str, error: Exception) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from ._onnx import to_onnx
-    from ._serialization import example_for, load_model
     from ._torchscript import to_torchscript
 
     try:
-        model, config = load_model(args.model)
-        example = example_for(config, args.batch)
+        model, example = load_target(args.model, args.batch)
+        if example is None:
+            raise InvalidInput("MODEL callable", f"{args.model} gave the model alone",
+                               "(model, example_input): export needs the input's shape and dtype")
         if args.format == "onnx":
             result = to_onnx(model, example, args.out, dynamic_batch=not args.static_batch, opset=args.opset,
                              atol=args.atol, rtol=args.rtol)
@@ -101,11 +147,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_serve_check(args: argparse.Namespace) -> int:
-    from ._serialization import load_model
     from ._serve_check import check_exported
 
     try:
-        model = load_model(args.model)[0] if args.model else None
+        model = load_target(args.model, batch=1)[0] if args.model else None
         report = check_exported(args.path, batch_sizes=args.batch, providers=args.providers,
                                 repeats=args.repeats, seed=args.seed, model=model, threads=args.threads)
     except Exception as error:  # noqa: BLE001 - reported with exit status 2, never a traceback

@@ -173,3 +173,116 @@ def test_serve_and_compare(tmp_path):
     assert all(row.ratio > 0 and row.parity.max_abs_diff < 1e-5 for row in report.rows)
     text = str(report)
     assert "neural_ode" in text and "rk4" in text and "ratio" in text
+
+
+USER_FIELDS = '''
+import torch
+from torch import nn
+
+import odegrad
+from odegrad.export import register_module
+
+
+@register_module
+class SineField(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+        self.lin = nn.Linear(dim, dim)
+
+    def forward(self, t, y):
+        return torch.sin(self.lin(y))
+
+    def export_config(self):
+        return {"dim": self.dim}
+
+
+class UserModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.field = SineField(2)
+        self.register_buffer("t", torch.tensor([0.0, 1.0]))
+
+    def forward(self, x):
+        return odegrad.odeint(self.field, x, self.t, method="rk4", options={"step_size": 0.25})[-1]
+
+
+def build():
+    torch.manual_seed(0)
+    return UserModel(), torch.randn(3, 2)
+
+
+def build_model_only():
+    return build()[0]
+
+
+def broken():
+    raise RuntimeError("no checkpoint")
+'''
+
+
+@pytest.fixture
+def user_fields(tmp_path, monkeypatch):
+    """A module ``cli_user_fields`` (a registered field and a torchdiffeq-style model) next to the
+    caller, as a user's package would be; it is forgotten (unimported, unregistered) afterwards."""
+    import sys
+
+    from odegrad.export import _serialization
+
+    (tmp_path / "cli_user_fields.py").write_text(USER_FIELDS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(_serialization, "_REGISTERED", dict(_serialization._REGISTERED))
+    yield tmp_path
+    sys.modules.pop("cli_user_fields", None)
+
+
+def test_cli_imports_the_module_that_registers_a_custom_field(user_fields, capsys):
+    import sys
+
+    import cli_user_fields
+    from odegrad.export import _serialization
+
+    torch.manual_seed(0)
+    model = NeuralODE(cli_user_fields.SineField(2), method="rk4", options={"step_size": 0.5})
+    save_model(model, user_fields / "model.pt", torch.randn(2, 2))
+
+    def forget() -> None:  # as in a fresh process: the module not imported, nothing registered
+        del _serialization._REGISTERED["SineField"], sys.modules["cli_user_fields"]
+
+    forget()
+    export = ["export", "model.pt", "--out", "m.onnx"]
+    assert main(export) == 2
+    assert "'SineField' at config.func, which is not registered" in capsys.readouterr().err
+    assert main([*export, "--import", "cli_user_fields"]) == 0
+    assert "wrote onnx model" in capsys.readouterr().out
+    check = ["serve-check", "m.onnx", "--batch", "1,5", "--repeats", "2", "--model", "model.pt"]
+    forget()
+    assert main(check) == 2
+    assert main([*check, "--import", "cli_user_fields"]) == 0
+    out = capsys.readouterr().out
+    assert "parity: ok" in out and "eager ms" in out
+
+
+def test_cli_builds_the_model_with_a_callable(user_fields, capsys):
+    assert main(["export", "cli_user_fields:build", "--format", "torchscript", "--out", "m.ts"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote torchscript model" in out and "kind: odeint" in out and "steps: 4" in out
+    assert main(["serve-check", "m.ts", "--batch", "4", "--repeats", "2", "--model",
+                 "cli_user_fields:build_model_only"]) == 0
+    assert "parity: ok" in capsys.readouterr().out
+    bad = {
+        "cli_user_fields:build_model_only": "export needs the input's shape and dtype",
+        "cli_user_fields:broken": "calling it raised RuntimeError: no checkpoint",
+        "cli_user_fields:missing": "an attribute 'missing'",
+        "no_such_module_xyz:build": "MODEL module",
+    }
+    for target, reason in bad.items():
+        assert main(["export", target, "--out", "x.onnx"]) == 2, target
+        err = capsys.readouterr().err
+        assert err.startswith("odegrad export: error: ") and reason in err, err
+    for command in (["export", "cli_user_fields:build", "--out", "x.onnx"], ["serve-check", "m.ts"],
+                    ["check", "cli_user_fields:build"]):
+        assert main([*command, "--import", "no_such_module_xyz"]) == 2, command
+        assert "--import" in capsys.readouterr().err
+    assert not (user_fields / "x.onnx").exists()

@@ -15,12 +15,11 @@ that raises, a file that is not a saved model, bad options).
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli import add_import_option
 from ..errors import InvalidInput, OdegradError
 
 EXIT_DISAGREE = 1
@@ -77,28 +76,12 @@ def load_target(target: str) -> dict[str, Any]:
     path = Path(target)
     if path.is_file():
         return _saved_model_problem(path)
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
+    from ..cli import call_target
+
+    if ":" not in target:
         raise InvalidInput("TARGET", target, "'module:callable' or the path of a model saved by "
                            "odegrad.export.save_model")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`: modules next to the caller are found
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as error:  # noqa: BLE001 - a SyntaxError or any exception at import: a bad target
-        raise InvalidInput("TARGET module", module_name,
-                           f"an importable module ({type(error).__name__}: {error})") from None
-    for name in attribute.split("."):
-        if not hasattr(obj, name):
-            raise InvalidInput("TARGET callable", target, f"an attribute {name!r} of {obj!r}")
-        obj = getattr(obj, name)
-    if not callable(obj):
-        raise InvalidInput("TARGET callable", target, "a callable returning (func, y0, t)")
-    try:
-        value = obj()
-    except Exception as error:  # noqa: BLE001 - the target's own failure, not a disagreement
-        raise InvalidInput("TARGET callable", target, "a callable returning (func, y0, t)",
-                           hint=f"calling it raised {type(error).__name__}: {error}") from None
+    value = call_target(target, "TARGET", "(func, y0, t)")
     return _unpack(target, value)
 
 
@@ -133,6 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "gradients pairwise and with finite differences, print the table; exit 1 "
                     "on disagreement, 2 on a bad target. A non-smooth field (ReLU, abs, max, ...) "
                     "is named beside the verdict with what tolerance or activation would pass.")
+    add_import_option(parser)
     parser.add_argument("target", metavar="TARGET",
                         help="module:callable returning (func, y0, t) or a dict with func, y0, t "
                              "(and optionally loss), or a NeuralODE/TLNODE file written by "
