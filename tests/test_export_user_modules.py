@@ -5,13 +5,14 @@ computed from the input are refused with the reason."""
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from odegrad.export import OnnxModel, load_torchscript, to_onnx, to_torchscript
 from torch import nn
 
 import odegrad
-from odegrad.errors import ExportError
+from odegrad.errors import ExportError, UnsupportedCombination
 from odegrad.solvers import StaticTimes
 
 
@@ -170,3 +171,20 @@ def test_static_times_outside_export():
             pass
     assert StaticTimes.active() is None
 
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_user_module_exports_and_serves(tmp_path):
+    torch.manual_seed(0)
+    model = UserModel("buffer").cuda()
+    assert to_onnx(model, torch.randn(4, 3, device="cuda"), tmp_path / "m.onnx").parity.ok
+    x = torch.randn(64, 3, device="cuda")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(UnsupportedCombination, match="onnxruntime-gpu"):
+            OnnxModel(tmp_path / "m.onnx", providers="cuda")
+        return
+    served = OnnxModel(tmp_path / "m.onnx", providers="cuda")
+    assert served.providers[0] == "CUDAExecutionProvider"
+    with torch.no_grad():
+        np.testing.assert_allclose(served(x.cpu().numpy()), model.eval()(x).cpu().numpy(), atol=1e-5, rtol=1e-4)
