@@ -135,7 +135,8 @@ def build_module(spec: Any, where: str = "config") -> nn.Module:
     except (TypeError, KeyError, ValueError) as error:
         raise ExportError(f"corrupted saved model: cannot rebuild {where} ({kind}): {error}") from error
     raise ExportError(f"the saved model uses architecture {kind!r} at {where}, which is not registered in "
-                      "this process; call odegrad.export.register_module(cls) before loading")
+                      "this process; call odegrad.export.register_module(cls) before loading (odegrad export, "
+                      "serve-check and check: --import the module that registers it)")
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, example_input: Tensor) -> None:

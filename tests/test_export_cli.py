@@ -254,6 +254,11 @@ def test_cli_imports_the_module_that_registers_a_custom_field(user_fields, capsy
     export = ["export", "model.pt", "--out", "m.onnx"]
     assert main(export) == 2
     assert "'SineField' at config.func, which is not registered" in capsys.readouterr().err
+    gradients = ["check", "model.pt", "--methods", "rk4", "--gradients", "direct,backsolve"]
+    assert main(gradients) == 2 and "--import the module that registers it" in capsys.readouterr().err
+    assert main([*gradients, "--import", "cli_user_fields"]) == 0
+    assert "PASS" in capsys.readouterr().out
+    forget()
     assert main([*export, "--import", "cli_user_fields"]) == 0
     assert "wrote onnx model" in capsys.readouterr().out
     check = ["serve-check", "m.onnx", "--batch", "1,5", "--repeats", "2", "--model", "model.pt"]
