@@ -26,6 +26,8 @@ from odegrad.errors import ExportError, InvalidInput, MaxStepsExceeded, OdegradE
 from odegrad.models import TLNODE, NeuralODE
 from odegrad.solvers import StaticSolve, StepSolver, fixed_grid, get_solver, make_config, unroll
 
+from ._adaptive import ADAPTIVE_METHODS, AdaptiveNeuralODE, loop_exportable
+
 _FIXED_HINT = ("export a NeuralODE with a fixed-step method (euler, midpoint, heun, rk4) and "
                "options={'step_size': h} or {'grid': [...]}, or a TLNODE")
 
@@ -72,7 +74,8 @@ def _fixed_step_solver(block: NeuralODE) -> StepSolver:
     if solver.error_estimate:
         raise ExportError(f"cannot export NeuralODE(method={name!r}): an adaptive step-size method "
                           "chooses how many steps to take from the data (data-dependent control "
-                          f"flow), so it has no fixed graph; {_FIXED_HINT}")
+                          f"flow), so it has no fixed graph (to_onnx exports {', '.join(ADAPTIVE_METHODS)} "
+                          f"as an ONNX Loop); {_FIXED_HINT}")
     return solver
 
 
@@ -134,11 +137,17 @@ def _is_ode_block(module: nn.Module) -> bool:
     return isinstance(module, (NeuralODE, TLNODE))
 
 
-def _unrolled(block: nn.Module) -> nn.Module:
+def _unrolled(block: nn.Module, adaptive: bool) -> nn.Module:
+    if adaptive and loop_exportable(block):
+        return AdaptiveNeuralODE(block)
     return UnrolledNeuralODE(block) if isinstance(block, NeuralODE) else RolledOutTLNODE(block)
 
 
 def _describe_block(block: nn.Module) -> GraphInfo:
+    if loop_exportable(block):
+        loop = AdaptiveNeuralODE(block)
+        return GraphInfo("neural_ode", method=loop.tableau.name, order=loop.tableau.order,
+                         extra={"step_control": "loop", "max_steps": loop.config.max_steps})
     if isinstance(block, NeuralODE):
         unrolled = UnrolledNeuralODE(block)
         return GraphInfo("neural_ode", method=unrolled.solver.name, order=unrolled.solver.order,
@@ -190,17 +199,19 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
-def inference_module(model: nn.Module) -> Iterator[nn.Module]:
+def inference_module(model: nn.Module, *, adaptive: bool = False) -> Iterator[nn.Module]:
     """Yield a trace-clean module computing ``model`` in eval mode; restores ``model`` on exit.
 
     Every fixed-step NeuralODE in ``model`` is swapped for an :class:`UnrolledNeuralODE` and every
     TLNODE for a :class:`RolledOutTLNODE` (the model itself when it is one); adaptive blocks raise
-    :class:`ExportError` before anything changes.
+    :class:`ExportError` before anything changes, unless ``adaptive`` (the ONNX exporter, which
+    lowers the loop to an ONNX ``Loop``) swaps dopri5/tsit5/bosh3 blocks for an
+    :class:`~odegrad.export._adaptive.AdaptiveNeuralODE`.
     """
     if not isinstance(model, nn.Module):
         raise InvalidInput("model", type(model).__name__, "a torch.nn.Module")
     blocks = [(name, m) for name, m in model.named_modules() if _is_ode_block(m)]
-    replacements = [(name, block, _unrolled(block)) for name, block in blocks]
+    replacements = [(name, block, _unrolled(block, adaptive)) for name, block in blocks]
     root = next((unrolled for name, _, unrolled in replacements if not name), model)
     with eval_mode(model):
         try:

@@ -50,11 +50,13 @@ def _check_opset(opset: Any) -> int | None:
 def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, *,
             dynamic_batch: bool = True, opset: int | None = None, atol: float | None = None,
             rtol: float | None = None, input_name: str = "input", output_name: str = "output") -> ExportResult:
-    """Export a fixed-cost model (TLNODE, fixed-step NeuralODE blocks, plain layers) to ONNX.
+    """Export a model (TLNODE, NeuralODE blocks, plain layers) to ONNX.
 
     Args:
-        model: the model; fixed-step NeuralODE blocks are unrolled, adaptive ones are refused
-            with :class:`~odegrad.errors.ExportError`.
+        model: the model; fixed-step NeuralODE blocks are unrolled, dopri5/tsit5/bosh3 ones keep
+            their step-size control as an ONNX ``Loop`` (bounded by ``max_steps``; output times it
+            does not reach are NaN where PyTorch raises), other adaptive ones are refused with
+            :class:`~odegrad.errors.ExportError`.
         example_input: ``Tensor[batch, *state]`` in the dtype to export (float32 or float64).
         path: file to write; written atomically, only after validation passes.
         dynamic_batch: make dimension 0 of the input (and the matching output dimension) dynamic.
@@ -74,7 +76,7 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
             raise InvalidInput(name, value, "a non-empty string")
     output_path(path)  # an unwritable target fails now, not after the export
     job = prepare_job(model, example_input, dynamic_batch=dynamic_batch, atol=atol, rtol=rtol)
-    with inference_module(model) as module:
+    with inference_module(model, adaptive=True) as module:
         static = record_solves(module, job)
         with static.replay():
             program = export_program(module, job.traced_example, dynamic_batch)
