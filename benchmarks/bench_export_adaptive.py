@@ -31,16 +31,18 @@ from odegrad.models import NeuralODE  # noqa: E402
 DIM, RTOL, ATOL, SPAN = 2, 1e-6, 1e-8, 10.0
 
 
-def model(method: str, hidden: int) -> NeuralODE:
+def model(method: str, hidden: int, dtype: torch.dtype) -> NeuralODE:
     """A random MLP field on [0, SPAN] with the benchmark's tolerances."""
     torch.manual_seed(0)
-    return NeuralODE(MLPField(DIM, hidden, 2), t=[0.0, SPAN], method=method, rtol=RTOL, atol=ATOL).eval()
+    field = MLPField(DIM, hidden, 2).to(dtype)
+    return NeuralODE(field, t=[0.0, SPAN], method=method, rtol=RTOL, atol=ATOL).eval()
 
 
 def eager_steps(block: NeuralODE, x: torch.Tensor) -> tuple[int, int]:
     """(accepted, rejected) steps of odegrad's eager solve."""
     with torch.no_grad():
-        stats = solve(block.func, x, torch.tensor(block.times), method=block.method, rtol=RTOL, atol=ATOL).stats
+        times = torch.tensor(block.times, dtype=x.dtype)
+        stats = solve(block.func, x, times, method=block.method, rtol=RTOL, atol=ATOL).stats
     return stats.steps_accepted, stats.steps_rejected
 
 
@@ -59,20 +61,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small models, few repeats")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per runtime (default 50)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both runtimes")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="model dtype")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 50)
     torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
     header = ("| method | batch | eager ms | onnxruntime ms | ort / eager | steps eager (acc/rej) | "
               "steps ONNX (acc/rej) | max abs diff |\n|---|---|---|---|---|---|---|---|")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for method in ADAPTIVE_METHODS:
-            block = model(method, 16 if args.quick else 64)
-            to_onnx(block, torch.randn(4, DIM), folder / "m.onnx")
+            block = model(method, 16 if args.quick else 64, dtype)
+            to_onnx(block, torch.randn(4, DIM, dtype=dtype), folder / "m.onnx")
             served = OnnxModel(folder / "m.onnx", providers="cpu", threads=args.threads)
             for batch in (1, 256):
-                x = torch.randn(batch, DIM, generator=torch.Generator().manual_seed(batch))
+                x = torch.randn(batch, DIM, dtype=dtype, generator=torch.Generator().manual_seed(batch))
 
                 def eager(x=x, block=block):
                     with torch.no_grad():
@@ -92,7 +96,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
     print()
     print(f"onnxruntime {onnxruntime.__version__} CPU vs torch {torch.__version__}, {args.threads} thread(s), "
-          f"median of {repeats} interleaved calls, float32, rtol={RTOL}, atol={ATOL}")
+          f"median of {repeats} interleaved calls, {args.dtype}, rtol={RTOL}, atol={ATOL}")
     print(header)
     print("\n".join(rows))
 

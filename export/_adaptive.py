@@ -59,7 +59,7 @@ class AdaptiveNeuralODE(nn.Module):
 
     Raises:
         ExportError: the method is not one of :data:`ADAPTIVE_METHODS`, or the options ask for
-            something the loop does not do (forced stops, jumps, perturb, events, observers).
+            something the loop does not do (``step_t``, ``jump_t``, ``perturb``).
     """
 
     def __init__(self, block: NeuralODE, *, with_counts: bool = False):
@@ -70,11 +70,11 @@ class AdaptiveNeuralODE(nn.Module):
         solver = get_solver(block.method)
         config = make_config(solver, block.rtol, block.atol, block.options)
         unsupported = [name for name, value in (("step_t", config.stops), ("jump_t", config.jumps),
-                                                ("perturb", config.perturb), ("event", config.event),
-                                                ("observer", config.observer)) if value]
+                                                ("perturb", config.perturb)) if value]
         if unsupported:
             raise ExportError(f"cannot export this adaptive NeuralODE: options {unsupported} are not "
-                              "supported in the exported loop")
+                              "supported in the exported loop; drop them, or use a fixed-step method "
+                              "(euler, midpoint, heun, rk4) with options={'step_size': h}")
         self.func = block.func
         self.tableau = solver.tableau
         self.times = list(block.times)
@@ -87,7 +87,7 @@ class AdaptiveNeuralODE(nn.Module):
         # arithmetic a float32 constant (rounding the coefficients), and a while loop's body may
         # not create tensors
         tab, pi, order = self.tableau, self.controller, self.tableau.order
-        values = {*tab.c, *(x for row in tab.a for x in row), *tab.b, *tab.b_error,
+        values = {*tab.c, *(x for row in tab.a for x in row), *tab.b_error,
                   *(x for row in tab.dense for x in row), pi.safety, -pi.beta1 / order, pi.beta2 / order,
                   1.0, pi.dfactor, pi.ifactor, 1e-5, 1e-6, 0.01, 1e-15, 1e-3, 1.0 / order, self.direction,
                   self.direction * abs(config.first_step or 0.0)}
@@ -116,16 +116,14 @@ class AdaptiveNeuralODE(nn.Module):
         return self.func(t.to(y.dtype), y).to(y.dtype)
 
     def _step(self, t: Tensor, h: Tensor, y: Tensor, f: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """One RK step as ``ExplicitRK.step``: ``(y1, error, stages)``, the last stage ``f(t1, y1)``."""
+        """One RK step as ``ExplicitRK.step``: ``(y1, error, stages)``. Every method of
+        :data:`ADAPTIVE_METHODS` is FSAL: the last stage is evaluated at ``(t1, y1)``."""
         tab = self.tableau
         stages = [f]
-        y_stage = y
+        y1 = y
         for c, row in zip(tab.c[1:], tab.a[1:]):
-            y_stage = self._combine(y, h, row, stages)
-            stages.append(self._f(t + self._f64(c) * h, y_stage))
-        y1 = y_stage if tab.fsal else self._combine(y, h, tab.b, stages)
-        if not tab.fsal:
-            stages.append(self._f(t + h, y1))
+            y1 = self._combine(y, h, row, stages)
+            stages.append(self._f(t + self._f64(c) * h, y1))
         return y1, self._combine(None, h, tab.b_error, stages), stages
 
     def _tolerances(self, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -144,7 +142,7 @@ class AdaptiveNeuralODE(nn.Module):
         c = self.config
         rtol, atol = self._tolerances(y0)
         if c.first_step is not None:
-            return self._f64(self.direction * abs(c.first_step))
+            return self._f64(self.direction * abs(c.first_step)).clone()  # carried: no view of a buffer
         scale = atol + y0.abs() * rtol
         d0, d1 = self._norm(y0 / scale), self._norm(f0 / scale)
         tiny = (d0 < self._f64(1e-5)) | (d1 < self._f64(1e-5))
@@ -192,7 +190,7 @@ class AdaptiveNeuralODE(nn.Module):
         t0 = times[0].clone()  # carried by the loop: must not alias its closure input `times`
         f0 = self._f(t0, y0)
         buffer = torch.cat([y0.unsqueeze(0), torch.full_like(y0, math.nan).unsqueeze(0).expand(count - 1, *y0.shape)])
-        zero = torch.zeros((), dtype=torch.int64)
+        zero = torch.zeros((), dtype=torch.int64, device=y0.device)
         max_steps = self.config.max_steps
         rtol, atol = self._tolerances(y0)  # made here: the loop's body may not create tensors
 
@@ -214,8 +212,8 @@ class AdaptiveNeuralODE(nn.Module):
                     torch.where(ok, y1, y), torch.where(ok, stages[-1], f), ys,
                     out + reached.to(torch.int64).sum())
 
-        carried = (zero, zero.clone(), t0, self._first_step(t0, y0, f0), torch.zeros((), dtype=_F64),
-                   torch.zeros((), dtype=_F64), y0, f0, buffer, torch.ones((), dtype=torch.int64))
+        carried = (zero, zero.clone(), t0, self._first_step(t0, y0, f0), torch.zeros_like(t0),
+                   torch.zeros_like(t0), y0, f0, buffer, torch.ones_like(zero))
         accepted, rejected, *_, ys, _ = while_loop(running, body, carried)
         result = ys if self.return_trajectory else ys[-1]
         return (result, accepted, rejected) if self.with_counts else result

@@ -102,9 +102,11 @@ def test_onnx_loop_matches_pytorch_steps_and_values(exported_dopri5):
         np.testing.assert_allclose(ys, expected.numpy(), rtol=1e-12, atol=1e-12)  # the same steps, in float64
 
 
-@pytest.mark.parametrize("method", ["tsit5", "bosh3"])
-def test_to_onnx_exports_adaptive_neural_ode(method, tmp_path):
-    model = NeuralODE(Field(seed=10, dtype=torch.float32), t=[0.0, 1.0], method=method, rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize(("method", "options"), [
+    ("tsit5", None), ("bosh3", {"first_step": 0.05, "controller": PIController(beta1=0.7, beta2=0.4)})])
+def test_to_onnx_exports_adaptive_neural_ode(method, options, tmp_path):
+    model = NeuralODE(Field(seed=10, dtype=torch.float32), t=[0.0, 1.0], method=method, rtol=1e-5, atol=1e-6,
+                      options=options)
     result = to_onnx(model, torch.randn(7, 3), tmp_path / "m.onnx")
     assert result.parity.ok
     assert result.metadata["odegrad.method"] == method
