@@ -12,6 +12,7 @@ from typing import Any
 
 import onnx
 import torch
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 from torch import nn
 
 from odegrad._checks import check_int
@@ -91,6 +92,8 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
         except Exception as error:
             raise ExportError(f"the ONNX exporter cannot translate the model: {type(error).__name__}: "
                               f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}") from error
+    # the optimizer leaves folded constants unused (onnxruntime warns about each when loading)
+    RemoveUnusedNodesPass()(onnx_program.model)
     proto = onnx_program.model_proto
     meta = build_metadata(job, input_name, output_name)
     del proto.metadata_props[:]
