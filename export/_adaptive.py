@@ -95,6 +95,9 @@ class AdaptiveNeuralODE(nn.Module):
         self.register_buffer("constants", torch.tensor(sorted(values), dtype=_F64), persistent=False)
         self.register_buffer("rtol", torch.as_tensor(config.rtol, dtype=_F64).clone(), persistent=False)
         self.register_buffer("atol", torch.as_tensor(config.atol, dtype=_F64).clone(), persistent=False)
+        first = next(block.func.parameters(), None)  # the buffers go where the field is (e.g. CUDA)
+        if first is not None:
+            self.to(first.device)
 
     def _f64(self, value: float) -> Tensor:
         """The float64 constant ``value`` (one of those gathered at construction)."""
@@ -131,7 +134,7 @@ class AdaptiveNeuralODE(nn.Module):
         takes a scalar constant within 1e-8 of zero for zero and drops ``atol + x`` (odegrad's
         default atol is 1e-9); a broadcast shape keeps the add and its value."""
         rank = max(like.dim(), 2)
-        return tuple(tol.to(like.dtype).reshape((1,) * (rank - tol.dim()) + tuple(tol.shape))
+        return tuple(tol.to(like.device, like.dtype).reshape((1,) * (rank - tol.dim()) + tuple(tol.shape))
                      for tol in (self.rtol, self.atol))
 
     def _norm(self, x: Tensor) -> Tensor:
