@@ -64,7 +64,7 @@ class _FlatTupleFunc:
         flat = []
         for i, (o, shape, dtype) in enumerate(zip(out, self.shapes, self.dtypes)):
             name = f"func output[{i}]" if self.is_tuple else "func output"
-            if not isinstance(o, Tensor):
+            if isinstance(y, Tensor) and not isinstance(o, Tensor):  # (Taylor mode passes jets through)
                 raise InvalidInput(name, type(o).__name__, "a Tensor with the shape of y0")
             if tuple(o.shape) != tuple(shape):
                 raise InvalidInput(f"{name} shape", str(tuple(o.shape)), f"{tuple(shape)} (the shape of y0)")
