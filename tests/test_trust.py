@@ -239,4 +239,4 @@ def test_taylor_integrates_tuple_states():
     ys = odegrad.odeint(lambda t, y: (-y[0], -2 * y[1]), y0, torch.tensor([0.0, 1.0], dtype=D),
                         method=Taylor(order=4), options={"step_size": 0.05})
     assert math.isclose(float(ys[0][-1]), math.exp(-1), rel_tol=1e-6)
-    assert math.isclose(float(ys[1][-1]), math.exp(-2), rel_tol=1e-6)
+    assert math.isclose(float(ys[1][-1]), math.exp(-2), rel_tol=1e-5)  # 20 steps of (0.1)^5/5! each
