@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from odegrad import __version__
 from odegrad.errors import ExportError, InvalidInput, MaxStepsExceeded, OdegradError
 from odegrad.models import TLNODE, NeuralODE
-from odegrad.solvers import StaticSolve, StepSolver, fixed_grid, get_solver, make_config, unroll
+from odegrad.solvers import StaticSolve, StepSolver, fixed_grid, get_solver, make_config, require_unrollable, unroll
 
 from ._adaptive import ADAPTIVE_METHODS, AdaptiveNeuralODE, loop_exportable
 
@@ -67,16 +67,8 @@ class UnrolledNeuralODE(nn.Module):
 
 def _fixed_step_solver(block: NeuralODE) -> StepSolver:
     solver = get_solver(block.method)
-    name = getattr(solver, "name", repr(solver))
-    if not isinstance(solver, StepSolver):
-        raise ExportError(f"cannot export NeuralODE(method={block.method!r}): only odegrad's own step "
-                          f"solvers unroll into a static graph; {_FIXED_HINT}")
-    if solver.error_estimate:
-        raise ExportError(f"cannot export NeuralODE(method={name!r}): an adaptive step-size method "
-                          "chooses how many steps to take from the data (data-dependent control "
-                          f"flow), so it has no fixed graph (to_onnx exports {', '.join(ADAPTIVE_METHODS)} "
-                          f"as an ONNX Loop); {_FIXED_HINT}")
-    return solver
+    return require_unrollable(solver, f"NeuralODE(method={getattr(solver, 'name', block.method)!r})",
+                              _FIXED_HINT, f" (to_onnx exports {', '.join(ADAPTIVE_METHODS)} as an ONNX Loop)")
 
 
 @dataclass

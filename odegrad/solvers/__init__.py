@@ -22,7 +22,7 @@ from ._controller import AdaptiveStepping, FixedStepping, PIController, fixed_gr
 from ._loop import integrate_on_times
 from ._options import VALID_OPTIONS, make_config, times_option
 from ._rk import ExplicitRK, make_rk
-from ._static import StaticSolve, StaticTimes
+from ._static import StaticSolve, StaticTimes, require_unrollable
 from ._step_solver import StepSolver
 from ._tableaux import ALL_TABLEAUX, ButcherTableau
 from ._taylor import LearnedMidpoint, Taylor
@@ -92,6 +92,7 @@ __all__ = [
     "StaticSolve", "StaticTimes", "Stats", "StepRecord", "StepResult", "StepSolver", "Taylor", "VALID_OPTIONS",
     "bad_batch_entries",
     "bosh3", "check_func_output", "counted", "dopri5", "euler", "fixed_grid", "get_solver", "heun",
-    "integrate_on_times", "is_tracing", "make_config", "make_rk", "midpoint", "register_solver", "rk4",
+    "integrate_on_times", "is_tracing", "make_config", "make_rk", "midpoint", "register_solver",
+    "require_unrollable", "rk4",
     "rms_norm", "solver_names", "times_option", "tsit5", "unroll",
 ]

@@ -29,6 +29,20 @@ _FIXED_HINT = ("call odeint with a fixed-step method (euler, midpoint, heun, rk4
                "options={'step_size': h} or {'grid': [...]}")
 
 
+def require_unrollable(solver: Integrator, what: str, hint: str, adaptive_note: str = "") -> StepSolver:
+    """``solver`` if a solve with it unrolls into a static graph (an odegrad fixed-step solver);
+    else an ExportError saying why ``what`` cannot be exported, ``adaptive_note`` added for an
+    adaptive method, and ``hint``."""
+    if not isinstance(solver, StepSolver):
+        raise ExportError(f"cannot export {what}: only odegrad's own step solvers unroll into a static "
+                          f"graph; {hint}")
+    if solver.error_estimate:
+        raise ExportError(f"cannot export {what}: an adaptive step-size method chooses how many steps to "
+                          f"take from the data (data-dependent control flow), so it has no fixed graph"
+                          f"{adaptive_note}; {hint}")
+    return solver
+
+
 @dataclass
 class StaticSolve:
     """One solve seen by the recording pass.
@@ -136,13 +150,7 @@ class StaticTimes:
         return integrate_on_times(solver, func, y0, recorded.times, recorded.config, time_dtype=t.dtype).ys
 
     def _record(self, solver: Integrator, name: str, t: Tensor, config: IntegrationConfig) -> StaticSolve:
-        if not isinstance(solver, StepSolver):
-            raise ExportError(f"cannot export odeint(method={name!r}) inside the model: only odegrad's own "
-                              f"step solvers unroll into a static graph; {_FIXED_HINT}")
-        if solver.error_estimate:
-            raise ExportError(f"cannot export odeint(method={name!r}) inside the model: an adaptive "
-                              "step-size method chooses how many steps to take from the data "
-                              f"(data-dependent control flow), so it has no fixed graph; {_FIXED_HINT}")
+        require_unrollable(solver, f"odeint(method={name!r}) inside the model", _FIXED_HINT)
         self._check_constant(t)
         recorded = StaticSolve(name, solver.order, [float(v) for v in t.detach().tolist()], config)
         self.solves.append(recorded)
