@@ -81,3 +81,34 @@ def check_state(name: str, y: Any) -> Tensor:
     if not is_tracing() and not bool(torch.isfinite(y).all()):
         raise NonFiniteValue(name, bad_indices=bad_batch_entries(y), phase="input")
     return y
+
+
+def check_times(t: Any, y0: Tensor, open_end: bool = False, increasing: bool = False) -> Tensor:
+    """``t`` as a strictly monotone 1-D tensor on y0's device (strictly increasing with
+    ``increasing``); ``open_end``: its last time may be ±inf (an event search without an end time)."""
+    if not isinstance(t, Tensor):
+        try:
+            t = torch.as_tensor(t, dtype=y0.dtype, device=y0.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise InvalidInput("t", type(t).__name__, "a 1-D tensor of times") from None
+    if t.dim() != 1 or t.numel() == 0:
+        raise InvalidInput("t shape", str(tuple(t.shape)), "a non-empty 1-D tensor of times")
+    if not t.is_floating_point():
+        raise InvalidInput("t dtype", str(t.dtype), "a floating-point dtype (e.g. torch.linspace)")
+    if t.device != y0.device:
+        raise InvalidInput("t device", str(t.device), f"{y0.device} (the device of y0)")
+    if is_tracing() or t.numel() == 1:
+        return t
+    values = t.detach()
+    if not bool(torch.isfinite(values[:-1] if open_end else values).all()):
+        raise InvalidInput("t", values.tolist(), "finite times" + (" (t[-1] may be ±inf)" if open_end else ""))
+    diffs = values[1:] - values[:-1]
+    direction = 1.0 if increasing or float(diffs[0]) > 0 else -1.0
+    bad = (diffs * direction <= 0).nonzero().flatten()
+    if bad.numel():
+        i = int(bad[0])
+        what = "repeats a value" if float(diffs[i]) == 0 else ("decreases" if increasing else "changes direction")
+        raise InvalidInput("t", f"t[{i}]={float(values[i]):.10g}, t[{i + 1}]={float(values[i + 1]):.10g} ({what})",
+                           "strictly increasing times" if increasing else
+                           "strictly increasing or strictly decreasing times")
+    return t

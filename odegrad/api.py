@@ -11,14 +11,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_state
+from ._checks import check_state, check_times
 from ._counting import active_transforms, check_func_output
 from ._params import resolve_params
 from .errors import ExportError, InvalidInput, UnsupportedCombination
 from .events import Event, check_events, solve_events
 from .gradients import AdjointBackend, Backend, Backsolve, GaussQuadrature, Interpolation, Problem, get_backend
 from .regularization import Regularizer, check_regularizer
-from .solvers import IntegrationConfig, Integrator, Solution, StaticTimes, get_solver, is_tracing, make_config
+from .solvers import IntegrationConfig, Integrator, Solution, StaticTimes, get_solver, make_config
 
 State = Tensor | tuple[Tensor, ...]
 """An ODE state: one tensor, or a tuple of tensors integrated together (``y0`` and ``ys``)."""
@@ -97,36 +97,6 @@ def _check_state(y0: Any) -> tuple[Tensor, list[Tensor] | None]:
     if isinstance(y0, Tensor) and not y0.is_complex():
         return y0, None
     return torch.cat([_real_view(y).reshape(-1) for y in tensors]), tensors
-
-
-def _check_t(t: Any, y0: Tensor, open_end: bool = False) -> Tensor:
-    """``t`` as a strictly monotone 1-D tensor on y0's device; ``open_end``: its last time may be
-    ±inf (an event search without an end time)."""
-    if not isinstance(t, Tensor):
-        try:
-            t = torch.as_tensor(t, dtype=y0.dtype, device=y0.device)
-        except (TypeError, ValueError, RuntimeError):
-            raise InvalidInput("t", type(t).__name__, "a 1-D tensor of times") from None
-    if t.dim() != 1 or t.numel() == 0:
-        raise InvalidInput("t shape", str(tuple(t.shape)), "a non-empty 1-D tensor of times")
-    if not t.is_floating_point():
-        raise InvalidInput("t dtype", str(t.dtype), "a floating-point dtype (e.g. torch.linspace)")
-    if t.device != y0.device:
-        raise InvalidInput("t device", str(t.device), f"{y0.device} (the device of y0)")
-    if is_tracing() or t.numel() == 1:
-        return t
-    values = t.detach()
-    if not bool(torch.isfinite(values[:-1] if open_end else values).all()):
-        raise InvalidInput("t", values.tolist(), "finite times" + (" (t[-1] may be ±inf)" if open_end else ""))
-    diffs = values[1:] - values[:-1]
-    direction = 1.0 if float(diffs[0]) > 0 else -1.0
-    bad = (diffs * direction <= 0).nonzero().flatten()
-    if bad.numel():
-        i = int(bad[0])
-        what = "repeats a value" if float(diffs[i]) == 0 else "changes direction"
-        raise InvalidInput("t", f"t[{i}]={float(values[i]):.10g}, t[{i + 1}]={float(values[i + 1]):.10g} ({what})",
-                           "strictly increasing or strictly decreasing times")
-    return t
 
 
 def _with_time_gradient(backend: Backend, problem: Problem, t: Tensor) -> Solution:
@@ -263,7 +233,7 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
     events = () if events is None else check_events(events)
     _check_capabilities(solver, backend, dense, events, regularization)
     flat_y0, parts = _check_state(y0)
-    t = _check_t(t, flat_y0, open_end=any(event.terminal for event in events))
+    t = check_times(t, flat_y0, open_end=any(event.terminal for event in events))
     regularization = check_regularizer(regularization)
     flat_func = func if parts is None else _FlatTupleFunc(func, parts, is_tuple=not isinstance(y0, Tensor))
     shapes = flat_func.real_shapes if isinstance(flat_func, _FlatTupleFunc) and flat_func.is_tuple else None

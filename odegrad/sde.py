@@ -33,6 +33,7 @@ import torch
 import torchsde
 from torch import Tensor, nn
 
+from ._checks import check_times
 from .api import odeint
 from .errors import InvalidInput, NonFiniteValue, UnknownName, UnsupportedCombination
 from .gradients import Backend, get_backend
@@ -57,26 +58,6 @@ def _check_x0(x0: Any) -> Tensor:
     if not bool(torch.isfinite(x0).all()):
         raise NonFiniteValue("x0", bad_indices=bad_batch_entries(x0))
     return x0
-
-
-def _check_times(t: Any, x0: Tensor) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise InvalidInput("t", type(t).__name__, "a 1-D Tensor of times")
-    if t.dim() != 1 or t.numel() == 0:
-        raise InvalidInput("t shape", str(tuple(t.shape)), "a non-empty 1-D tensor of times")
-    if not t.is_floating_point():
-        raise InvalidInput("t dtype", str(t.dtype), "a floating-point dtype")
-    if t.device != x0.device:
-        raise InvalidInput("t device", str(t.device), f"{x0.device} (the device of x0)")
-    values = t.detach()
-    if not bool(torch.isfinite(values).all()):
-        raise InvalidInput("t", values.tolist(), "finite times")
-    bad = (values[1:] <= values[:-1]).nonzero().flatten()
-    if bad.numel():
-        i = int(bad[0])
-        raise InvalidInput("t", f"t[{i}]={float(values[i]):.10g}, t[{i + 1}]={float(values[i + 1]):.10g}",
-                           "strictly increasing times (sample paths run forward in time)")
-    return values
 
 
 def _check_output(name: str, out: Any, x: Tensor) -> Tensor:
@@ -185,7 +166,7 @@ class NeuralSDE(nn.Module):
             the parameters of drift and diffusion through ``gradient``.
         """
         x0 = _check_x0(x0)
-        t = _check_times(t, x0)
+        t = check_times(t, x0, increasing=True).detach()
         if t.numel() == 1:
             return x0.unsqueeze(0)
         piece_options = dict(options or {})
@@ -232,7 +213,7 @@ class NeuralSDE(nn.Module):
             ``Tensor[T, n, batch, d]`` sample paths (differentiable through torchsde's own solver).
         """
         x0 = _check_x0(x0)
-        t = _check_times(t, x0)
+        t = check_times(t, x0, increasing=True).detach()
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidInput("n", n, "a positive integer (paths per initial state)")
         if method not in _SAMPLE_METHODS:

@@ -267,7 +267,7 @@ T = torch.linspace(0, 1, 4, dtype=D)
     (lambda m: m(X0, torch.tensor([0.0, 0.5, 0.5], dtype=D)), InvalidInput, "t"),
     (lambda m: m(X0, torch.tensor([1.0, 0.5], dtype=D)), InvalidInput, "t"),
     (lambda m: m(X0, torch.tensor([0.0, float("nan")], dtype=D)), InvalidInput, "t"),
-    (lambda m: m(X0, [0.0, 1.0]), InvalidInput, "t"),
+    (lambda m: m(X0, "ab"), InvalidInput, "t"),
     (lambda m: m(X0.tolist(), T), InvalidInput, "x0"),
     (lambda m: m(X0[0], T), InvalidInput, "x0 shape"),
     (lambda m: m(X0.long(), T), InvalidInput, "x0 dtype"),
