@@ -72,7 +72,7 @@ class Backsolve(AdjointBackend):
                                              same_steps_config(config, solver, times, times[i], times[i - 1]))
             nfe += sol.stats.nfe_forward
             end = sol.ys[-1]
-            check_reverse_drift(self.name, end[:n].view(shape), ys[i - 1], i - 1, times[i - 1], problem,
+            check_reverse_drift(self.name, end[:n].view(shape), ys, i - 1, times[i - 1], problem,
                                 config, self.on_drift)
             a = end[n:2 * n].view(shape) + grad_ys[i - 1]
             g = end[2 * n:]

@@ -99,17 +99,21 @@ FIXED_STEP_DRIFT_RTOL = 1e-3
 """Tolerance unit of the drift check for fixed-step methods, whose accuracy no tolerance states."""
 
 
-def check_reverse_drift(backend: str, rebuilt: Tensor, stored: Tensor, segment: int, t_start: float,
+def check_reverse_drift(backend: str, rebuilt: Tensor, ys: Tensor, segment: int, t_start: float,
                         problem: Problem, config: IntegrationConfig, on_drift: str) -> None:
     """Compare the state a backward solve (configured by ``config``) rebuilt at the start of
-    observation segment ``segment`` (time ``t_start``) with the stored forward state; past
-    :data:`REVERSE_DRIFT_FACTOR` tolerance units raise :class:`ReverseSolveDrift` (or warn). The
-    unit is the looser of the forward and backward tolerances: the miss holds both solves' errors."""
+    observation segment ``segment`` (time ``t_start``) with the stored forward state
+    ``ys[segment]``; past :data:`REVERSE_DRIFT_FACTOR` tolerance units raise
+    :class:`ReverseSolveDrift` (or warn). The unit is the looser of the forward and backward
+    tolerances (the miss holds both solves' errors); for fixed-step methods it is
+    :data:`FIXED_STEP_DRIFT_RTOL` relative to the state and to the largest stored state (their
+    error scales with the trajectory, also where it passes near zero)."""
+    stored = ys[segment]
     if problem.solver.error_estimate:
         (rtol, atol), (forward_rtol, forward_atol) = config.scalar_tolerances(), problem.config.scalar_tolerances()
         rtol, atol = max(rtol, forward_rtol), max(atol, forward_atol)
     else:
-        rtol, atol = FIXED_STEP_DRIFT_RTOL, FIXED_STEP_DRIFT_RTOL * float(stored.abs().max())
+        rtol, atol = FIXED_STEP_DRIFT_RTOL, FIXED_STEP_DRIFT_RTOL * float(ys.abs().max())
     scale = atol + rtol * stored.abs()
     drift = float(((rebuilt - stored).abs() / scale.clamp_min(torch.finfo(stored.dtype).tiny)).max())
     if drift <= REVERSE_DRIFT_FACTOR:

@@ -151,7 +151,7 @@ class GaussQuadrature(AdjointBackend):
                 weighted_a = torch.as_tensor(weights, dtype=a.dtype, device=a.device).view(-1, *[1] * a.dim())
                 quadrature.add(out_times[1:-1], at_nodes[:, :n].view(k, *shape),
                                weighted_a * at_nodes[:, n:].view(k, *shape))
-            check_reverse_drift(self.name, sol.ys[-1, :n].view(shape), ys[i - 1], i - 1, times[i - 1],
+            check_reverse_drift(self.name, sol.ys[-1, :n].view(shape), ys, i - 1, times[i - 1],
                                 problem, config, self.on_drift)
             a = sol.ys[-1, n:].view(shape) + grad_ys[i - 1]
         grads = quadrature.result()
