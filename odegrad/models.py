@@ -112,7 +112,12 @@ class TLNODE(nn.Module):
         t0: start time.
 
     Attributes:
-        nfe: evaluations of func over all forward passes so far (not counted under ``torch.compile``).
+        nfe: evaluations of func over all forward passes so far (see :attr:`nfe`).
+        forward_passes: ``Tensor[]`` (int64, a non-persistent buffer): forward passes so far.
+
+    Compiling: ``torch.compile(model, fullgraph=True)`` (also ``mode="reduce-overhead"``) and a
+    compiled training step (loss and its backward) trace one graph that is reused for every call
+    of the same shapes: the pass counter is a buffer updated in place, not a Python int.
 
     Shapes: ``forward(y0: Tensor[*batch, *state]) -> Tensor[*batch, *state]``. The forward pass is
     a fixed sequence of tensor ops (no ``.item()``, no branching on values), so ``torch.export`` /
@@ -137,7 +142,7 @@ class TLNODE(nn.Module):
         self.t0 = float(t0)
         self.gradient = gradient
         self.backward_method = backward_method
-        self.nfe = 0
+        self.register_buffer("forward_passes", torch.zeros((), dtype=torch.int64), persistent=False)
 
     @property
     def step_size(self) -> float:
@@ -148,9 +153,16 @@ class TLNODE(nn.Module):
         """Evaluations of func (plain or jet) per forward pass in Taylor mode."""
         return self.steps * self.solver.nfe_per_step()
 
+    @property
+    def nfe(self) -> int:
+        """Evaluations of func (plain or jet) over all forward passes so far:
+        ``forward_passes × nfe_per_forward()`` (the cost is fixed, so counting passes is exact —
+        and works unchanged under ``torch.compile``, where a Python counter would recompile)."""
+        return int(self.forward_passes) * self.nfe_per_forward()
+
     def forward(self, y0: Tensor, t0: float | None = None) -> Tensor:
         """The state at ``start + horizon`` after ``steps`` Taylor steps from ``y0`` at ``start``
-        (``t0`` if given, else the block's ``t0``); adds the NFE to :attr:`nfe`.
+        (``t0`` if given, else the block's ``t0``); counts the pass in :attr:`forward_passes`.
 
         Raises:
             InvalidInput: y0 is not a floating-point tensor, its last dimension differs from the
@@ -164,14 +176,10 @@ class TLNODE(nn.Module):
         if isinstance(dim, int) and y0.shape[-1:] != (dim,):
             raise InvalidInput("y0 shape", tuple(y0.shape), f"a last dimension of {dim} (the remainder network's dim)")
         if self.gradient == "direct":
-            counter = CountedFunc(self.func)
-            y = self.solver.rollout(counter, y0, start, self.step_size, self.steps)
-            nfe = counter.nfe
+            y = self.solver.rollout(CountedFunc(self.func), y0, start, self.step_size, self.steps)
         else:
-            solution = self._solve(y0, start)
-            y, nfe = solution.ys[-1], solution.stats.nfe_forward
-        if not torch.compiler.is_compiling():  # a Python int changed under torch.compile recompiles
-            self.nfe += nfe
+            y = self._solve(y0, start).ys[-1]
+        self.forward_passes.add_(1)
         return y
 
     def _solve(self, y0: Tensor, start: float):

@@ -251,3 +251,35 @@ def test_remainder_loss_trains_the_midpoint_under_an_adjoint_backend(one_thread)
     assert float(model.remainder_loss(states)) < 0.5 * before
     with pytest.raises(InvalidInput, match="remainder"):
         TLNODE(Pendulum()).remainder_loss(states)
+
+
+@pytest.mark.parametrize("gradient", ["direct", "backsolve"])
+def test_nfe_counts_forward_passes(gradient):
+    model = TLNODE(Field(), order=1, steps=2, remainder=LearnedMidpoint(2).double(), gradient=gradient)
+    y0 = torch.zeros(1, 2, dtype=F64)
+    model(y0)
+    model.trajectory(y0, 3)
+    assert int(model.forward_passes) == 4
+    assert model.nfe == 4 * model.nfe_per_forward() == 4 * 2 * (1 + 2)
+    assert "forward_passes" not in model.state_dict()  # a counter, not model state
+
+
+def test_compiled_forward_and_training_step_do_not_recompile():
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(5)
+    model = TLNODE(Field(), order=1, steps=2, horizon=0.5, remainder=LearnedMidpoint(2, hidden=4).double())
+    y0 = torch.randn(6, 2, dtype=F64)
+    expected = model(y0)
+    torch._dynamo.reset()
+    counters.clear()
+    forward = torch.compile(model, fullgraph=True, backend="eager")
+    loss_fn = torch.compile(lambda y: model.trajectory(y, 2).pow(2).mean(), fullgraph=True, backend="aot_eager")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(3):
+            out = forward(y0)
+            loss_fn(y0).backward()
+    assert counters["stats"]["unique_graphs"] == 2  # one per compiled function, none recompiled
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert int(model.forward_passes) == 1 + 3 + 3 * 2
+    assert all(p.grad is not None for p in model.remainder.parameters())
