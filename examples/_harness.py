@@ -15,23 +15,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 matplotlib.use("Agg")  # the examples write image files only
+
+CPU = torch.device("cpu")
 
 
 @dataclass
 class Run:
     """One training run: ``curve`` holds (training seconds, iteration, test loss) checkpoints;
     evaluation time is excluded from the training seconds. ``metric`` is an optional second
-    test measure (e.g. accuracy) named ``metric_name``."""
+    test measure (e.g. accuracy) named ``metric_name``; ``compile_seconds`` is the one-off
+    ``torch.compile`` time of a compiled run (its first step, taken off the clock)."""
 
     name: str
     curve: list[tuple[float, int, float]] = field(default_factory=list)
     nfe_per_forward: float = math.nan
     metric: float = math.nan
     metric_name: str = ""
+    compile_seconds: float = 0.0
 
     @property
     def train_seconds(self) -> float:
@@ -50,23 +55,50 @@ class Run:
         return next((seconds for seconds, _, value in self.curve if value <= loss), math.nan)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that a clock read after it
+    covers that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def timed_iterations(run: Run, iterations: int, evaluate: Callable[[], float], *, eval_every: int,
-                     progress: bool = True) -> Iterator[int]:
+                     progress: bool = True, device: torch.device = CPU) -> Iterator[int]:
     """Yield ``1..iterations`` to the caller's training loop. The seconds spent in the loop body
-    count as training time; ``evaluate()`` (the test loss) runs off the clock before the first
-    iteration, every ``eval_every`` iterations and after the last, appending to ``run.curve``."""
+    (up to the ``device``'s completion of its work) count as training time; ``evaluate()`` (the
+    test loss) runs off the clock before the first iteration, every ``eval_every`` iterations and
+    after the last, appending to ``run.curve``."""
     from tqdm import tqdm
 
     run.curve.append((0.0, 0, float(evaluate())))
     elapsed = 0.0
     bar = tqdm(range(1, iterations + 1), desc=run.name, disable=not progress, leave=False)
     for i in bar:
+        synchronize(device)
         start = time.perf_counter()
         yield i
+        synchronize(device)
         elapsed += time.perf_counter() - start
         if i % eval_every == 0 or i == iterations:
             run.curve.append((elapsed, i, float(evaluate())))
             bar.set_postfix(test=f"{run.curve[-1][2]:.4g}")
+
+
+def compiled_loss(run: Run, loss: Callable[..., torch.Tensor], mode: str | None, example: tuple,
+                  device: torch.device) -> Callable[..., torch.Tensor]:
+    """``loss`` itself (``mode`` None), or ``torch.compile(loss, fullgraph=True, mode=mode)``
+    compiled off the clock: one loss and backward on the ``example`` arguments (shaped like a
+    training batch; the gradients are discarded by the next ``zero_grad``), timed into
+    ``run.compile_seconds``."""
+    if mode is None:
+        return loss
+    compiled = torch.compile(loss, fullgraph=True, mode=None if mode == "default" else mode)
+    start = time.perf_counter()
+    compiled(*example).backward()
+    synchronize(device)
+    run.compile_seconds = time.perf_counter() - start
+    run.name += f" compiled ({mode})"
+    return compiled
 
 
 @dataclass(frozen=True)
@@ -104,12 +136,13 @@ def comparison_report(runs: list[Run], target: Target, reference: str) -> str:
     ref_seconds = ref.seconds_to(target.value)
     metric_name = next((run.metric_name for run in runs if run.metric_name), "")
     head = ["model", "time to target [s]", f"speed-up vs {ref.name}", "NFE/forward", "train time [s]",
-            "final test loss"] + ([metric_name] if metric_name else [])
+            "compile [s] (off the clock)", "final test loss"] + ([metric_name] if metric_name else [])
     lines = [f"target test loss {target}", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
         seconds = run.seconds_to(target.value)
         cells = [run.name, f"{seconds:.2f}", f"{ref_seconds / seconds:.2f}x" if seconds > 0 else "n/a",
-                 f"{run.nfe_per_forward:.1f}", f"{run.train_seconds:.2f}", f"{run.final_loss:.4g}"]
+                 f"{run.nfe_per_forward:.1f}", f"{run.train_seconds:.2f}",
+                 f"{run.compile_seconds:.1f}" if run.compile_seconds else "–", f"{run.final_loss:.4g}"]
         lines.append("| " + " | ".join(cells + ([f"{run.metric:.4g}"] if metric_name else [])) + " |")
     for run in runs:
         if run is ref:
@@ -135,6 +168,10 @@ def comparison_parser(description: str, *, iters: int, steps: int, rtol: float, 
     parser.add_argument("--atol", type=float, default=atol, help=f"baseline atol (default {atol:g})")
     parser.add_argument("--baseline", nargs="+", default=["dopri5"],
                         help="adaptive methods to compare with (e.g. dopri5 torchdiffeq:dopri5)")
+    parser.add_argument("--compile", default=None, choices=["default", "reduce-overhead"],
+                        help="torch.compile the TL-NODE's training loss and its backward (fullgraph; "
+                             "reduce-overhead: CUDA graphs)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--out", default="examples_out", help="folder for the plot (default examples_out)")
     parser.add_argument("--quick", action="store_true", help="a few iterations only (smoke run)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")

@@ -25,11 +25,13 @@ from pathlib import Path
 
 import torch
 from _harness import (
+    CPU,
     Run,
     Target,
     common_target,
     comparison_parser,
     comparison_report,
+    compiled_loss,
     plot_learning_curves,
     save_figure,
     timed_iterations,
@@ -82,21 +84,27 @@ class Flow(nn.Module):
 
 
 def train(name: str, flow: Flow, exact: Flow, iterations: int, batch_size: int, lr: float, eval_every: int,
-          seed: int, progress: bool) -> Run:
+          seed: int, progress: bool, compile_mode: str | None = None,
+          device: torch.device = CPU) -> Run:
     """Train ``flow``; test NLL from ``exact`` (the same vector field solved by dopri5), i.e. the
-    likelihood of the learned continuous flow, which a fixed-step model cannot inflate."""
+    likelihood of the learned continuous flow, which a fixed-step model cannot inflate.
+    ``compile_mode``: compile the batch loss (see ``compiled_loss``)."""
     generator = torch.Generator().manual_seed(seed)
-    test = eight_gaussians(2000, torch.Generator().manual_seed(seed + 1))
+    test = eight_gaussians(2000, torch.Generator().manual_seed(seed + 1)).to(device)
     optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
 
     def test_nll() -> float:
         with torch.no_grad():
             return float(-exact(test).mean())
 
+    def batch_loss(x: Tensor) -> Tensor:
+        return -flow(x).mean()
+
     run = Run(name)
-    for _ in timed_iterations(run, iterations, test_nll, eval_every=eval_every, progress=progress):
+    batch_loss = compiled_loss(run, batch_loss, compile_mode, (test[:batch_size],), device)
+    for _ in timed_iterations(run, iterations, test_nll, eval_every=eval_every, progress=progress, device=device):
         optimizer.zero_grad()
-        loss = -flow(eight_gaussians(batch_size, generator)).mean()
+        loss = batch_loss(eight_gaussians(batch_size, generator).to(device))
         loss.backward()
         optimizer.step()
     return run
@@ -104,23 +112,29 @@ def train(name: str, flow: Flow, exact: Flow, iterations: int, batch_size: int, 
 
 def compare(iterations: int, order: int, steps: int, baselines: list[str], rtol: float, atol: float,
             progress: bool = True, seed: int = 0, batch_size: int = 256, lr: float = 5e-3,
+            compile_modes: tuple[str | None, ...] = (None,), device: torch.device = CPU,
             ) -> tuple[list[Run], dict[str, Flow]]:
+    """A TL-NODE flow (once per entry of ``compile_modes``: None is eager) and, per baseline
+    method, the same flow with a NeuralODE block; same initialisation and batches."""
     eval_every = max(1, min(25, iterations // 4))
-    torch.manual_seed(seed)
-    tl = Flow(TLNODE(TraceField(), order=order, steps=steps, horizon=1.0, remainder=LearnedMidpoint(3, hidden=32)))
-    tl_exact = Flow(NeuralODE(tl.block.func, (0.0, 1.0), method="dopri5", rtol=rtol, atol=atol))
-    runs = [train(f"TL-NODE p={order} s={steps}", tl, tl_exact, iterations, batch_size, lr, eval_every, seed,
-                  progress)]
-    runs[0].nfe_per_forward = tl.block.nfe_per_forward()
-    flows = {runs[0].name: tl_exact}
+    runs, flows = [], {}
+    for mode in compile_modes:
+        torch.manual_seed(seed)
+        tl = Flow(TLNODE(TraceField(), order=order, steps=steps, horizon=1.0,
+                         remainder=LearnedMidpoint(3, hidden=32))).to(device)
+        tl_exact = Flow(NeuralODE(tl.block.func, (0.0, 1.0), method="dopri5", rtol=rtol, atol=atol))
+        runs.append(train(f"TL-NODE p={order} s={steps}", tl, tl_exact, iterations, batch_size, lr, eval_every,
+                          seed, progress, mode, device))
+        runs[-1].nfe_per_forward = tl.block.nfe_per_forward()
+        flows[runs[-1].name] = tl_exact
     for method in baselines:
         torch.manual_seed(seed)
         field = CountedFunc(TraceField())
-        flow = Flow(NeuralODE(field, (0.0, 1.0), method=method, rtol=rtol, atol=atol))
-        run = train(method, flow, flow, iterations, batch_size, lr, eval_every, seed, progress)
+        flow = Flow(NeuralODE(field, (0.0, 1.0), method=method, rtol=rtol, atol=atol)).to(device)
+        run = train(method, flow, flow, iterations, batch_size, lr, eval_every, seed, progress, device=device)
         field.nfe = 0
         with torch.no_grad():
-            flow(eight_gaussians(256, torch.Generator().manual_seed(seed + 2)))
+            flow(eight_gaussians(256, torch.Generator().manual_seed(seed + 2)).to(device))
         run.nfe_per_forward = field.nfe
         runs.append(run)
         flows[method] = flow
@@ -139,7 +153,7 @@ def plot(path: Path, runs: list[Run], flows: dict[str, Flow], target: Target) ->
     axes[0].set_title("data")
     for ax, (name, flow) in zip(axes[1:], flows.items()):
         with torch.no_grad():
-            density = flow(points).exp().reshape(70, 70)
+            density = flow(points.to(next(flow.parameters()).device)).exp().reshape(70, 70).cpu()
         ax.imshow(density.numpy(), origin="lower", extent=[-3.5, 3.5, -3.5, 3.5])
         ax.set_title(name)
     plot_learning_curves(axes[-1], runs, "test NLL", target, log=False)
@@ -152,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     iterations = 30 if args.quick else args.iters
     runs, flows = compare(iterations, args.order, args.steps, args.baseline, args.rtol, args.atol,
-                          not args.no_progress)
+                          not args.no_progress, compile_modes=(None, args.compile) if args.compile else (None,),
+                          device=torch.device(args.device))
     print(f"2-D CNF on eight Gaussians, {iterations} iterations of batch 256, rtol={args.rtol:g}, "
           f"atol={args.atol:g}; NFE per forward pass")
     print("test NLL of every model: its vector field solved by dopri5 (the likelihood of the learned flow)")

@@ -26,6 +26,7 @@ from _harness import (
     common_target,
     comparison_parser,
     comparison_report,
+    compiled_loss,
     place_legend,
     plot_learning_curves,
     save_figure,
@@ -92,6 +93,11 @@ class TrajectoryTask:
                                        indexing="ij")
         return self.segments(ys, starts.reshape(-1), which.reshape(-1))
 
+    def to(self, device: torch.device) -> TrajectoryTask:
+        """The same task with its data on ``device``."""
+        test_ys = None if self.test_ys is None else self.test_ys.to(device)
+        return TrajectoryTask(self.t.to(device), self.ys.to(device), test_ys, self.batch_size, self.segment)
+
     def batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
         generator = torch.Generator().manual_seed(seed)
         while True:
@@ -111,24 +117,29 @@ Rollout = Callable[[Tensor, int], Tensor]  # (y0: [B, D], intervals) -> [interva
 
 
 def train(name: str, rollout: Rollout, params: Iterable[Tensor], task: TrajectoryTask, iterations: int,
-          lr: float, progress: bool, seed: int = 0) -> Run:
+          lr: float, progress: bool, seed: int = 0, compile_mode: str | None = None) -> Run:
     """Fit ``rollout`` to random segments (Adam, MSE); the test loss is the MSE over every test
-    segment."""
+    segment. ``compile_mode``: compile the batch loss (see ``compiled_loss``)."""
     optimizer = torch.optim.Adam(params, lr=lr)
     batches = task.batches(seed)
     test_y0, test_target = task.test_segments()
     intervals = task.segment - 1
+    device = task.ys.device
 
     def test_loss() -> float:
         with torch.no_grad():
             return float((rollout(test_y0, intervals) - test_target).pow(2).mean())
 
+    def batch_loss(y0: Tensor, target: Tensor) -> Tensor:
+        return (rollout(y0, intervals) - target).pow(2).mean()
+
     run = Run(name)
+    batch_loss = compiled_loss(run, batch_loss, compile_mode, next(task.batches(seed + 1)), device)
     for _ in timed_iterations(run, iterations, test_loss, eval_every=max(1, min(25, iterations // 4)),
-                              progress=progress):
+                              progress=progress, device=device):
         y0, target = next(batches)
         optimizer.zero_grad()
-        loss = (rollout(y0, intervals) - target).pow(2).mean()
+        loss = batch_loss(y0, target)
         loss.backward()
         optimizer.step()
     return run
@@ -136,19 +147,25 @@ def train(name: str, rollout: Rollout, params: Iterable[Tensor], task: Trajector
 
 def compare(task: TrajectoryTask, make_field: Callable[[], nn.Module], iterations: int, order: int, steps: int,
             baselines: list[str], rtol: float, atol: float, *, lr: float = 3e-3, progress: bool = True,
-            seed: int = 0) -> tuple[list[Run], dict[str, Rollout]]:
-    """Train a TL-NODE and, for each baseline method, the same field solved by that method (same
-    initialisation and batches). Returns the runs and each run's rollout."""
-    dim = task.ys.shape[-1]
-    torch.manual_seed(seed)
-    model = TLNODE(make_field(), order=order, steps=steps, horizon=task.dt, remainder=LearnedMidpoint(dim, hidden=16))
-    runs = [train(f"TL-NODE p={order} s={steps}", model.trajectory, model.parameters(), task, iterations, lr,
-                  progress, seed)]
-    runs[0].nfe_per_forward = model.nfe_per_forward()
-    rollouts = {runs[0].name: model.trajectory}
+            seed: int = 0, compile_modes: tuple[str | None, ...] = (None,),
+            ) -> tuple[list[Run], dict[str, Rollout]]:
+    """Train a TL-NODE (once per entry of ``compile_modes``: None is eager) and, for each baseline
+    method, the same field solved by that method (same initialisation and batches, on the task's
+    device). Returns the runs and each run's rollout."""
+    dim, device = task.ys.shape[-1], task.ys.device
+    runs, rollouts = [], {}
+    for mode in compile_modes:
+        torch.manual_seed(seed)
+        model = TLNODE(make_field(), order=order, steps=steps, horizon=task.dt,
+                       remainder=LearnedMidpoint(dim, hidden=16)).to(device)
+        run = train(f"TL-NODE p={order} s={steps}", model.trajectory, model.parameters(), task, iterations, lr,
+                    progress, seed, mode)
+        run.nfe_per_forward = model.nfe_per_forward()
+        runs.append(run)
+        rollouts[run.name] = model.trajectory
     for method in baselines:
         torch.manual_seed(seed)
-        field = CountedFunc(make_field())
+        field = CountedFunc(make_field()).to(device)
 
         def rollout(y0: Tensor, intervals: int, field: CountedFunc = field, method: str = method) -> Tensor:
             return odegrad.odeint(field, y0, task.t[: intervals + 1], method=method, rtol=rtol, atol=atol)
@@ -170,10 +187,11 @@ def plot(path: Path, task: TrajectoryTask, runs: list[Run], rollouts: dict[str, 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     with torch.no_grad():
         for index, (name, rollout) in enumerate(rollouts.items()):
-            ys = rollout(test_ys[0, :3], len(task.t) - 1)
+            ys = rollout(test_ys[0, :3], len(task.t) - 1).cpu()
             for i in range(3):
                 ax1.plot(ys[:, i, 0], ys[:, i, 1], "--" if index == 0 else ":", color=colour(index),
                          label=name if i == 0 else None)
+    test_ys = test_ys.cpu()
     for i in range(3):
         ax1.plot(test_ys[:, i, 0], test_ys[:, i, 1], "k-", lw=0.8, label="true" if i == 0 else None)
     ax1.set_title("test trajectories (full rollout)")
@@ -188,8 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     iterations = 40 if args.quick else args.iters
     task = lotka_volterra_task()
-    runs, rollouts = compare(task, Field, iterations, args.order, args.steps, args.baseline, args.rtol, args.atol,
-                             progress=not args.no_progress)
+    runs, rollouts = compare(task.to(torch.device(args.device)), Field, iterations, args.order, args.steps,
+                             args.baseline, args.rtol, args.atol, progress=not args.no_progress,
+                             compile_modes=(None, args.compile) if args.compile else (None,))
     print(f"Lotka–Volterra identification, {iterations} iterations, rtol={args.rtol:g}, atol={args.atol:g}; "
           f"NFE per observation interval (Δt={task.dt:g})")
     target = common_target(runs)
