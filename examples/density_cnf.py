@@ -66,7 +66,9 @@ class TraceField(nn.Module):
         dz = self.l3(h2)
         d1, d2 = 1 - h1 * h1, 1 - h2 * h2
         coupling = self.l2.weight * (self.l1.weight[:, :2] @ self.l3.weight).transpose(0, 1)  # [H2, H1]
-        trace = ((d2 @ coupling) * d1).sum(-1, keepdim=True)
+        # torch.matmul, not `d2 @ coupling`: under torch.compile, dynamo evaluates a Taylor-mode `Jet @ Tensor`
+        # with its operands swapped (torch 2.13 has no reflected matmul for __torch_function__ objects)
+        trace = (torch.matmul(d2, coupling) * d1).sum(-1, keepdim=True)
         return torch.cat([dz, trace], dim=-1)
 
 

@@ -51,7 +51,7 @@ def test_report_states_target_rule_speed_up_and_final_loss_difference(harness):
     assert (fast.seconds_to(target.value), slow.seconds_to(target.value)) == (2.0, 8.0)
     report = harness.comparison_report([fast, slow], target, reference="slow")
     assert report.splitlines()[0] == "target test loss 0.315 = the worst of the runs' best test losses + 5%"
-    assert "| fast | 2.00 | 4.00x | 3.0 | 2.00 | 0.3 |" in report
+    assert "| fast | 2.00 | 4.00x | 3.0 | 2.00 | – | 0.3 |" in report
     assert report.splitlines()[-1] == "fast vs slow: speed-up to the target 4.00x, final test loss 50.0% above slow's."
 
 
@@ -90,3 +90,34 @@ def test_regularization_benchmark_runs_quick_and_reports_every_regularizer_per_t
             assert sum(line.startswith(f"| {task} | {name} | ") for line in lines) == 1, (task, name)
         assert sum(line.startswith(f"{task} local-") and line.endswith(("goal met.", "goal not met."))
                    for line in lines) == 2
+
+
+def test_compiled_loss_compiles_off_the_clock_and_names_the_run(harness, monkeypatch):
+    compiled_with = {}
+
+    def fake_compile(fn, **kwargs):
+        compiled_with.update(kwargs)
+        return fn
+
+    monkeypatch.setattr(harness.torch, "compile", fake_compile)
+    weight = harness.torch.ones(3, requires_grad=True)
+    loss = lambda x: (weight * x).sum()
+    run = harness.Run("TL")
+    assert harness.compiled_loss(run, loss, None, (weight,), harness.CPU) is loss and run.compile_seconds == 0
+    assert harness.compiled_loss(run, loss, "reduce-overhead", (weight,), harness.CPU) is loss
+    assert compiled_with == {"fullgraph": True, "mode": "reduce-overhead"}
+    assert run.name == "TL compiled (reduce-overhead)" and run.compile_seconds > 0
+    assert weight.grad is not None  # the warm-up step ran forward and backward
+
+
+def test_tlnode_benchmark_runs_seeds_in_parallel_and_summarises(tmp_path):
+    script = EXAMPLES.parent / "benchmarks" / "bench_tlnode.py"
+    result = subprocess.run([sys.executable, str(script), "--quick", "--tasks", "digits", "--seeds", "0", "1",
+                             "--jobs", "2", "--compile", "none", "--no-breakdown"], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "## digits, seed 0:" in out and "## digits, seed 1:" in out and "dopri5 rtol=0.0001 atol=1e-05" in out
+    summary = out.split("## Summary")[1].splitlines()
+    assert any(line.startswith("| task | target rule | TL-NODE run |") for line in summary)
+    assert sum(line.startswith("| digits | worst best + 5% | s=1 |") for line in summary) == 1
