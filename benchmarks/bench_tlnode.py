@@ -208,6 +208,7 @@ def _coefficient_paths(device: str, batch: int, repeats: int = 200) -> dict[str,
 def _run(job: Job) -> tuple[Job, list[Run] | dict[str, float]]:
     torch.set_num_threads(1)
     torch._inductor.config.compile_threads = job.compile_threads  # parallel jobs share the cores
+    torch._dynamo.reset()  # each job compiles as a fresh process would (inductor's disk cache stays)
     return job, (_compare(job) if job.baselines else _breakdown(job))
 
 

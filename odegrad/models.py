@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_in_range, check_int, check_positive, check_state
+from ._counting import is_tracing
 from .api import odeint, solve
 from .errors import InvalidInput
 from .gradients import AdjointBackend, get_backend
@@ -171,7 +172,8 @@ class TLNODE(nn.Module):
             UnsupportedCombination: see ``gradient`` and ``mode`` above.
         """
         check_state("y0", y0)
-        start = self.t0 if t0 is None else check_in_range("t0", t0)
+        # under torch.compile a start time may be symbolic (another block's horizon made it dynamic)
+        start = self.t0 if t0 is None else t0 if is_tracing() else check_in_range("t0", t0)
         dim = getattr(self.remainder, "dim", None)
         if isinstance(dim, int) and y0.shape[-1:] != (dim,):
             raise InvalidInput("y0 shape", tuple(y0.shape), f"a last dimension of {dim} (the remainder network's dim)")

@@ -288,3 +288,14 @@ def test_compiled_forward_and_training_step_do_not_recompile():
         model.trajectory(y0, 2).pow(2).mean().backward()
     for got, eager in zip(compiled_grads, (p.grad for p in model.parameters())):
         torch.testing.assert_close(got, eager, rtol=1e-12, atol=1e-12)
+
+
+def test_blocks_with_other_horizons_compile_in_one_process():
+    # the second horizon makes dynamo trace the start times symbolically: no value checks on them
+    torch._dynamo.reset()
+    y0 = torch.randn(4, 2, dtype=F64)
+    for horizon in (0.25, 0.5, 0.7):
+        model = TLNODE(Field(), order=1, steps=1, horizon=horizon, remainder=LearnedMidpoint(2, hidden=4).double())
+        loss = lambda y, model=model: model.trajectory(y, 3).pow(2).mean()
+        compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+        torch.testing.assert_close(compiled(y0), loss(y0), rtol=1e-12, atol=1e-12)
