@@ -205,11 +205,15 @@ def _coefficient_paths(device: str, batch: int, repeats: int = 200) -> dict[str,
     return times
 
 
-def _run(job: Job) -> tuple[Job, list[Run] | dict[str, float]]:
+def _run(job: Job) -> tuple[Job, list[Run] | dict[str, float] | str]:
+    """The job's runs (or breakdown), or the error that stopped it (the other jobs go on)."""
     torch.set_num_threads(1)
     torch._inductor.config.compile_threads = job.compile_threads  # parallel jobs share the cores
     torch._dynamo.reset()  # each job compiles as a fresh process would (inductor's disk cache stays)
-    return job, (_compare(job) if job.baselines else _breakdown(job))
+    try:
+        return job, (_compare(job) if job.baselines else _breakdown(job))
+    except Exception as error:  # reported in the output: one failed job must not sink the others
+        return job, f"{type(error).__name__}: {error}"
 
 
 def _median_range(values: Sequence[float], unit: str = "", digits: int = 2) -> str:
@@ -301,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[list[Run]]] = {}
     breakdown: dict[str, dict[str, float]] = {}
     for job, outcome in done:
+        if isinstance(outcome, str):
+            print(f"\n## {job.task}, seed {job.seed}{'' if job.baselines else ' (breakdown)'}: FAILED: {outcome}")
+            continue
         if isinstance(outcome, dict):
             breakdown[job.task] = outcome
             continue
