@@ -93,7 +93,7 @@ def train(name: str, flow: Flow, exact: Flow, iterations: int, batch_size: int, 
     ``compile_mode``: compile the batch loss (see ``compiled_loss``)."""
     generator = torch.Generator().manual_seed(seed)
     test = eight_gaussians(2000, torch.Generator().manual_seed(seed + 1)).to(device)
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=lr, fused=True)  # the fastest Adam, for every run
 
     def test_nll() -> float:
         with torch.no_grad():

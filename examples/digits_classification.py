@@ -79,7 +79,7 @@ def train(name: str, model: Classifier, data: tuple[Tensor, Tensor, Tensor, Tens
     """Adam on the cross-entropy of random mini-batches; test loss: cross-entropy on the test set.
     ``compile_mode``: compile the batch loss (see ``compiled_loss``)."""
     x_train, y_train, x_test, y_test = data
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # the fastest Adam, for every run
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
 
