@@ -87,10 +87,9 @@ def main(argv=None) -> int:
         out = step(field, state, *batches[i % len(batches)])
         jax.block_until_ready(out[2])
         times.append(time.perf_counter() - start)
-    print(f"diffrax {diffrax.__version__} (jax {jax.__version__}, {jax.devices()[0].platform}), w50 spiral "
-          f"dopri5 rtol={args.rtol} atol={args.atol}, {args.pretrain} pretraining iterations: "
-          f"train iteration {statistics.median(times) * 1e3:.3f} ms (median of {args.repeats}), "
-          f"{int(steps)} steps on the first batch")
+    print(f"| jitted diffrax {diffrax.__version__} (jax {jax.__version__}, "
+          f"{jax.devices()[0].platform}) | {statistics.median(times) * 1e3:.2f} ms | | | {int(steps)} steps "
+          f"({args.pretrain} pretraining iterations, median of {args.repeats}) |")
     return 0
 
 
