@@ -99,16 +99,15 @@ def check_times(t: Any, y0: Tensor, open_end: bool = False, increasing: bool = F
         raise InvalidInput("t device", str(t.device), f"{y0.device} (the device of y0)")
     if is_tracing() or t.numel() == 1:
         return t
-    values = t.detach()
-    if not bool(torch.isfinite(values[:-1] if open_end else values).all()):
-        raise InvalidInput("t", values.tolist(), "finite times" + (" (t[-1] may be ±inf)" if open_end else ""))
-    diffs = values[1:] - values[:-1]
-    direction = 1.0 if increasing or float(diffs[0]) > 0 else -1.0
-    bad = (diffs * direction <= 0).nonzero().flatten()
-    if bad.numel():
-        i = int(bad[0])
-        what = "repeats a value" if float(diffs[i]) == 0 else ("decreases" if increasing else "changes direction")
-        raise InvalidInput("t", f"t[{i}]={float(values[i]):.10g}, t[{i + 1}]={float(values[i + 1]):.10g} ({what})",
+    values = t.detach().tolist()  # one read (one device sync) for every check
+    if not all(math.isfinite(v) for v in (values[:-1] if open_end else values)):
+        raise InvalidInput("t", values, "finite times" + (" (t[-1] may be ±inf)" if open_end else ""))
+    diffs = [b - a for a, b in zip(values, values[1:])]
+    direction = 1.0 if increasing or diffs[0] > 0 else -1.0
+    i = next((i for i, d in enumerate(diffs) if d * direction <= 0), None)
+    if i is not None:
+        what = "repeats a value" if diffs[i] == 0 else ("decreases" if increasing else "changes direction")
+        raise InvalidInput("t", f"t[{i}]={values[i]:.10g}, t[{i + 1}]={values[i + 1]:.10g} ({what})",
                            "strictly increasing times" if increasing else
                            "strictly increasing or strictly decreasing times")
     return t

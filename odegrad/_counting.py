@@ -85,7 +85,8 @@ class CountedFunc(nn.Module):
         device); tensors (and Taylor-mode jets) pass through."""
         if not isinstance(value, (int, float)):
             return value
-        return torch.tensor(value, dtype=self.time_dtype or like.dtype, device=like.device)
+        # a fill, not torch.tensor: no host-to-device copy (which blocks the host on CUDA)
+        return torch.full((), value, dtype=self.time_dtype or like.dtype, device=like.device)
 
     def forward(self, t: float | Tensor, y: Any) -> Any:
         """``func(t, y)``, counted (except under ``torch.compile``), checked against y and cast to

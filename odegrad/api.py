@@ -225,6 +225,16 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
     transforms need ``gradient="direct"``, and ``vmap`` a fixed-step method (an adaptive step size
     depends on the values of each batch member; batch ``y0`` directly to share one step size).
     """
+    return _solve(func, y0, t, method=method, gradient=gradient, rtol=rtol, atol=atol, options=options,
+                  params=params, regularization=regularization, dense=dense, events=events,
+                  record_stiffness=True)
+
+
+def _solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator, gradient: str | Backend,
+           rtol: Tolerance, atol: Tolerance, options: Mapping[str, Any] | None,
+           params: Iterable[Tensor] | None, record_stiffness: bool, regularization: Regularizer | None = None,
+           dense: bool = False, events: Sequence[Event] | None = None) -> Solution:
+    """:func:`solve`; ``record_stiffness`` False where nobody reads ``Solution.steps`` (``odeint``)."""
     if not callable(func):
         raise InvalidInput("func", type(func).__name__, "a callable func(t, y)")
     solver = get_solver(method)
@@ -243,7 +253,9 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
         solution = _static_solution(static, solver, flat_func, flat_y0, t, build_config,
                                     plain=not (dense or events or regularization is not None))
     else:
-        solution = _dynamic_solution(backend, solver, flat_func, flat_y0, t, build_config(), params,
+        config = build_config()
+        config.record_stiffness = record_stiffness
+        solution = _dynamic_solution(backend, solver, flat_func, flat_y0, t, config, params,
                                      regularization, dense, events)
     if isinstance(flat_func, _FlatTupleFunc):
         solution.ys = flat_func.unflatten(solution.ys)
@@ -283,8 +295,8 @@ def _odeint_result(func: Callable, y0: State, t: Tensor, event_fn: Callable | No
                    **settings: Any) -> State | tuple[Tensor, State]:
     """``solve(...).ys``, or with ``event_fn`` ``(event_t, [y0, y(event_t)])`` (torchdiffeq's event mode)."""
     if event_fn is None:
-        return solve(func, y0, t, **settings).ys
-    solution = solve(func, y0, _event_span(t), events=[Event(event_fn)], **settings)
+        return _solve(func, y0, t, record_stiffness=False, **settings).ys
+    solution = _solve(func, y0, _event_span(t), events=[Event(event_fn)], record_stiffness=False, **settings)
     return solution.event_t, solution.ys
 
 

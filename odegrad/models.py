@@ -14,7 +14,7 @@ from .api import odeint, solve
 from .errors import InvalidInput
 from .gradients import AdjointBackend, get_backend
 from .regularization import Regularizer, check_regularizer
-from .solvers import CountedFunc, Taylor, times_option
+from .solvers import CountedFunc, StepSolver, Taylor, get_solver, make_config, times_option, unroll
 
 MAX_TLNODE_STEPS = 100_000
 """Most fixed steps a TLNODE may take per forward pass (the default ``max_steps`` of odeint)."""
@@ -73,11 +73,24 @@ class NeuralODE(nn.Module):
 
     def forward(self, y0: Tensor) -> Tensor:
         """Solve from ``y0`` over the block's times: the final state, or the whole trajectory
-        with ``return_trajectory``. Raises what :func:`odegrad.odeint` raises."""
+        with ``return_trajectory``. Raises what :func:`odegrad.odeint` raises.
+
+        A fixed-step odegrad method with ``gradient="direct"`` (no regularization while training,
+        no ``check_backward``) steps through the block's times as Python floats and reads no
+        tensor value, so ``torch.compile(block, fullgraph=True)`` captures forward and backward
+        in one graph each (README: Compiling fixed-step models)."""
         check_state("y0", y0)
         t = torch.tensor(self.times, dtype=y0.dtype, device=y0.device)
-        if self.regularizer is None or not self.training:  # a training penalty: eval mode skips it
-            self.regularization = None
+        regularize = self.regularizer is not None and self.training  # a training penalty: eval mode skips it
+        self.regularization = None
+        solver = get_solver(self.method)
+        fixed_step = isinstance(solver, StepSolver) and not solver.error_estimate
+        if fixed_step and self.gradient == "direct" and not regularize:
+            config = make_config(solver, self.rtol, self.atol, self.options, func=self.func, y0=y0, t=t)
+            if not config.check_backward:
+                ys = unroll(solver, self.func, y0, list(self.times), config)
+                return ys if self.return_trajectory else ys[-1]
+        if not regularize:
             ys = odeint(self.func, y0, t, method=self.method, gradient=self.gradient, rtol=self.rtol,
                         atol=self.atol, options=self.options)
         else:

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-from torch import Tensor
-
 from .._checks import bad_batch_entries
 from .._counting import CountedFunc, check_func_output, counted, is_tracing
 from ..errors import InvalidInput, UnknownName
 from ._base import DenseOutput, IntegrationConfig, Integrator, Solution, Stats, StepRecord, StepResult, rms_norm
 from ._controller import AdaptiveStepping, FixedStepping, PIController, fixed_grid
-from ._loop import integrate_on_times
+from ._loop import integrate_on_times, unroll
 from ._options import VALID_OPTIONS, make_config, times_option
 from ._rk import ExplicitRK, make_rk
 from ._static import StaticSolve, StaticTimes, require_unrollable
@@ -58,14 +55,6 @@ def get_solver(method: str | Integrator) -> Integrator:
     if method not in _REGISTRY:
         raise UnknownName("method", method, [*_REGISTRY, "torchdiffeq:<name>"])
     return _REGISTRY[method]()
-
-
-def unroll(solver: StepSolver, func: Callable, y0: Tensor, times: list[float], config: IntegrationConfig,
-           time_dtype: torch.dtype | None = None) -> Tensor:
-    """States at the Python-float output ``times``, ``Tensor[len(times), *y0.shape]``, by the
-    shared loop. For a fixed-step solver nothing reads tensor values, so the solve traces
-    (``torch.export``, ``torch.jit.trace``, ONNX) to one static graph; ``odegrad.export`` uses it."""
-    return integrate_on_times(solver, func, y0, times, config, time_dtype=time_dtype).ys
 
 
 def _rk_factory(name: str, description: str) -> Callable[[], ExplicitRK]:

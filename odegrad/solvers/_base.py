@@ -93,6 +93,9 @@ class IntegrationConfig:
         event: called after every accepted step as ``event(t0, t1, y0, y1, at)``, ``at(t)`` the
             step's interpolant at a float time in it; a time it returns ends the solve there:
             outputs before it are kept and the state at it is the last output (event search).
+        record_stiffness: compute each accepted step's stiffness estimate for
+            ``Solution.steps`` (else NaN there): off where nobody reads the records
+            (``odeint``, ``unroll``, backward solves), which saves its ops on every step.
     """
 
     rtol: float | Tensor = 1e-7
@@ -110,6 +113,7 @@ class IntegrationConfig:
     observer: Callable[..., None] | None = None
     interp: str = "cubic"
     event: Callable[..., float | None] | None = None
+    record_stiffness: bool = True
 
     def scalar_tolerances(self) -> tuple[float, float]:
         """``(rtol, atol)`` as floats: per-element tolerances give their strictest (smallest) entry."""
@@ -118,9 +122,9 @@ class IntegrationConfig:
     def for_backward(self) -> IntegrationConfig:
         """This configuration for a backward solve: without the forward solve's observer, event
         search and forced stops (jumps, discontinuities of func, stay), with
-        :meth:`scalar_tolerances` (a backward state is not shaped like y)."""
+        :meth:`scalar_tolerances` (a backward state is not shaped like y) and no stiffness records."""
         rtol, atol = self.scalar_tolerances()
-        return replace(self, observer=None, event=None, stops=(), rtol=rtol, atol=atol)
+        return replace(self, observer=None, event=None, stops=(), rtol=rtol, atol=atol, record_stiffness=False)
 
     def with_updates(self, **changes: Any) -> IntegrationConfig:
         """A copy with the given fields replaced; ``None`` values keep the current setting."""
@@ -187,13 +191,15 @@ class Solution:
 
 
 class StepResult(NamedTuple):
-    """What one step of a :class:`~odegrad.solvers.StepSolver` returns."""
+    """What one step of a :class:`~odegrad.solvers.StepSolver` returns; ``stiffness`` computes the
+    step's stiffness estimate when called (the loop calls it only when the solve records it), or
+    is None for methods without one."""
 
     y1: Tensor
     error: Tensor | None
     dense_info: Any
     state: Any
-    stiffness: Tensor | None
+    stiffness: Callable[[], Tensor] | None
 
 
 class DenseOutput:

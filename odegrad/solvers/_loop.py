@@ -1,10 +1,12 @@
 """The shared integration loop: a short driver of a one-step solver and a stepping controller,
 forwards or backwards in time. Output times are emitted by dense interpolation (they never
-shorten steps), and per-step error and stiffness estimates are recorded."""
+shorten steps), and per-step error (and, when the config asks, stiffness) estimates are recorded."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -25,12 +27,13 @@ class _Recorder:
         self.error: list[float] = []
         self.stiffness: list[Tensor] = []
 
-    def add(self, t: float, h: float, error: float, stiffness: Tensor | None) -> None:
+    def add(self, t: float, h: float, error: float, stiffness: Callable[[], Tensor] | None) -> None:
         self.t.append(t)
         self.h.append(h)
         self.error.append(error)
         if stiffness is not None:
-            self.stiffness.append(stiffness)
+            with torch.no_grad():
+                self.stiffness.append(stiffness())
 
     def record(self) -> StepRecord:
         def as_tensor(values: list[float]) -> Tensor:
@@ -145,7 +148,7 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
         while out < len(times) and _is_output(direction, times[out], t1, stop):
             ys.append(at(times[out]))
             out += 1
-        recorder.add(t0, h, stepping.ratio, result.stiffness)
+        recorder.add(t0, h, stepping.ratio, result.stiffness if config.record_stiffness else None)
         if config.observer is not None:
             config.observer(t0, t1, h, y.detach(), result.y1.detach(), stepping.next_step)
         if dense is not None:
@@ -164,6 +167,16 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
         _check_finite_outputs(out_ys, times, stats.nfe_forward)
     return Solution(ys=out_ys, stats=stats, steps=recorder.record(), dense=dense,
                     next_step=stepping.next_step)
+
+
+def unroll(solver: Any, func: Callable, y0: Tensor, times: list[float], config: IntegrationConfig,
+           time_dtype: torch.dtype | None = None) -> Tensor:
+    """States at the Python-float output ``times``, ``Tensor[len(times), *y0.shape]``, by the
+    shared loop. For a fixed-step solver nothing reads tensor values, so the solve traces
+    (``torch.export``, ``torch.jit.trace``, ``torch.compile``, ONNX) to one static graph;
+    ``odegrad.export`` and fixed-step :class:`~odegrad.models.NeuralODE` blocks use it."""
+    return integrate_on_times(solver, func, y0, times, replace(config, record_stiffness=False),
+                              time_dtype=time_dtype).ys
 
 
 def _state_at(interpolation: Any, result: StepResult, t0: float, h: float, t1: float, t: float) -> Tensor:

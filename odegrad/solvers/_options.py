@@ -65,6 +65,14 @@ def _tolerance_tensor(name: str, value: Any, shape: torch.Size, y0: Tensor) -> T
     return tolerance
 
 
+def _some_positive(rtol: float | Tensor, atol: float | Tensor) -> bool:
+    """Whether ``rtol + atol > 0`` for every element; float tolerances are compared in Python, so
+    no tensor value is read (``torch.compile`` traces a solve with float tolerances in one graph)."""
+    if isinstance(rtol, Tensor) or isinstance(atol, Tensor):
+        return bool((torch.as_tensor(rtol) + torch.as_tensor(atol) > 0).all())
+    return rtol + atol > 0
+
+
 def times_option(name: str, value: Any) -> list[float]:
     """A 1-D sequence (list, tuple or tensor) of finite times as floats."""
     if isinstance(value, Tensor):
@@ -133,7 +141,7 @@ def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, 
     """
     dtype = dtype or (None if y0 is None else y0.dtype)
     config = IntegrationConfig(rtol=_tolerance("rtol", rtol, y0, shapes), atol=_tolerance("atol", atol, y0, shapes))
-    if not bool((torch.as_tensor(config.rtol) + torch.as_tensor(config.atol) > 0).all()):
+    if not _some_positive(config.rtol, config.atol):
         raise InvalidInput("rtol/atol", "both 0", "at least one positive tolerance (for every element)")
     _check_resolution(solver, config, dtype)
     if options is None:

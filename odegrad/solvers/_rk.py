@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -61,7 +62,7 @@ class ExplicitRK(StepSolver):
             ``StepResult(y1, error, dense_info, state, stiffness)``: ``error`` is
             ``h · Σ b_error_i K_i`` (None for fixed-step tableaux), ``dense_info`` is
             ``(y0, stages)``, ``state`` is the derivative at ``(t0 + h, y1)`` and ``stiffness``
-            the Hairer–Wanner estimate from the last two stages.
+            computes the Hairer–Wanner estimate from the last two stages when called.
         """
         tab = self.tableau
         stages = [state]
@@ -77,9 +78,7 @@ class ExplicitRK(StepSolver):
             stages.append(func(t0 + h, y1))
             inputs.append(y1)
         error = _add_scaled(None, h, tab.b_error, stages) if self.error_estimate else None
-        with torch.no_grad():
-            stiffness = self.stiffness(inputs, stages, h)
-        return StepResult(y1, error, (y0, stages), stages[-1], stiffness)
+        return StepResult(y1, error, (y0, stages), stages[-1], partial(self.stiffness, inputs[-2:], stages[-2:], h))
 
     def stiffness(self, inputs: list[Tensor], stages: list[Tensor], h: float) -> Tensor:
         """Hairer–Wanner stiffness estimate of a step, ``‖k_last − k_prev‖ / ‖g_last − g_prev‖ · |h|``

@@ -21,7 +21,7 @@ from torch import Tensor
 from ..errors import ExportError
 from ._base import IntegrationConfig, Integrator
 from ._controller import fixed_grid
-from ._loop import integrate_on_times
+from ._loop import unroll
 from ._step_solver import StepSolver
 
 _ACTIVE: contextvars.ContextVar[StaticTimes | None] = contextvars.ContextVar("odegrad_static_times", default=None)
@@ -147,7 +147,7 @@ class StaticTimes:
             recorded = self._next(name, t)
             if not self._replaying:
                 self._check_same_times(recorded, t)
-        return integrate_on_times(solver, func, y0, recorded.times, recorded.config, time_dtype=t.dtype).ys
+        return unroll(solver, func, y0, recorded.times, recorded.config, time_dtype=t.dtype)
 
     def _record(self, solver: Integrator, name: str, t: Tensor, config: IntegrationConfig) -> StaticSolve:
         require_unrollable(solver, f"odeint(method={name!r}) inside the model", _FIXED_HINT)
