@@ -1,0 +1,158 @@
+"""Peak memory of one training iteration per gradient method, each measured in a fresh process.
+
+Problems (``common.PROBLEMS``, dopri5, float32, loss mean(ys²)): the large model MLP 64-512-512-64
+tanh, batch 4096, 10 outputs on [0, 1], rtol 1e-5; and MLP 32-256-256-32, batch 2048, t = [0, T],
+rtol 1e-6, at T = 1 and T = 50 (the horizon sweep). Methods: torchdiffeq ``odeint`` (direct) and
+``odeint_adjoint``, odegrad ``direct``, ``backsolve``, ``gq``, ``interp``. Sweeps: gq and
+backsolve over the batch size, gq over its node count (``GaussQuadrature(nodes=n)``), both at T = 1.
+
+Every (problem, method) runs in its own process (this script with ``--worker``): in one shared
+process the allocator's cache and earlier methods' leftovers made peaks misleading. The worker
+builds the problem, runs one warm-up iteration (forward + backward), then measures one more:
+
+* ``--device cuda``: ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``,
+  minus ``memory_allocated()`` before the iteration: the most tensor memory alive at once above
+  the model, the data and the library's workspaces.
+* ``--device cpu``: the same quantity from the CPU allocator's allocation trace
+  (``common.peak_tensor_mib``: every tensor allocation and free the PyTorch profiler records,
+  summed in time order; the peak of that sum). This is the CPU analogue of
+  ``max_memory_allocated`` and counts tensor bytes exactly. The resident-set rise is not used:
+  after the warm-up, malloc serves the iteration from memory it already holds, so the kernel's
+  high-water mark barely moves whatever the method allocates.
+
+Ratios are against torchdiffeq's ``odeint_adjoint`` and against odegrad's ``backsolve`` on the
+same problem. On 2 CPU cores use ``--batch-divisor`` (e.g. 8) to shrink every batch.
+
+    python benchmarks/bench_memory.py --device cuda            # ≈ a minute on one H100
+    python benchmarks/bench_memory.py --batch-divisor 8        # CPU, a few minutes on 2 cores
+    python benchmarks/bench_memory.py --quick --batch-divisor 32   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from common import PROBLEMS, peak_tensor_mib, ratio, train_iteration
+
+import odegrad
+
+METHOD_NAMES = ("tdq direct", "tdq adjoint", "direct", "backsolve", "gq", "interp")
+BATCH_FACTORS = (0.25, 0.5, 1.0)
+"""Batch-size sweep of gq and backsolve at T = 1, as fractions of the problem's batch."""
+NODE_COUNTS = (4, 16, 64)
+"""Node-count sweep of gq at T = 1 (``GaussQuadrature(nodes=n)``)."""
+
+
+def measure(problem_key: str, method: str, device: str, batch: int) -> dict:
+    """Peak memory of one training iteration (after a warm-up one), in this process."""
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")  # the reverse-drift warnings at T = 50 (see common.METHODS)
+    problem = PROBLEMS[problem_key]
+    field, y0, t = problem.make(device, batch=batch)
+    iteration = train_iteration(problem, method, field, y0, t)
+    iteration()
+    steps = odegrad.solve(field, y0, t, rtol=problem.rtol, atol=problem.atol).stats.steps_accepted
+    field.zero_grad(set_to_none=True)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        iteration()
+        torch.cuda.synchronize()
+        return {"peak": (torch.cuda.max_memory_allocated() - before) / 2 ** 20, "steps": steps}
+    return {"peak": peak_tensor_mib(iteration), "steps": steps}
+
+
+def run_worker(problem_key: str, method: str, device: str, batch: int) -> dict:
+    """:func:`measure` in a fresh Python process; ``{"error": ...}`` if it fails."""
+    spec = json.dumps([problem_key, method, device, batch])
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", spec],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                     platform.processor())
+    return f"CPU ({model}), 1 thread per process"
+
+
+def _mib(row: dict) -> str:
+    return f"{row['peak']:.1f}" if "peak" in row else f"failed: {row['error']}"
+
+
+def _ratio(row: dict, base: dict) -> str:
+    return ratio(row["peak"], base["peak"]) if "peak" in row and "peak" in base else "n/a"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--batch-divisor", type=int, default=1, help="divide every batch size by this")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="worker processes at once (default: 4 on cuda, 1 on cpu); memory is per process")
+    parser.add_argument("--quick", action="store_true", help="smoke run: T = 1 and T = 50 only, no sweeps")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(*json.loads(args.worker))))
+        return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    jobs = args.jobs or (4 if args.device == "cuda" else 1)
+    problems = ("T1", "T50") if args.quick else ("large", "T1", "T50")
+    base_batch = {key: max(PROBLEMS[key].batch // args.batch_divisor, 1) for key in problems}
+    plan = [(key, method, base_batch[key]) for key in problems for method in METHOD_NAMES]
+    if not args.quick:
+        plan += [("T1", method, max(int(base_batch["T1"] * factor), 1))
+                 for factor in BATCH_FACTORS[:-1] for method in ("backsolve", "gq")]
+        plan += [("T1", f"gq(nodes={n})", base_batch["T1"]) for n in NODE_COUNTS]
+    with ThreadPoolExecutor(jobs) as pool:
+        results = dict(zip(plan, pool.map(lambda job: run_worker(job[0], job[1], args.device, job[2]), plan)))
+
+    print(f"Peak memory of one training iteration (forward + backward), MiB, fresh process per row, "
+          f"{'torch.cuda.max_memory_allocated' if args.device == 'cuda' else 'profiler allocation trace'}"
+          f" — {device_name(args.device)}, torch {torch.__version__}, float32, dopri5\n")
+    print("| problem | batch | steps | method | peak MiB | vs tdq adjoint | vs backsolve |")
+    print("|---|---|---|---|---|---|---|")
+    for key in problems:
+        batch = base_batch[key]
+        adjoint, backsolve = results[(key, "tdq adjoint", batch)], results[(key, "backsolve", batch)]
+        for method in METHOD_NAMES:
+            row = results[(key, method, batch)]
+            print(f"| {PROBLEMS[key].name} | {batch} | {row.get('steps', '')} | {method} | {_mib(row)} "
+                  f"| {_ratio(row, adjoint)} | {_ratio(row, backsolve)} |")
+    if args.quick:
+        return 0
+    print(f"\ngq vs backsolve over the batch size ({PROBLEMS['T1'].name}):\n")
+    print("| batch | gq MiB | backsolve MiB | gq / backsolve |")
+    print("|---|---|---|---|")
+    for factor in BATCH_FACTORS:
+        batch = max(int(base_batch["T1"] * factor), 1)
+        gq, backsolve = results[("T1", "gq", batch)], results[("T1", "backsolve", batch)]
+        print(f"| {batch} | {_mib(gq)} | {_mib(backsolve)} | {_ratio(gq, backsolve)} |")
+    print(f"\ngq over its node count per segment ({PROBLEMS['T1'].name}, batch {base_batch['T1']}):\n")
+    print("| nodes | gq MiB | gq / backsolve |")
+    print("|---|---|---|")
+    backsolve = results[("T1", "backsolve", base_batch["T1"])]
+    for n in NODE_COUNTS:
+        row = results[("T1", f"gq(nodes={n})", base_batch["T1"])]
+        print(f"| {n} | {_mib(row)} | {_ratio(row, backsolve)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
