@@ -2,9 +2,10 @@
 
 Problems (``common.PROBLEMS``, dopri5, float32, loss mean(ys²)): the large model MLP 64-512-512-64
 tanh, batch 4096, 10 outputs on [0, 1], rtol 1e-5; and MLP 32-256-256-32, batch 2048, t = [0, T],
-rtol 1e-6, at T = 1 and T = 50 (the horizon sweep). Methods: torchdiffeq ``odeint`` (direct) and
-``odeint_adjoint``, odegrad ``direct``, ``backsolve``, ``gq``, ``interp``. Sweeps: gq and
-backsolve over the batch size, gq over its node count (``GaussQuadrature(nodes=n)``), both at T = 1.
+rtol 1e-6, at T = 1 and T = 50. Methods: torchdiffeq ``odeint`` (direct) and ``odeint_adjoint``,
+odegrad ``direct``, ``backsolve``, ``gq``, ``interp``. Sweeps: the adjoint-type methods over the
+horizon T = 1, 10, 50, 200; gq and backsolve over the batch size, gq over its node count
+(``GaussQuadrature(nodes=n)``), both at T = 1.
 
 Every (problem, method) runs in its own process (this script with ``--worker``): in one shared
 process the allocator's cache and earlier methods' leftovers made peaks misleading. The worker
@@ -40,11 +41,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from common import PROBLEMS, peak_tensor_mib, ratio, train_iteration
+from common import HORIZONS, PROBLEMS, peak_tensor_mib, ratio, train_iteration
 
 import odegrad
 
 METHOD_NAMES = ("tdq direct", "tdq adjoint", "direct", "backsolve", "gq", "interp")
+ADJOINTS = ("tdq adjoint", "backsolve", "gq", "interp")
+"""The methods of the horizon sweep."""
 BATCH_FACTORS = (0.25, 0.5, 1.0)
 """Batch-size sweep of gq and backsolve at T = 1, as fractions of the problem's batch."""
 NODE_COUNTS = (4, 16, 64)
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batch-divisor", type=int, default=1, help="divide every batch size by this")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="worker processes at once (default: 4 on cuda, 1 on cpu); memory is per process")
+                        help="worker processes at once (default: 8 on cuda, 1 on cpu); memory is per process")
     parser.add_argument("--quick", action="store_true", help="smoke run: T = 1 and T = 50 only, no sweeps")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -112,11 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
-    jobs = args.jobs or (4 if args.device == "cuda" else 1)
+    jobs = args.jobs or (8 if args.device == "cuda" else 1)
     problems = ("T1", "T50") if args.quick else ("large", "T1", "T50")
     base_batch = {key: max(PROBLEMS[key].batch // args.batch_divisor, 1) for key in problems}
     plan = [(key, method, base_batch[key]) for key in problems for method in METHOD_NAMES]
     if not args.quick:
+        sweep = [f"T{T}" for T in HORIZONS if f"T{T}" not in problems]
+        base_batch.update({key: max(PROBLEMS[key].batch // args.batch_divisor, 1) for key in sweep})
+        plan += [(key, method, base_batch[key]) for key in sweep for method in ADJOINTS]
         plan += [("T1", method, max(int(base_batch["T1"] * factor), 1))
                  for factor in BATCH_FACTORS[:-1] for method in ("backsolve", "gq")]
         plan += [("T1", f"gq(nodes={n})", base_batch["T1"]) for n in NODE_COUNTS]
@@ -137,6 +143,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {_ratio(row, adjoint)} | {_ratio(row, backsolve)} |")
     if args.quick:
         return 0
+    print(f"\nAdjoint-type methods over the horizon ({PROBLEMS['T1'].name.split(',')[0]}, batch {base_batch['T1']}), "
+          "MiB (ratio to backsolve):\n")
+    print("| T | steps | " + " | ".join(ADJOINTS) + " |")
+    print("|---|---|" + "---|" * len(ADJOINTS))
+    for T in HORIZONS:
+        key = f"T{T}"
+        rows = [results[(key, method, base_batch[key])] for method in ADJOINTS]
+        cells = [f"{_mib(row)} ({_ratio(row, rows[1])})" for row in rows]
+        print(f"| {T} | {rows[1].get('steps', '')} | " + " | ".join(cells) + " |")
     print(f"\ngq vs backsolve over the batch size ({PROBLEMS['T1'].name}):\n")
     print("| batch | gq MiB | backsolve MiB | gq / backsolve |")
     print("|---|---|---|---|")

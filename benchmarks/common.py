@@ -134,12 +134,14 @@ class ODEProblem:
         return field, y0, t
 
 
+HORIZONS = (1, 10, 50, 200)
 PROBLEMS = {
     "large": ODEProblem("MLP 64-512-512-64, 10 outputs on [0, 1]", (64, 512, 512, 64), 4096, 1.0, 10, 1e-5, 1e-7),
-    "T1": ODEProblem("MLP 32-256-256-32, t = [0, 1]", (32, 256, 256, 32), 2048, 1.0, 2, 1e-6, 1e-8),
-    "T50": ODEProblem("MLP 32-256-256-32, t = [0, 50]", (32, 256, 256, 32), 2048, 50.0, 2, 1e-6, 1e-8),
+    **{f"T{T}": ODEProblem(f"MLP 32-256-256-32, t = [0, {T}]", (32, 256, 256, 32), 2048, float(T), 2, 1e-6, 1e-8)
+       for T in HORIZONS},
 }
-"""Issue 19's problems (dopri5, float32): the large model, and the horizon sweep T = 1 / 50."""
+"""Issue 19's problems (dopri5, float32): the large model ("large"), and the horizon sweep
+"T1", "T10", "T50", "T200" (the issue's table has T = 1 and 50)."""
 
 
 def _torchdiffeq(adjoint: bool):
