@@ -36,6 +36,7 @@ import json
 import platform
 import subprocess
 import sys
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +53,7 @@ BATCH_FACTORS = (0.25, 0.5, 1.0)
 """Batch-size sweep of gq and backsolve at T = 1, as fractions of the problem's batch."""
 NODE_COUNTS = (4, 16, 64)
 """Node-count sweep of gq at T = 1 (``GaussQuadrature(nodes=n)``)."""
+WORKER_TIMEOUT_S = 600
 
 
 def measure(problem_key: str, method: str, device: str, batch: int) -> dict:
@@ -77,8 +79,11 @@ def measure(problem_key: str, method: str, device: str, batch: int) -> dict:
 def run_worker(problem_key: str, method: str, device: str, batch: int) -> dict:
     """:func:`measure` in a fresh Python process; ``{"error": ...}`` if it fails."""
     spec = json.dumps([problem_key, method, device, batch])
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", spec],
-                          capture_output=True, text=True)
+    try:
+        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", spec],
+                              capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result in {WORKER_TIMEOUT_S} s"}
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -126,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         plan += [("T1", method, max(int(base_batch["T1"] * factor), 1))
                  for factor in BATCH_FACTORS[:-1] for method in ("backsolve", "gq")]
         plan += [("T1", f"gq(nodes={n})", base_batch["T1"]) for n in NODE_COUNTS]
+    start = time.perf_counter()
     with ThreadPoolExecutor(jobs) as pool:
         results = dict(zip(plan, pool.map(lambda job: run_worker(job[0], job[1], args.device, job[2]), plan)))
 
     print(f"Peak memory of one training iteration (forward + backward), MiB, fresh process per row, "
           f"{'torch.cuda.max_memory_allocated' if args.device == 'cuda' else 'profiler allocation trace'}"
-          f" — {device_name(args.device)}, torch {torch.__version__}, float32, dopri5\n")
+          f" — {device_name(args.device)}, torch {torch.__version__}, float32, dopri5 "
+          f"({len(plan)} processes, {jobs} at a time, {time.perf_counter() - start:.0f} s)\n")
     print("| problem | batch | steps | method | peak MiB | vs tdq adjoint | vs backsolve |")
     print("|---|---|---|---|---|---|---|")
     for key in problems:

@@ -13,7 +13,8 @@ from torch import nn
 import odegrad
 from odegrad.errors import InvalidInput
 from odegrad.gradients import GaussQuadrature
-from odegrad.gradients._quadrature import MIN_NODE_MEMORY, NODE_MEMORY_STATES, segment_rule
+from odegrad.gradients._base import MIN_NODE_MEMORY
+from odegrad.gradients._quadrature import NODE_MEMORY_STATES, segment_rule
 
 from .support import D, relative_error, tanh_mlp
 

@@ -39,7 +39,10 @@ from __future__ import annotations
 
 import bisect
 import warnings
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -48,7 +51,16 @@ from .._checks import check_choice, check_int, check_non_negative
 from ..errors import InterpolationError, InvalidInput
 from ..solvers import CountedFunc, IntegrationConfig, Solution, fixed_grid
 from ._barycentric import ChebyshevInterpolant, chebyshev_extrema, to_interval
-from ._base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, same_steps_config, split_like
+from ._base import (
+    AdjointBackend,
+    BlockNorm,
+    Problem,
+    adjoint_state_bytes,
+    flat_cat,
+    func_vjp,
+    same_steps_config,
+    split_like,
+)
 
 BACKWARD_TOLERANCE_DIVISOR = 10.0
 BACKWARD_RTOL_ULPS = 10.0
@@ -69,13 +81,16 @@ class _StepWindows:
     and a piece of a long segment whenever ``backend.window`` steps have gathered; the steps
     behind the fitted end are then dropped. So the stages of at most ``window`` steps are alive
     at once instead of the whole dense output, and the pieces of one segment start their node
-    count at the count the previous piece needed. Also the sampler of those fits (no function
-    evaluations)."""
+    count at the count the previous piece needed. When the stored node values pass
+    ``node_memory`` bytes (None: never), the oldest stretches fitted by one call are replaced by
+    checkpoints (their start state, ``y0`` for the first, and the size of the step the forward solve
+    took there). Also the sampler of those fits (no
+    function evaluations)."""
 
     nfe = 0
 
     def __init__(self, backend: Interpolation, times: list[float], rtol: float, atol: float,
-                 trajectory: Trajectory):
+                 trajectory: Trajectory, y0: Tensor, node_memory: int | None):
         self.backend, self.times, self.rtol, self.atol = backend, times, rtol, atol
         self.trajectory = trajectory
         self.direction = trajectory.direction
@@ -83,10 +98,15 @@ class _StepWindows:
         self.budget = [backend.max_pieces - 1]  # splits still allowed in this segment
         self.ends: list[float] = []
         self.steps: list = []
+        self.node_memory, self.state, self.step, self.stored = node_memory, y0, None, 0
+        # (pieces, bytes, start state, step there) of the stretches not checkpointed, oldest first
+        self.stretches: deque[tuple[int, int, Tensor, float | None]] = deque()
+        self.checkpoints = 0
 
     def __call__(self, t0: float, t1: float, y0: Tensor, y1: Tensor, at) -> None:
         self.ends.append(self.direction * t1)
         self.steps.append(at)
+        self.last_step = abs(t1 - t0)
         while self.segment < len(self.times) - 1 and self.direction * (self.times[self.segment + 1] - t1) <= 0:
             self._fit(self.times[self.segment + 1])
             self.segment, self.first_count = self.segment + 1, None
@@ -95,9 +115,21 @@ class _StepWindows:
             self._fit(t1)
 
     def _fit(self, end: float) -> None:
+        pieces = self.trajectory.pieces
+        before = len(pieces)
         self.backend._fit_piece(self, self.segment, self.start, end, self.rtol, self.atol, self.budget,
                                 self.trajectory, self.first_count)
-        self.start, self.first_count = end, self.trajectory.pieces[-1].n
+        self.start, self.first_count = end, pieces[-1].n
+        if self.node_memory is not None:
+            size = sum(piece.values.nbytes for piece in pieces[before:])
+            self.stretches.append((len(pieces) - before, size, self.state, self.step))
+            self.stored += size
+            self.state, self.step = self.sample(self.segment, [end])[0], self.last_step
+            while self.stored > self.node_memory and self.stretches:
+                count, size, state, step = self.stretches.popleft()
+                self.trajectory.checkpoint(self.checkpoints, self.checkpoints + count, state, step)
+                self.checkpoints += 1
+                self.stored -= size
         done = bisect.bisect_right(self.ends, self.direction * end)
         del self.ends[:done], self.steps[:done]
 
@@ -173,9 +205,24 @@ def as_times(like: Tensor, values: list[float]) -> list[float]:
 
 
 @dataclass
+class Checkpoint:
+    """A stretch ``[a, b]`` of the forward solve whose pieces were dropped to keep the stored nodes
+    within :class:`Interpolation`'s ``node_memory``: the state ``y`` at ``a``
+    (``Tensor[*y0.shape]``), from which the backward pass solves ``[a, b]`` again and refits it,
+    starting with the forward's ``step`` there (adaptive methods)."""
+
+    a: float
+    b: float
+    y: Tensor
+    step: float | None = None
+
+
+@dataclass
 class Trajectory:
     """y(t) over the whole forward span: Chebyshev interpolants on consecutive pieces (one or more
-    per observation segment), in the direction of the forward solve.
+    per observation segment), in the direction of the forward solve; some stretches may be
+    :class:`Checkpoint` s, rebuilt by ``refit(checkpoint) -> Trajectory`` when first read (one
+    rebuilt stretch is kept at a time: the backward pass reads them in order).
 
     ``starts[k]`` is where piece k begins, times multiplied by ``direction``. A call takes a time
     (float or 0-d tensor) and returns ``Tensor[*y0.shape]``. Times in a neighbouring segment (a backward step
@@ -185,23 +232,36 @@ class Trajectory:
 
     direction: float
     step_hint: float | None = None
-    pieces: list[ChebyshevInterpolant] = field(default_factory=list)
+    pieces: list[ChebyshevInterpolant | Checkpoint] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)
+    refit: Callable[[Checkpoint], Trajectory] | None = None
+    refit_nfe: int = 0
+    _rebuilt: tuple[int, Trajectory] | None = None
 
     def add(self, piece: ChebyshevInterpolant) -> None:
         self.pieces.append(piece)
         self.starts.append(self.direction * piece.a)
 
+    def checkpoint(self, first: int, end: int, state: Tensor, step: float | None) -> None:
+        """Replace pieces ``first`` to ``end - 1`` by a :class:`Checkpoint` from ``state``."""
+        self.pieces[first:end] = [Checkpoint(self.pieces[first].a, self.pieces[end - 1].b, state, step)]
+        self.starts[first:end] = [self.starts[first]]
+
     def __call__(self, t: float | Tensor) -> Tensor:
-        if len(self.pieces) == 1:
-            return self.pieces[0](t)
-        index = max(bisect.bisect_right(self.starts, self.direction * float(t)) - 1, 0)
-        return self.pieces[index](t)
+        index = 0 if len(self.pieces) == 1 else max(
+            bisect.bisect_right(self.starts, self.direction * float(t)) - 1, 0)
+        piece = self.pieces[index]
+        if isinstance(piece, Checkpoint):
+            if self._rebuilt is None or self._rebuilt[0] != index:
+                self._rebuilt = None  # free the previous stretch before rebuilding this one
+                self._rebuilt = (index, self.refit(piece))
+            piece = self._rebuilt[1]
+        return piece(t)
 
     @property
     def nodes(self) -> int:
-        """Stored states: Chebyshev nodes over all pieces."""
-        return sum(piece.n for piece in self.pieces)
+        """Stored states: Chebyshev nodes over all pieces (checkpoints count one)."""
+        return sum(piece.n if isinstance(piece, ChebyshevInterpolant) else 1 for piece in self.pieces)
 
 
 class _AdjointSystem:
@@ -237,6 +297,10 @@ class _HostTimes(CountedFunc):
         return value
 
 
+NODE_MEMORY_STATES = 32
+"""Default budget of interp's stored node values, in copies of the classic adjoint's augmented
+state [y, a, θ] (see ``Interpolation(node_memory=...)``): generous, since every checkpointed
+stretch is solved again in the backward pass."""
 HELD_OUT_CHUNK = 8
 """Held-out points compared at once: the check's temporaries are a few states per point, so
 comparing all of a long piece's (up to 65) points together would cost more memory than its nodes."""
@@ -274,6 +338,12 @@ class Interpolation(AdjointBackend):
             (integrators with dense output): the forward pass then holds about
             ``window · (stages + 2) · |y|`` of step data, not the whole dense output. Later
             pieces of a segment start at the node count the previous piece needed.
+        node_memory: bytes the stored node values may take (integrators with dense output).
+            Beyond it the oldest stretches (the pieces of one fit) keep only their start state
+            and are solved again and refitted when the backward pass reaches them (one at a
+            time): memory stays bounded on long horizons for one more forward solve of those
+            stretches. None: :data:`NODE_MEMORY_STATES` (32) copies of the classic adjoint's
+            state [y, a, θ], at least 256 KiB.
         check_rtol, check_atol: tolerances of the held-out check, |p − y| ≤ atol + rtol·|y| at
             every held-out point and state entry. None: 10× the forward rtol/atol for adaptive
             methods; 1e-4 / 1e-6 for fixed-step methods (they carry no tolerance of their own).
@@ -294,15 +364,16 @@ class Interpolation(AdjointBackend):
     name = "interp"
 
     def __init__(self, nodes: int | None = None, *, min_nodes: int = 4, max_nodes: int = 64,
-                 max_pieces: int = 64, window: int = 8, check_rtol: float | None = None,
+                 max_pieces: int = 64, window: int = 8, node_memory: int | None = None,
+                 check_rtol: float | None = None,
                  check_atol: float | None = None, on_failure: str = "raise",
                  seminorm: bool = False, rtol: float | None = None, atol: float | None = None,
                  method=None):
         super().__init__(rtol=rtol, atol=atol, method=method)
         for name, value in (("nodes", nodes), ("min_nodes", min_nodes), ("max_nodes", max_nodes),
-                            ("max_pieces", max_pieces), ("window", window)):
+                            ("max_pieces", max_pieces), ("window", window), ("node_memory", node_memory)):
             if value is not None:
-                check_int(f"Interpolation {name}", value, low=1 if name in ("max_pieces", "window") else 2)
+                check_int(f"Interpolation {name}", value, low=2 if "nodes" in name else 1)
         if min_nodes > max_nodes:
             raise InvalidInput("Interpolation min_nodes", min_nodes,
                                f"at most max_nodes={max_nodes}")
@@ -312,14 +383,15 @@ class Interpolation(AdjointBackend):
         check_choice("Interpolation on_failure", on_failure, ("raise", "warn"))
         self.nodes = nodes
         self.min_nodes, self.max_nodes, self.max_pieces = min_nodes, max_nodes, max_pieces
-        self.window = window
+        self.window, self.node_memory = window, node_memory
         self.check_rtol, self.check_atol = check_rtol, check_atol
         self.on_failure = on_failure
         self.seminorm = bool(seminorm)
 
     def __repr__(self) -> str:
         return (f"Interpolation(nodes={self.nodes}, max_nodes={self.max_nodes}, "
-                f"max_pieces={self.max_pieces}, window={self.window}, seminorm={self.seminorm})")
+                f"max_pieces={self.max_pieces}, window={self.window}, node_memory={self.node_memory}, "
+                f"seminorm={self.seminorm})")
 
     # ---- forward ---------------------------------------------------------------------------
 
@@ -363,10 +435,12 @@ class Interpolation(AdjointBackend):
         trajectory = Trajectory(direction=1.0 if times[-1] > times[0] else -1.0)
         rtol, atol = self.check_tolerances(problem)
         if problem.solver.has_dense_output:
-            windows = _StepWindows(self, times, rtol, atol, trajectory)
+            budget = self.node_memory or adjoint_state_bytes(problem.y0, problem.params, NODE_MEMORY_STATES)
+            windows = _StepWindows(self, times, rtol, atol, trajectory, problem.y0.detach(), budget)
             solution = problem.solver.integrate(problem.func, problem.y0, problem.t,
                                                 replace(problem.config, event=windows),
                                                 keep_dense=problem.keep_dense)
+            trajectory.refit = partial(self._refit, problem, rtol, atol, trajectory)
         else:
             solution, sampler = self._solve_at_nodes(problem)
             for i in range(len(times) - 1):
@@ -376,6 +450,23 @@ class Interpolation(AdjointBackend):
         if solution.steps is not None and len(solution.steps.h):
             trajectory.step_hint = float(solution.steps.h[-1])
         return solution, trajectory
+
+    def _refit(self, problem: Problem, rtol: float, atol: float, trajectory: Trajectory,
+               checkpoint: Checkpoint) -> Trajectory:
+        """Solve the checkpointed stretch again from its start state (the forward's steps for
+        fixed-step methods, the same tolerances for adaptive ones) and fit its pieces; the
+        evaluations are added to ``trajectory.refit_nfe``."""
+        part = Trajectory(direction=trajectory.direction)
+        windows = _StepWindows(self, [checkpoint.a, checkpoint.b], rtol, atol, part, checkpoint.y, None)
+        config = same_steps_config(problem.config, problem.solver, problem.t.tolist(), checkpoint.a, checkpoint.b)
+        if problem.solver.error_estimate and problem.config.first_step is None:
+            config = replace(config, first_step=checkpoint.step)
+        span = torch.tensor([checkpoint.a, checkpoint.b], dtype=torch.float64, device=checkpoint.y.device)
+        with torch.no_grad():
+            sol = problem.solver.integrate(CountedFunc(problem.func, problem.t.dtype), checkpoint.y, span,
+                                           replace(config, event=windows))
+        trajectory.refit_nfe += sol.stats.nfe_forward
+        return part
 
     def _solve_at_nodes(self, problem: Problem) -> tuple[Solution, _ResolveSampler]:
         """One forward solve whose extra output times are the first try of every segment's nodes
@@ -451,7 +542,7 @@ class Interpolation(AdjointBackend):
 
         a = grad_ys[-1]
         g = problem.y0.new_zeros(sizes[1])
-        nfe = 0
+        nfe = -trajectory.refit_nfe  # the stretches solved again count as backward evaluations
         first_step = config.first_step if config.first_step is not None else trajectory.step_hint
         for i in range(len(t) - 1, 0, -1):
             segment_config = same_steps_config(config, solver, times, times[i], times[i - 1])
@@ -464,4 +555,4 @@ class Interpolation(AdjointBackend):
             first_step = sol.next_step or first_step
             a = sol.ys[-1][:n].view(shape) + grad_ys[i - 1]
             g = sol.ys[-1][n:]
-        return a, split_like(g, params), nfe
+        return a, split_like(g, params), nfe + trajectory.refit_nfe

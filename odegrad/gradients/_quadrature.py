@@ -42,17 +42,23 @@ from torch import Tensor
 from .._checks import check_choice, check_int, check_positive
 from ..errors import InvalidInput, OdegradError
 from ..solvers import IntegrationConfig, Integrator
-from ._base import AdjointBackend, BlockNorm, Problem, check_reverse_drift, func_vjp, same_steps_config
+from ._base import (
+    AdjointBackend,
+    BlockNorm,
+    Problem,
+    adjoint_state_bytes,
+    check_reverse_drift,
+    func_vjp,
+    same_steps_config,
+)
+
+NODE_MEMORY_STATES = 8
+"""Default budget of the batched node evaluations, in copies of the classic adjoint's augmented
+state [y, a, θ]: what backsolve's dopri5 keeps in its 7 stages and its state anyway."""
 
 MAX_NODES = 256
 """Largest node count accepted per segment (Gauss–Legendre with n nodes is exact for
 polynomials of degree 2n − 1; beyond this, add observation times instead)."""
-NODE_MEMORY_STATES = 8
-"""Default node budget, in copies of the classic adjoint's augmented state [y, a, θ]: what
-backsolve's dopri5 keeps in its 7 stages and its state anyway."""
-MIN_NODE_MEMORY = 2 ** 18
-"""Floor of the default node budget (256 KiB): small models still evaluate many nodes per call,
-where the per-call overhead, not memory, is what costs."""
 
 
 @lru_cache(maxsize=64)
@@ -94,7 +100,7 @@ class GaussQuadrature(AdjointBackend):
             for the k evaluations of func in one call (measured on the first node of each
             backward pass) plus the k nodes' states. k is chosen by :meth:`node_batch`. None: the
             bytes of :data:`NODE_MEMORY_STATES` (8) copies of the classic adjoint's state
-            [y, a, θ], at least :data:`MIN_NODE_MEMORY` (256 KiB) — gq's peak then stays within
+            [y, a, θ], at least ``MIN_NODE_MEMORY`` (256 KiB) — gq's peak then stays within
             about twice backsolve's. Smaller budgets make more, smaller calls (k ≥ 1 always).
         max_batch: most nodes evaluated in one batched call, whatever the budget allows.
         on_drift: ``"raise"`` :class:`~odegrad.errors.ReverseSolveDrift` or ``"warn"`` when the
@@ -140,12 +146,8 @@ class GaussQuadrature(AdjointBackend):
         the default from the sizes of y0 and ``params``) over the bytes of one node — those saved
         bytes plus six state-sized tensors: its queued [y, a] and weighted a, their stacked
         copies and its output f — clipped to ``[1, max_batch]``."""
-        itemsize = y0.element_size()
-        budget = self.node_memory
-        if budget is None:
-            state = 2 * y0.numel() + sum(p.numel() for p in params)
-            budget = max(MIN_NODE_MEMORY, NODE_MEMORY_STATES * state * itemsize)
-        per_node = saved_bytes + 6 * y0.numel() * itemsize
+        budget = self.node_memory or adjoint_state_bytes(y0, params, NODE_MEMORY_STATES)
+        per_node = saved_bytes + 6 * y0.numel() * y0.element_size()
         return max(1, min(self.max_batch, budget // per_node))
 
     def forward_pass(self, problem: Problem):
