@@ -22,7 +22,9 @@ builds the problem, runs one warm-up iteration (forward + backward), then measur
   high-water mark barely moves whatever the method allocates.
 
 Ratios are against torchdiffeq's ``odeint_adjoint`` and against odegrad's ``backsolve`` on the
-same problem. On 2 CPU cores use ``--batch-divisor`` (e.g. 8) to shrink every batch.
+same problem. On 2 CPU cores use ``--batch-divisor`` (e.g. 8) to shrink every batch. Unless
+``--quick``, the script then times one training iteration of the adjoint-type methods at T = 1 and
+T = 50 in this process (median of ``--repeats``, methods alternating, CUDA synchronised).
 
     python benchmarks/bench_memory.py --device cuda            # ≈ a minute on one H100
     python benchmarks/bench_memory.py --batch-divisor 8        # CPU, a few minutes on 2 cores
@@ -42,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from common import HORIZONS, PROBLEMS, peak_tensor_mib, ratio, train_iteration
+from common import HORIZONS, PROBLEMS, paired_median_times, peak_tensor_mib, ratio, train_iteration
 
 import odegrad
 
@@ -74,6 +76,17 @@ def measure(problem_key: str, method: str, device: str, batch: int) -> dict:
         torch.cuda.synchronize()
         return {"peak": (torch.cuda.max_memory_allocated() - before) / 2 ** 20, "steps": steps}
     return {"peak": peak_tensor_mib(iteration), "steps": steps}
+
+
+def iteration_times(problem_key: str, device: str, batch: int, repeats: int) -> list[float]:
+    """Median seconds of one training iteration of each of :data:`ADJOINTS`, run alternately."""
+    problem = PROBLEMS[problem_key]
+    field, y0, t = problem.make(device, batch=batch)
+    jobs = []
+    for method in ADJOINTS:
+        iteration = train_iteration(problem, method, field, y0, t)
+        jobs.append((lambda it=iteration: (it(), torch.cuda.synchronize())) if device == "cuda" else iteration)
+    return paired_median_times(jobs, repeats)
 
 
 def run_worker(problem_key: str, method: str, device: str, batch: int) -> dict:
@@ -113,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=None,
                         help="worker processes at once (default: 8 on cuda, 1 on cpu); memory is per process")
     parser.add_argument("--quick", action="store_true", help="smoke run: T = 1 and T = 50 only, no sweeps")
+    parser.add_argument("--repeats", type=int, default=5, help="timed iterations per method")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -173,6 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     for n in NODE_COUNTS:
         row = results[("T1", f"gq(nodes={n})", base_batch["T1"])]
         print(f"| {n} | {_mib(row)} | {_ratio(row, backsolve)} |")
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")  # the reverse-drift warnings at T = 50 (see common.METHODS)
+    print(f"\nTime of one training iteration, ms (median of {args.repeats}, alternating; ratio to backsolve):\n")
+    print("| problem | batch | " + " | ".join(ADJOINTS) + " |")
+    print("|---|---|" + "---|" * len(ADJOINTS))
+    for key in ("T1", "T50"):
+        seconds = iteration_times(key, args.device, base_batch[key], args.repeats)
+        cells = [f"{s * 1e3:.1f} ({ratio(s, seconds[1])})" for s in seconds]
+        print(f"| {PROBLEMS[key].name} | {base_batch[key]} | " + " | ".join(cells) + " |", flush=True)
     return 0
 
 
