@@ -288,13 +288,17 @@ class _AdjointSystem:
 
 class _HostTimes(CountedFunc):
     """Counts the adjoint system's evaluations and passes the step loop's float times through
-    unconverted: the interpolant builds its barycentric basis from a host float (one small copy
-    and one matrix-vector product per evaluation, instead of a dozen device operations on a
-    time tensor and, on a GPU, a device-to-host read to choose the piece). Tensor times (other
-    integrators) are handled too."""
+    unconverted: the interpolant then builds its barycentric basis from a host float (a few
+    device operations, instead of a dozen on a time tensor and, on a GPU, a device-to-host read
+    to choose the piece). Tensor times (nudged times at jumps, other integrators) go the
+    ordinary way."""
 
-    def time(self, value: float | Tensor, like: Tensor) -> float | Tensor:
-        return value
+    def forward(self, t: float | Tensor, y: Tensor) -> Tensor:
+        if not isinstance(t, float):
+            return super().forward(t, y)
+        if not torch.compiler.is_compiling():
+            self.nfe += 1
+        return self.func(t, y)
 
 
 NODE_MEMORY_STATES = 32
