@@ -221,8 +221,9 @@ class Checkpoint:
 class Trajectory:
     """y(t) over the whole forward span: Chebyshev interpolants on consecutive pieces (one or more
     per observation segment), in the direction of the forward solve; some stretches may be
-    :class:`Checkpoint` s, rebuilt by ``refit(checkpoint) -> Trajectory`` when first read (one
-    rebuilt stretch is kept at a time: the backward pass reads them in order).
+    :class:`Checkpoint` s, rebuilt by ``refit(checkpoint) -> Trajectory`` when first read (two
+    rebuilt stretches are kept: the backward pass reads them in order, but a step across the
+    border between two, rejected and retried, reads both again).
 
     ``starts[k]`` is where piece k begins, times multiplied by ``direction``. A call takes a time
     (float or 0-d tensor) and returns ``Tensor[*y0.shape]``. Times in a neighbouring segment (a backward step
@@ -236,7 +237,7 @@ class Trajectory:
     starts: list[float] = field(default_factory=list)
     refit: Callable[[Checkpoint], Trajectory] | None = None
     refit_nfe: int = 0
-    _rebuilt: tuple[int, Trajectory] | None = None
+    _rebuilt: dict[int, Trajectory] = field(default_factory=dict)
 
     def add(self, piece: ChebyshevInterpolant) -> None:
         self.pieces.append(piece)
@@ -252,10 +253,11 @@ class Trajectory:
             bisect.bisect_right(self.starts, self.direction * float(t)) - 1, 0)
         piece = self.pieces[index]
         if isinstance(piece, Checkpoint):
-            if self._rebuilt is None or self._rebuilt[0] != index:
-                self._rebuilt = None  # free the previous stretch before rebuilding this one
-                self._rebuilt = (index, self.refit(piece))
-            piece = self._rebuilt[1]
+            if index not in self._rebuilt:
+                if len(self._rebuilt) == 2:  # free the older stretch before rebuilding this one
+                    del self._rebuilt[next(iter(self._rebuilt))]
+                self._rebuilt[index] = self.refit(piece)
+            piece = self._rebuilt[index]
         return piece(t)
 
     @property
