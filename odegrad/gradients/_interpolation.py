@@ -282,8 +282,9 @@ class _AdjointSystem:
     def __call__(self, t: float | Tensor, state: Tensor) -> Tensor:
         y = self.trajectory(t)
         a = state[:self.size].view(self.shape)
-        t = t.to(self.time_dtype) if isinstance(t, Tensor) else torch.tensor(t, dtype=self.time_dtype,
-                                                                              device=state.device)
+        # a fill, not torch.tensor: no host-to-device copy (which blocks the host on CUDA)
+        t = t.to(self.time_dtype) if isinstance(t, Tensor) else torch.full((), t, dtype=self.time_dtype,
+                                                                            device=state.device)
         _, vjp_y, vjp_params = func_vjp(self.func, t, y, a, self.params)
         return torch.cat([-vjp_y.reshape(-1), -flat_cat(vjp_params, state)])
 
