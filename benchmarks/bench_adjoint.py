@@ -38,9 +38,7 @@ All methods use the same forward tolerances (``--rtol/--atol``, also the adjoint
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +46,7 @@ from dataclasses import dataclass
 import torch
 import torchdiffeq
 from bench_spiral import MODELS, SpiralField, batches, pretrain, spiral_data
-from common import paired_median_times, ratio
+from common import paired_median_times, parse_backend, peak_tensor_mib, ratio
 from torch import Tensor, nn
 
 import odegrad
@@ -161,19 +159,6 @@ def _split_top_level(text: str) -> list[str]:
     return parts
 
 
-def parse_backend(spec: str) -> odegrad.gradients.Backend:
-    """``"gq"`` or ``"gq(nodes=8, rtol=1e-8)"``: a registered backend, optionally configured."""
-    match = re.fullmatch(r"\s*([\w:-]+)\s*(?:\((.*)\))?\s*", spec)
-    if match is None:
-        raise SystemExit(f"cannot parse backend {spec!r}; expected name or name(key=value, ...)")
-    backend = odegrad.get_backend(match.group(1))
-    if not match.group(2):
-        return backend
-    call = ast.parse(f"f({match.group(2)})", mode="eval").body
-    kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-    return type(backend)(**kwargs)
-
-
 def odegrad_method(spec: str, method: str, rtol: float, atol: float) -> Method:
     backend = parse_backend(spec)
 
@@ -202,19 +187,6 @@ def torchdiffeq_method(rtol: float, atol: float, seminorm: bool) -> Method:
 
 
 # ---- measurements ------------------------------------------------------------------------------
-
-def peak_tensor_mib(fn: Callable[[], object]) -> float:
-    """Peak tensor memory allocated on top of what existed before ``fn()``, in MiB (see module doc)."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
-        fn()
-    events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
-    running = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        running += event.nbytes()
-        peak = max(peak, running)
-    return peak / 2 ** 20
-
 
 def gradient(task: Task, field: nn.Module, method: Method, batch) -> tuple[Tensor, Tensor, object]:
     y0, t, target = batch

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+import torchdiffeq
+
+import odegrad
 
 
 def paired_median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
@@ -62,3 +67,139 @@ def saved_tensor_mib(fn: Callable[[], object]) -> float:
 
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
+
+
+def peak_tensor_mib(fn: Callable[[], object]) -> float:
+    """Peak tensor memory allocated on top of what existed before ``fn()``, in MiB: every tensor
+    allocation and free the CPU allocator reports to the PyTorch profiler (``profile_memory=True``),
+    summed in time order; the peak of that running sum is the most tensor memory alive at once.
+    This counts tensor bytes exactly, unlike RSS (page granularity, allocator caching) or
+    tracemalloc (which does not see PyTorch's allocator). Frees of blocks allocated before
+    profiling started are not reported, so the peak can only err upwards, and only by tensors
+    that existed before ``fn()``."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
+        fn()
+    events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
+    running = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        running += event.nbytes()
+        peak = max(peak, running)
+    return peak / 2 ** 20
+
+
+# ---- the GPU-table problems (issue 19), shared by bench_memory.py and bench_gpu.py ---------------
+
+class MLPField(torch.nn.Module):
+    """``f(t, y) = MLP(y)`` with tanh between the layers, PyTorch's default initialisation.
+
+    Args:
+        dims: layer widths, e.g. ``(64, 512, 512, 64)``; ``dims[0] == dims[-1]`` is the state size.
+    """
+
+    def __init__(self, dims: tuple[int, ...]):
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims, dims[1:])):
+            layers.append(torch.nn.Linear(a, b))
+            if i < len(dims) - 2:
+                layers.append(torch.nn.Tanh())
+        self.net = torch.nn.Sequential(*layers)
+
+    def forward(self, t, y):
+        return self.net(y)
+
+
+@dataclass(frozen=True)
+class ODEProblem:
+    """One benchmark problem: a seeded MLP field, a batch of initial states and output times.
+    ``loss(ys) = mean(ys²)`` over all outputs."""
+
+    name: str
+    dims: tuple[int, ...]
+    batch: int
+    t_end: float
+    outputs: int
+    rtol: float
+    atol: float
+
+    def make(self, device: str = "cpu", dtype: torch.dtype = torch.float32, batch: int | None = None
+             ) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+        """``(field, y0 [batch, dims[0]], t [outputs])`` on ``device`` (``batch`` overrides the
+        problem's batch size)."""
+        torch.manual_seed(0)
+        field = MLPField(self.dims).to(device=device, dtype=dtype)
+        y0 = torch.randn(batch or self.batch, self.dims[0], device=device, dtype=dtype)
+        t = torch.linspace(0.0, self.t_end, self.outputs, device=device, dtype=dtype)
+        return field, y0, t
+
+
+HORIZONS = (1, 10, 50, 200)
+PROBLEMS = {
+    "large": ODEProblem("MLP 64-512-512-64, 10 outputs on [0, 1]", (64, 512, 512, 64), 4096, 1.0, 10, 1e-5, 1e-7),
+    **{f"T{T}": ODEProblem(f"MLP 32-256-256-32, t = [0, {T}]", (32, 256, 256, 32), 2048, float(T), 2, 1e-6, 1e-8)
+       for T in HORIZONS},
+}
+"""Issue 19's problems (dopri5, float32): the large model ("large"), and the horizon sweep
+"T1", "T10", "T50", "T200" (the issue's table has T = 1 and 50)."""
+
+
+def _torchdiffeq(adjoint: bool):
+    solve = torchdiffeq.odeint_adjoint if adjoint else torchdiffeq.odeint
+
+    def run(field, y0, t, rtol, atol):
+        return solve(field, y0, t, rtol=rtol, atol=atol, method="dopri5")
+
+    return run
+
+
+def parse_backend(spec: str) -> odegrad.gradients.Backend:
+    """``"gq"`` or ``"gq(nodes=8, rtol=1e-8)"``: a registered backend, optionally configured."""
+    match = re.fullmatch(r"\s*([\w:-]+)\s*(?:\((.*)\))?\s*", spec)
+    if match is None:
+        raise SystemExit(f"cannot parse backend {spec!r}; expected name or name(key=value, ...)")
+    backend = odegrad.get_backend(match.group(1))
+    if not match.group(2):
+        return backend
+    call = ast.parse(f"f({match.group(2)})", mode="eval").body
+    kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    return type(backend)(**kwargs)
+
+
+def _odegrad(gradient):
+    def run(field, y0, t, rtol, atol):
+        return odegrad.odeint(field, y0, t, rtol=rtol, atol=atol, method="dopri5", gradient=gradient)
+
+    return run
+
+
+METHODS: dict[str, Callable[..., Callable]] = {
+    "tdq direct": lambda: _torchdiffeq(False),
+    "tdq adjoint": lambda: _torchdiffeq(True),
+    "direct": lambda: _odegrad("direct"),
+    "backsolve": lambda: _odegrad(odegrad.gradients.Backsolve(on_drift="warn")),
+    "gq": lambda: _odegrad(odegrad.gradients.GaussQuadrature(on_drift="warn")),
+    "interp": lambda: _odegrad("interp"),
+}
+"""Method name → factory of ``run(field, y0, t, rtol, atol) -> ys`` (dopri5 everywhere). backsolve
+and gq warn instead of raising when the reverse solve misses the forward states: at T = 50 the
+fields' Jacobian eigenvalues (real parts ±0.15) amplify errors by e^7.5 in either direction, so
+their gradients are off there, but what they cost in time and memory is what is measured."""
+
+
+def make_method(spec: str) -> Callable:
+    """``run(field, y0, t, rtol, atol) -> ys`` for a :data:`METHODS` name or an odegrad backend
+    spec such as ``"gq(nodes=16)"``."""
+    return METHODS[spec]() if spec in METHODS else _odegrad(parse_backend(spec))
+
+
+def train_iteration(problem: ODEProblem, method: str, field, y0, t) -> Callable[[], None]:
+    """One forward + backward pass of ``mean(ys²)`` (gradients into ``field``'s parameters) with
+    ``method`` (see :func:`make_method`)."""
+    run = make_method(method)
+
+    def iteration():
+        field.zero_grad(set_to_none=True)
+        run(field, y0, t, problem.rtol, problem.atol).square().mean().backward()
+
+    return iteration

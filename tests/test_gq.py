@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from torch import nn
 import odegrad
 from odegrad.errors import InvalidInput
 from odegrad.gradients import GaussQuadrature
-from odegrad.gradients._quadrature import segment_rule
+from odegrad.gradients._base import MIN_NODE_MEMORY
+from odegrad.gradients._quadrature import NODE_MEMORY_STATES, segment_rule
 
 from .support import D, relative_error, tanh_mlp
 
@@ -270,6 +272,89 @@ def test_vectorized_equals_looped_and_chunking_is_exact():
     _assert_close(_mlp_grads(func, y0, t, GaussQuadrature(nodes=5, max_batch=3)), reference, 1e-12)
 
 
+# ---- node batches follow the memory budget -------------------------------------------------------
+
+def test_node_batch_follows_the_budget():
+    y0 = torch.zeros(10, 4, dtype=D)  # 320 bytes
+    params = (torch.zeros(100, dtype=D),)
+    per_node = 1000 + 6 * 320  # saved bytes of one evaluation + six state-sized tensors
+    assert GaussQuadrature(node_memory=5 * per_node).node_batch(y0, params, 1000) == 5
+    assert GaussQuadrature(node_memory=5 * per_node - 1).node_batch(y0, params, 1000) == 4
+    assert GaussQuadrature(node_memory=1).node_batch(y0, params, 1000) == 1
+    assert GaussQuadrature(node_memory=10 ** 9, max_batch=7).node_batch(y0, params, 1000) == 7
+    # default budget: 8 copies of [y, a, θ], at least 256 KiB
+    assert GaussQuadrature().node_batch(y0, params, 1000) == MIN_NODE_MEMORY // per_node
+    large = (torch.zeros(10 ** 5, dtype=D),)
+    budget = NODE_MEMORY_STATES * (2 * 40 + 10 ** 5) * 8
+    assert GaussQuadrature().node_batch(y0, large, 10 ** 5) == budget // (10 ** 5 + 6 * 320)
+
+
+class _LiveSavedBytes:
+    """saved_tensors_hooks that track the bytes of distinct storage autograd holds for backward at
+    once (a storage counts until the last saved tensor using it is released); ``skip``: storages
+    that exist anyway (parameters)."""
+
+    class _Saved:
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+    def __init__(self, skip):
+        self.skip, self.users, self.sizes = skip, {}, {}
+        self.live = self.peak = 0
+
+    def pack(self, tensor):
+        saved = self._Saved(tensor)
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key not in self.skip:
+            if key not in self.users:
+                self.users[key], self.sizes[key] = 0, storage.nbytes()
+                self.live += storage.nbytes()
+                self.peak = max(self.peak, self.live)
+            self.users[key] += 1
+            weakref.finalize(saved, self._release, key)
+        return saved
+
+    def _release(self, key):
+        self.users[key] -= 1
+        if not self.users[key]:
+            del self.users[key]
+            self.live -= self.sizes.pop(key)
+
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda saved: saved.tensor)
+
+
+@pytest.mark.parametrize("batch", [8, 32])
+@pytest.mark.parametrize("nodes", [4, 64])
+def test_backward_working_set_stays_within_the_node_budget(batch, nodes):
+    # What autograd holds at once during the backward pass — the batched node evaluations and the
+    # adjoint system's VJPs — stays within the budget whatever the node count and the batch size
+    # (with fixed batches of 16 it grew 4.5x from 4 to 64 nodes and 4x with the batch).
+    func = tanh_mlp(width=64, seed=3)
+    budget = 40_000
+    y0 = torch.randn(batch, 3, dtype=D)
+    ys = odegrad.odeint(func, y0, torch.tensor([0.0, 1.0], dtype=D),
+                        gradient=GaussQuadrature(nodes=nodes, node_memory=budget))
+    tracker = _LiveSavedBytes({p.untyped_storage().data_ptr() for p in func.parameters()})
+    with tracker.hooks():
+        torch.autograd.grad(ys.square().sum(), list(func.parameters()))
+    one_evaluation = batch * 64 * 8  # the tanh layer's output
+    assert one_evaluation <= tracker.peak <= max(budget, 2 * one_evaluation)
+
+
+@pytest.mark.parametrize("gradient", [GaussQuadrature(node_memory=1), GaussQuadrature(),
+                                      GaussQuadrature(node_memory=10 ** 9), GaussQuadrature(nodes=40, node_memory=1)])
+def test_gradients_do_not_depend_on_the_node_budget(gradient):
+    func = tanh_mlp(time=True, seed=14)
+    y0 = torch.randn(4, 3, dtype=D)
+    t = torch.linspace(0, 2, 4, dtype=D)
+    reference = _mlp_grads(func, y0, t, GaussQuadrature(nodes=40 if gradient.nodes else None,
+                                                         vectorize=False, max_batch=1))
+    _assert_close(_mlp_grads(func, y0, t, gradient), reference, 1e-12)
+    _assert_close(_mlp_grads(func, y0, t, gradient), _mlp_grads(func, y0, t, "direct"), 1e-7)
+
+
 def test_float32_nodes_that_round_together():
     # 64 nodes on a segment of length 1e-3 at t≈1000 collide in float32; the solve must still work.
     func = tanh_mlp(seed=11).float()
@@ -327,6 +412,7 @@ def test_node_rule():
 @pytest.mark.parametrize("kwargs", [{"nodes": 0}, {"nodes": -2}, {"nodes": 2.5}, {"nodes": True}, {"nodes": 1000},
                                     {"gtol": 0.0}, {"gtol": float("nan")}, {"max_nodes": 0}, {"min_nodes": 0},
                                     {"min_nodes": 10, "max_nodes": 5}, {"max_batch": 0}, {"vectorize": "yes"},
+                                    {"node_memory": 0}, {"node_memory": 1.5},
                                     {"rtol": -1.0}])
 def test_invalid_configuration(kwargs):
     with pytest.raises(InvalidInput) as info:

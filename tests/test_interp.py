@@ -11,6 +11,7 @@ from torch import nn
 import odegrad
 from odegrad.errors import InterpolationError, InvalidInput
 from odegrad.gradients import Backsolve, Interpolation, Problem, backend_names
+from odegrad.gradients._interpolation import Checkpoint, _StepWindows
 from odegrad.solvers import IntegrationConfig, get_solver
 
 from .support import D, relative_error, tanh_mlp
@@ -223,6 +224,58 @@ def test_segment_is_split_when_max_nodes_is_not_enough():
     assert all(piece.n <= 8 for piece in trajectory.pieces)
 
 
+def test_forward_keeps_at_most_window_steps(monkeypatch):
+    # The forward pass fits pieces as the steps come and drops the steps behind them, instead of
+    # keeping the whole dense output (stages of every step) until the end.
+    kept = []
+    fit = _StepWindows._fit
+
+    def spy(self, end):
+        kept.append(len(self.steps))
+        fit(self, end)
+
+    monkeypatch.setattr(_StepWindows, "_fit", spy)
+    func = tanh_mlp(seed=6, width=32)
+    y0 = torch.randn(3, 3, dtype=D)
+    t = torch.tensor([0.0, 2.0, 6.0], dtype=D)
+    solution, trajectory = _forward(Interpolation(window=3), func, y0, t, rtol=1e-9, atol=1e-11)
+    assert solution.dense is None
+    assert max(kept) <= 3
+    assert len(trajectory.pieces) >= solution.stats.steps_accepted / 3
+
+
+@pytest.mark.parametrize("window", [1, 3, 1000])
+def test_gradients_do_not_depend_on_the_window(window):
+    func = tanh_mlp(time=True, seed=8, width=32)
+    y0 = torch.randn(4, 3, dtype=D)
+    t = torch.tensor([0.0, 0.5, 4.0], dtype=D)
+    kw = dict(rtol=1e-9, atol=1e-11)
+    got = _cat(_gradients(func, y0, t, Interpolation(window=window), **kw))
+    assert relative_error(got, _cat(_gradients(func, y0, t, "direct", **kw))) < 1e-6
+
+
+@pytest.mark.parametrize("node_memory", [1, 3000])
+def test_stored_nodes_stay_within_node_memory(node_memory):
+    # Past the budget the oldest stretches keep only their start state and are solved again in
+    # the backward pass: same gradients, more backward evaluations, bounded storage.
+    func = tanh_mlp(time=True, seed=8, width=32)
+    y0 = torch.randn(4, 3, dtype=D)
+    t = torch.tensor([0.0, 0.5, 4.0], dtype=D)
+    backend = Interpolation(window=3, node_memory=node_memory)
+    _, trajectory = _forward(backend, func, y0, t, rtol=1e-9, atol=1e-11)
+    stored = [piece for piece in trajectory.pieces if not isinstance(piece, Checkpoint)]
+    assert sum(piece.values.nbytes for piece in stored) <= node_memory
+    assert len(stored) < len(trajectory.pieces)
+    kw = dict(rtol=1e-9, atol=1e-11)
+    got = _cat(_gradients(func, y0, t, backend, **kw))
+    assert relative_error(got, _cat(_gradients(func, y0, t, "direct", **kw))) < 1e-6
+    unbounded = odegrad.solve(func, y0.clone().requires_grad_(), t, gradient=Interpolation(window=3), **kw)
+    bounded = odegrad.solve(func, y0.clone().requires_grad_(), t, gradient=backend, **kw)
+    for solution in (unbounded, bounded):
+        solution.ys.sum().backward()
+    assert bounded.stats.nfe_backward > unbounded.stats.nfe_backward
+
+
 def test_fixed_node_count_is_used():
     func = tanh_mlp(seed=7)
     y0 = torch.randn(2, 3, dtype=D)
@@ -273,6 +326,8 @@ def test_torchdiffeq_forward_checks_without_dense_output():
     (dict(nodes=4.0), "nodes"),
     (dict(min_nodes=16, max_nodes=8), "min_nodes"),
     (dict(max_pieces=0), "max_pieces"),
+    (dict(window=0), "window"),
+    (dict(node_memory=0), "node_memory"),
     (dict(check_rtol=-1.0), "check_rtol"),
     (dict(on_failure="ignore"), "on_failure"),
     (dict(rtol=-1.0), "rtol"),

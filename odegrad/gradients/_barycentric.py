@@ -112,10 +112,10 @@ class ChebyshevInterpolant:
         self.shape = values.shape[1:]
         self._flat = values.reshape(values.shape[0], -1)
         n = values.shape[0]
-        self.nodes = chebyshev_nodes(n, dtype=torch.float64, device=values.device)
-        self.weights = chebyshev_weights(n, dtype=torch.float64, device=values.device)
-        self._node_list = chebyshev_nodes(n).tolist()
-        self._weight_list = chebyshev_weights(n).tolist()
+        nodes = chebyshev_nodes(n)  # computed on the host: the floats tested for an exact hit
+        self._node_index = {node: j for j, node in enumerate(nodes.tolist())}
+        self.nodes = nodes.to(values.device)
+        self.weights = chebyshev_weights(n).to(values.device)
 
     @staticmethod
     def points(n: int, a: float, b: float) -> list[float]:
@@ -136,14 +136,12 @@ class ChebyshevInterpolant:
                                        self.values)
 
     def _at(self, t: float) -> Tensor:
-        # One point: the basis in Python floats (float64, no device round trip), one matvec.
+        # One point: the basis from the host float with a few device operations and one
+        # matrix-vector product — no host-to-device copy, which on a GPU would synchronise.
         x = (2.0 * t - (self.a + self.b)) / (self.b - self.a)
-        basis = []
-        for j, (node, weight) in enumerate(zip(self._node_list, self._weight_list)):
-            if x == node:
-                return self.values[j]
-            basis.append(weight / (x - node))
-        total = sum(basis)
-        coefficients = torch.tensor([c / total for c in basis], dtype=self.values.dtype,
-                                    device=self.values.device)
-        return (coefficients @ self._flat).view(self.shape)
+        exact = self._node_index.get(x)
+        if exact is not None:
+            return self.values[exact]
+        basis = self.weights / (x - self.nodes)
+        basis = basis / basis.sum()
+        return (basis.to(self.values.dtype) @ self._flat).view(self.shape)

@@ -165,6 +165,20 @@ def same_steps_config(config: IntegrationConfig, solver: Integrator, times: list
     return replace(config, grid=segment_grid(fixed_grid(times, config), a, b), step_size=None)
 
 
+MIN_NODE_MEMORY = 2 ** 18
+"""Floor of the default node budgets of gq and interp (256 KiB): small models still evaluate many
+nodes per call, where the per-call overhead, not memory, is what costs."""
+
+
+def adjoint_state_bytes(y0: Tensor, params: tuple[Tensor, ...], copies: int) -> int:
+    """Bytes of ``copies`` copies of the classic adjoint's augmented state [y, a, θ] for state
+    ``y0`` (``Tensor[*shape]``) and ``params``, at least :data:`MIN_NODE_MEMORY`: the default
+    memory budgets of the quadrature and interpolation backends, in units of what backsolve's
+    solver holds anyway."""
+    state = 2 * y0.numel() + sum(p.numel() for p in params)
+    return max(MIN_NODE_MEMORY, copies * state * y0.element_size())
+
+
 class BlockNorm:
     """Max over blocks of the RMS norm of each block of a flat augmented state — torchdiffeq's
     mixed norm. ``blocks_in_norm`` < number of blocks gives a seminorm (Kidger et al. 2021):

@@ -39,7 +39,10 @@ from __future__ import annotations
 
 import bisect
 import warnings
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -48,25 +51,97 @@ from .._checks import check_choice, check_int, check_non_negative
 from ..errors import InterpolationError, InvalidInput
 from ..solvers import CountedFunc, IntegrationConfig, Solution, fixed_grid
 from ._barycentric import ChebyshevInterpolant, chebyshev_extrema, to_interval
-from ._base import AdjointBackend, BlockNorm, Problem, flat_cat, func_vjp, same_steps_config, split_like
+from ._base import (
+    AdjointBackend,
+    BlockNorm,
+    Problem,
+    adjoint_state_bytes,
+    flat_cat,
+    func_vjp,
+    same_steps_config,
+    split_like,
+)
 
 BACKWARD_TOLERANCE_DIVISOR = 10.0
+BACKWARD_RTOL_ULPS = 10.0
+"""The default backward rtol is not set below this many machine epsilons of the state dtype (nor
+above the forward rtol): finer control buys steps, not accuracy. On the float32 MLP at T = 50
+(rtol 1e-6) the backward rtols 1e-7 and 1.2e-6 gave the same gradient error (1.1e-6) with 307 and
+217 backward evaluations."""
 _FIXED_STEP_CHECK_RTOL = 1e-4
 _FIXED_STEP_CHECK_ATOL = 1e-6
 
 
 
 
-class _DenseSampler:
-    """Samples of the forward solution from its dense output: no function evaluations."""
+class _StepWindows:
+    """The ``IntegrationConfig.event`` hook of the forward solve (integrators with dense output):
+    keeps the accepted steps not yet covered by fitted pieces — each step's end and interpolant
+    ``at`` — and fits pieces as the solve goes: an observation segment when its end is reached,
+    and a piece of a long segment whenever ``backend.window`` steps have gathered; the steps
+    behind the fitted end are then dropped. So the stages of at most ``window`` steps are alive
+    at once instead of the whole dense output, and the pieces of one segment start their node
+    count at the count the previous piece needed. When the stored node values pass
+    ``node_memory`` bytes (None: never), the oldest stretches fitted by one call are replaced by
+    checkpoints (their start state, ``y0`` for the first, and the size of the step the forward solve
+    took there). Also the sampler of those fits (no
+    function evaluations)."""
 
     nfe = 0
 
-    def __init__(self, solution: Solution):
-        self.dense = solution.dense
+    def __init__(self, backend: Interpolation, times: list[float], rtol: float, atol: float,
+                 trajectory: Trajectory, y0: Tensor, node_memory: int | None):
+        self.backend, self.times, self.rtol, self.atol = backend, times, rtol, atol
+        self.trajectory = trajectory
+        self.direction = trajectory.direction
+        self.segment, self.start, self.first_count = 0, times[0], None
+        self.budget = [backend.max_pieces - 1]  # splits still allowed in this segment
+        self.ends: list[float] = []
+        self.steps: list = []
+        self.node_memory, self.state, self.step, self.stored = node_memory, y0, None, 0
+        # (pieces, bytes, start state, step there) of the stretches not checkpointed, oldest first
+        self.stretches: deque[tuple[int, int, Tensor, float | None]] = deque()
+        self.checkpoints = 0
+
+    def __call__(self, t0: float, t1: float, y0: Tensor, y1: Tensor, at) -> None:
+        self.ends.append(self.direction * t1)
+        self.steps.append(at)
+        self.last_step = abs(t1 - t0)
+        while self.segment < len(self.times) - 1 and self.direction * (self.times[self.segment + 1] - t1) <= 0:
+            self._fit(self.times[self.segment + 1])
+            self.segment, self.first_count = self.segment + 1, None
+            self.budget = [self.backend.max_pieces - 1]
+        if len(self.steps) >= self.backend.window and self.direction * (t1 - self.start) > 0:
+            self._fit(t1)
+
+    def _fit(self, end: float) -> None:
+        pieces = self.trajectory.pieces
+        before = len(pieces)
+        self.backend._fit_piece(self, self.segment, self.start, end, self.rtol, self.atol, self.budget,
+                                self.trajectory, self.first_count)
+        self.start, self.first_count = end, pieces[-1].n
+        if self.node_memory is not None:
+            size = sum(piece.values.nbytes for piece in pieces[before:])
+            self.stretches.append((len(pieces) - before, size, self.state, self.step))
+            self.stored += size
+            self.state, self.step = self.sample(self.segment, [end])[0], self.last_step
+            while self.stored > self.node_memory and self.stretches:
+                count, size, state, step = self.stretches.popleft()
+                self.trajectory.checkpoint(self.checkpoints, self.checkpoints + count, state, step)
+                self.checkpoints += 1
+                self.stored -= size
+        done = bisect.bisect_right(self.ends, self.direction * end)
+        del self.ends[:done], self.steps[:done]
 
     def sample(self, segment: int, times: list[float]) -> Tensor:
-        return torch.stack([self.dense.evaluate(x) for x in times])
+        """The forward solution at ``times`` (inside the kept steps), ``Tensor[len(times), *shape]``."""
+        last, out = len(self.steps) - 1, None
+        for i, x in enumerate(times):
+            value = self.steps[min(bisect.bisect_left(self.ends, self.direction * x), last)](x)
+            if out is None:  # filled in place: a stack would hold every sample twice
+                out = value.new_empty((len(times), *value.shape))
+            out[i] = value
+        return out
 
 
 class _ResolveSampler:
@@ -130,9 +205,25 @@ def as_times(like: Tensor, values: list[float]) -> list[float]:
 
 
 @dataclass
+class Checkpoint:
+    """A stretch ``[a, b]`` of the forward solve whose pieces were dropped to keep the stored nodes
+    within :class:`Interpolation`'s ``node_memory``: the state ``y`` at ``a``
+    (``Tensor[*y0.shape]``), from which the backward pass solves ``[a, b]`` again and refits it,
+    starting with the forward's ``step`` there (adaptive methods)."""
+
+    a: float
+    b: float
+    y: Tensor
+    step: float | None = None
+
+
+@dataclass
 class Trajectory:
     """y(t) over the whole forward span: Chebyshev interpolants on consecutive pieces (one or more
-    per observation segment), in the direction of the forward solve.
+    per observation segment), in the direction of the forward solve; some stretches may be
+    :class:`Checkpoint` s, rebuilt by ``refit(checkpoint) -> Trajectory`` when first read (two
+    rebuilt stretches are kept: the backward pass reads them in order, but a step across the
+    border between two, rejected and retried, reads both again).
 
     ``starts[k]`` is where piece k begins, times multiplied by ``direction``. A call takes a time
     (float or 0-d tensor) and returns ``Tensor[*y0.shape]``. Times in a neighbouring segment (a backward step
@@ -142,30 +233,44 @@ class Trajectory:
 
     direction: float
     step_hint: float | None = None
-    pieces: list[ChebyshevInterpolant] = field(default_factory=list)
+    pieces: list[ChebyshevInterpolant | Checkpoint] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)
+    refit: Callable[[Checkpoint], Trajectory] | None = None
+    refit_nfe: int = 0
+    _rebuilt: dict[int, Trajectory] = field(default_factory=dict)
 
     def add(self, piece: ChebyshevInterpolant) -> None:
         self.pieces.append(piece)
         self.starts.append(self.direction * piece.a)
 
+    def checkpoint(self, first: int, end: int, state: Tensor, step: float | None) -> None:
+        """Replace pieces ``first`` to ``end - 1`` by a :class:`Checkpoint` from ``state``."""
+        self.pieces[first:end] = [Checkpoint(self.pieces[first].a, self.pieces[end - 1].b, state, step)]
+        self.starts[first:end] = [self.starts[first]]
+
     def __call__(self, t: float | Tensor) -> Tensor:
-        if len(self.pieces) == 1:
-            return self.pieces[0](t)
-        index = max(bisect.bisect_right(self.starts, self.direction * float(t)) - 1, 0)
-        return self.pieces[index](t)
+        index = 0 if len(self.pieces) == 1 else max(
+            bisect.bisect_right(self.starts, self.direction * float(t)) - 1, 0)
+        piece = self.pieces[index]
+        if isinstance(piece, Checkpoint):
+            if index not in self._rebuilt:
+                if len(self._rebuilt) == 2:  # free the older stretch before rebuilding this one
+                    del self._rebuilt[next(iter(self._rebuilt))]
+                self._rebuilt[index] = self.refit(piece)
+            piece = self._rebuilt[index]
+        return piece(t)
 
     @property
     def nodes(self) -> int:
-        """Stored states: Chebyshev nodes over all pieces."""
-        return sum(piece.n for piece in self.pieces)
+        """Stored states: Chebyshev nodes over all pieces (checkpoints count one)."""
+        return sum(piece.n if isinstance(piece, ChebyshevInterpolant) else 1 for piece in self.pieces)
 
 
 class _AdjointSystem:
     """The backward system d[a, g]/dt = [−aᵀ∂f/∂y, −aᵀ∂f/∂θ] with y(t) from the trajectory
-    interpolant, state flat ``Tensor[|y| + |θ|]``. Counted with float64 times, so the interpolant
-    is evaluated at the exact stage time even when the user's t is float32; the user's func gets
-    the time in the dtype of their t."""
+    interpolant, state flat ``Tensor[|y| + |θ|]``. Called with the step loop's float64 stage
+    times (see :class:`_HostTimes`), so the interpolant is evaluated at the exact stage time even
+    when the user's t is float32; the user's func gets the time in the dtype of their t."""
 
     def __init__(self, problem: Problem, trajectory: Trajectory):
         self.func = problem.func
@@ -174,22 +279,56 @@ class _AdjointSystem:
         self.params = problem.params
         self.shape, self.size = problem.y0.shape, problem.y0.numel()
 
-    def __call__(self, t: Tensor, state: Tensor) -> Tensor:
+    def __call__(self, t: float | Tensor, state: Tensor) -> Tensor:
         y = self.trajectory(t)
         a = state[:self.size].view(self.shape)
-        _, vjp_y, vjp_params = func_vjp(self.func, t.to(self.time_dtype), y, a, self.params)
+        # a fill, not torch.tensor: no host-to-device copy (which blocks the host on CUDA)
+        t = t.to(self.time_dtype) if isinstance(t, Tensor) else torch.full((), t, dtype=self.time_dtype,
+                                                                            device=state.device)
+        _, vjp_y, vjp_params = func_vjp(self.func, t, y, a, self.params)
         return torch.cat([-vjp_y.reshape(-1), -flat_cat(vjp_params, state)])
 
 
-def _scaled_error(approx: Tensor, exact: Tensor, rtol: float, atol: float) -> float:
-    """Largest |approx − exact| / (atol + rtol·|value|). Tolerances are floored at 64 ulps of the
-    state dtype (atol: of the largest |value|): float32 samples, taken at float32-rounded times,
-    cannot agree more closely than that, and no node count or split would change it."""
+class _HostTimes(CountedFunc):
+    """Counts the adjoint system's evaluations and passes the step loop's float times through
+    unconverted: the interpolant then builds its barycentric basis from a host float (a few
+    device operations, instead of a dozen on a time tensor and, on a GPU, a device-to-host read
+    to choose the piece). Tensor times (nudged times at jumps, other integrators) go the
+    ordinary way."""
+
+    def forward(self, t: float | Tensor, y: Tensor) -> Tensor:
+        if not isinstance(t, float):
+            return super().forward(t, y)
+        if not torch.compiler.is_compiling():
+            self.nfe += 1
+        return self.func(t, y)
+
+
+NODE_MEMORY_STATES = 32
+"""Default budget of interp's stored node values, in copies of the classic adjoint's augmented
+state [y, a, θ] (see ``Interpolation(node_memory=...)``): generous, since every checkpointed
+stretch is solved again in the backward pass."""
+HELD_OUT_CHUNK = 8
+"""Held-out points compared at once: the check's temporaries are a few states per point, so
+comparing all of a long piece's (up to 65) points together would cost more memory than its nodes."""
+
+
+def _held_out_error(piece: ChebyshevInterpolant, times: list[float], exact: Tensor, rtol: float,
+                    atol: float) -> float:
+    """Largest |piece(t) − exact| / (atol + rtol·|value|) over the held-out ``times`` (values
+    ``exact``, ``Tensor[len(times), *shape]``). Tolerances are floored at 64 ulps of the state
+    dtype (atol: of the largest |value|): float32 samples, taken at float32-rounded times, cannot
+    agree more closely than that, and no node count or split would change it."""
     eps = torch.finfo(exact.dtype).eps
     rtol = max(rtol, 64 * eps)
-    atol = max(atol, 64 * eps * float(exact.abs().max()))
-    scale = atol + rtol * torch.maximum(approx.abs(), exact.abs())
-    return float(((approx - exact).abs() / scale).max())
+    atol = max(atol, 64 * eps * float(torch.linalg.vector_norm(exact, ord=float("inf"))))
+    errors = []
+    for start in range(0, len(times), HELD_OUT_CHUNK):
+        chunk = slice(start, start + HELD_OUT_CHUNK)
+        approx = piece(torch.tensor(times[chunk], dtype=torch.float64))
+        scale = torch.maximum(exact[chunk].abs(), approx.abs()).mul_(rtol).add_(atol)
+        errors.append(approx.sub_(exact[chunk]).abs_().div_(scale).max())
+    return float(torch.stack(errors).max())
 
 
 class Interpolation(AdjointBackend):
@@ -200,7 +339,18 @@ class Interpolation(AdjointBackend):
         nodes: Chebyshev nodes per piece; None chooses automatically (``min_nodes``, doubled up to
             ``max_nodes`` until the held-out check passes).
         min_nodes, max_nodes: range of the automatic rule.
-        max_pieces: most pieces one observation segment may be split into (1: never split).
+        max_pieces: most pieces the held-out check may split one observation segment into
+            (1: never split), besides the pieces of ``window`` steps a long segment is cut into.
+        window: most forward steps whose stages are kept before a piece is fitted to them
+            (integrators with dense output): the forward pass then holds about
+            ``window · (stages + 2) · |y|`` of step data, not the whole dense output. Later
+            pieces of a segment start at the node count the previous piece needed.
+        node_memory: bytes the stored node values may take (integrators with dense output).
+            Beyond it the oldest stretches (the pieces of one fit) keep only their start state
+            and are solved again and refitted when the backward pass reaches them (one at a
+            time): memory stays bounded on long horizons for one more forward solve of those
+            stretches. None: :data:`NODE_MEMORY_STATES` (32) copies of the classic adjoint's
+            state [y, a, θ], at least 256 KiB.
         check_rtol, check_atol: tolerances of the held-out check, |p − y| ≤ atol + rtol·|y| at
             every held-out point and state entry. None: 10× the forward rtol/atol for adaptive
             methods; 1e-4 / 1e-6 for fixed-step methods (they carry no tolerance of their own).
@@ -209,26 +359,28 @@ class Interpolation(AdjointBackend):
         seminorm: leave the parameter-gradient integral out of the backward error norm
             (Kidger, Chen & Lyons 2021).
         rtol, atol: backward-solve tolerances. Default: the forward ones divided by
-            ``BACKWARD_TOLERANCE_DIVISOR`` (10). Only [a, g] drive the backward step size here, not
-            the O(1) state y as in the classic adjoint, so at equal tolerances the backward solve
-            takes fewer, larger steps and its error can exceed the forward error; 10x tighter
-            keeps the gradient error at or below torchdiffeq's adjoint in
-            benchmarks/bench_adjoint.py and still leaves fewer backward steps.
+            ``BACKWARD_TOLERANCE_DIVISOR`` (10), the rtol no lower than ``BACKWARD_RTOL_ULPS``
+            (10) epsilons of the state dtype unless the forward one is. Only [a, g] drive the
+            backward step size here, not the O(1) state y as in the classic adjoint, so at equal
+            tolerances the backward solve takes fewer, larger steps and its error can exceed the
+            forward error; 10x tighter keeps the gradient error at or below torchdiffeq's adjoint
+            in benchmarks/bench_adjoint.py and still leaves fewer backward steps.
         method: backward-solve integrator (default: the forward one).
     """
 
     name = "interp"
 
     def __init__(self, nodes: int | None = None, *, min_nodes: int = 4, max_nodes: int = 64,
-                 max_pieces: int = 64, check_rtol: float | None = None,
+                 max_pieces: int = 64, window: int = 8, node_memory: int | None = None,
+                 check_rtol: float | None = None,
                  check_atol: float | None = None, on_failure: str = "raise",
                  seminorm: bool = False, rtol: float | None = None, atol: float | None = None,
                  method=None):
         super().__init__(rtol=rtol, atol=atol, method=method)
         for name, value in (("nodes", nodes), ("min_nodes", min_nodes), ("max_nodes", max_nodes),
-                            ("max_pieces", max_pieces)):
+                            ("max_pieces", max_pieces), ("window", window), ("node_memory", node_memory)):
             if value is not None:
-                check_int(f"Interpolation {name}", value, low=1 if name == "max_pieces" else 2)
+                check_int(f"Interpolation {name}", value, low=2 if "nodes" in name else 1)
         if min_nodes > max_nodes:
             raise InvalidInput("Interpolation min_nodes", min_nodes,
                                f"at most max_nodes={max_nodes}")
@@ -238,13 +390,15 @@ class Interpolation(AdjointBackend):
         check_choice("Interpolation on_failure", on_failure, ("raise", "warn"))
         self.nodes = nodes
         self.min_nodes, self.max_nodes, self.max_pieces = min_nodes, max_nodes, max_pieces
+        self.window, self.node_memory = window, node_memory
         self.check_rtol, self.check_atol = check_rtol, check_atol
         self.on_failure = on_failure
         self.seminorm = bool(seminorm)
 
     def __repr__(self) -> str:
         return (f"Interpolation(nodes={self.nodes}, max_nodes={self.max_nodes}, "
-                f"max_pieces={self.max_pieces}, seminorm={self.seminorm})")
+                f"max_pieces={self.max_pieces}, window={self.window}, node_memory={self.node_memory}, "
+                f"seminorm={self.seminorm})")
 
     # ---- forward ---------------------------------------------------------------------------
 
@@ -260,9 +414,11 @@ class Interpolation(AdjointBackend):
 
     def backward_config(self, problem: Problem, **changes) -> IntegrationConfig:
         """The forward config with the backward tolerances (``rtol``/``atol``, default the forward
-        ones divided by ``BACKWARD_TOLERANCE_DIVISOR``) and ``changes`` applied."""
+        ones divided by ``BACKWARD_TOLERANCE_DIVISOR``, the rtol floored as the class doc says)
+        and ``changes`` applied."""
         base = problem.config.for_backward()
-        rtol = base.rtol / BACKWARD_TOLERANCE_DIVISOR if self.rtol is None else self.rtol
+        floor = min(base.rtol, BACKWARD_RTOL_ULPS * torch.finfo(problem.y0.dtype).eps)
+        rtol = max(base.rtol / BACKWARD_TOLERANCE_DIVISOR, floor) if self.rtol is None else self.rtol
         atol = base.atol / BACKWARD_TOLERANCE_DIVISOR if self.atol is None else self.atol
         return base.with_updates(rtol=rtol, atol=atol, **changes)
 
@@ -282,23 +438,42 @@ class Interpolation(AdjointBackend):
         Raises:
             InterpolationError: a piece misses the held-out check with ``on_failure="raise"``.
         """
+        times = problem.t.tolist()
+        trajectory = Trajectory(direction=1.0 if times[-1] > times[0] else -1.0)
+        rtol, atol = self.check_tolerances(problem)
         if problem.solver.has_dense_output:
+            budget = self.node_memory or adjoint_state_bytes(problem.y0, problem.params, NODE_MEMORY_STATES)
+            windows = _StepWindows(self, times, rtol, atol, trajectory, problem.y0.detach(), budget)
             solution = problem.solver.integrate(problem.func, problem.y0, problem.t,
-                                                problem.config, keep_dense=True)
-            sampler = _DenseSampler(solution)
+                                                replace(problem.config, event=windows),
+                                                keep_dense=problem.keep_dense)
+            trajectory.refit = partial(self._refit, problem, rtol, atol, trajectory)
         else:
             solution, sampler = self._solve_at_nodes(problem)
-        times = problem.t.tolist()
-        hint = None if solution.steps is None or not len(solution.steps.h) else float(solution.steps.h[-1])
-        trajectory = Trajectory(direction=1.0 if times[-1] > times[0] else -1.0, step_hint=hint)
-        rtol, atol = self.check_tolerances(problem)
-        for i in range(len(times) - 1):
-            budget = [self.max_pieces - 1]  # splits still allowed in this segment
-            self._fit_piece(sampler, i, times[i], times[i + 1], rtol, atol, budget, trajectory)
-        solution.stats.nfe_forward += sampler.nfe
-        if not problem.keep_dense:
-            solution.dense = None  # the step data is not needed any more
+            for i in range(len(times) - 1):
+                budget = [self.max_pieces - 1]  # splits still allowed in this segment
+                self._fit_piece(sampler, i, times[i], times[i + 1], rtol, atol, budget, trajectory)
+            solution.stats.nfe_forward += sampler.nfe
+        if solution.steps is not None and len(solution.steps.h):
+            trajectory.step_hint = float(solution.steps.h[-1])
         return solution, trajectory
+
+    def _refit(self, problem: Problem, rtol: float, atol: float, trajectory: Trajectory,
+               checkpoint: Checkpoint) -> Trajectory:
+        """Solve the checkpointed stretch again from its start state (the forward's steps for
+        fixed-step methods, the same tolerances for adaptive ones) and fit its pieces; the
+        evaluations are added to ``trajectory.refit_nfe``."""
+        part = Trajectory(direction=trajectory.direction)
+        windows = _StepWindows(self, [checkpoint.a, checkpoint.b], rtol, atol, part, checkpoint.y, None)
+        config = same_steps_config(problem.config, problem.solver, problem.t.tolist(), checkpoint.a, checkpoint.b)
+        if problem.solver.error_estimate and problem.config.first_step is None:
+            config = replace(config, first_step=checkpoint.step)
+        span = torch.tensor([checkpoint.a, checkpoint.b], dtype=torch.float64, device=checkpoint.y.device)
+        with torch.no_grad():
+            sol = problem.solver.integrate(CountedFunc(problem.func, problem.t.dtype), checkpoint.y, span,
+                                           replace(config, event=windows))
+        trajectory.refit_nfe += sol.stats.nfe_forward
+        return part
 
     def _solve_at_nodes(self, problem: Problem) -> tuple[Solution, _ResolveSampler]:
         """One forward solve whose extra output times are the first try of every segment's nodes
@@ -325,16 +500,16 @@ class Interpolation(AdjointBackend):
         return Solution(ys=ys, stats=full.stats, steps=full.steps), _ResolveSampler(problem, cache, grid)
 
     def _fit_piece(self, sampler, segment: int, a: float, b: float, rtol: float, atol: float,
-                   budget: list[int], result: Trajectory) -> None:
+                   budget: list[int], result: Trajectory, first_count: int | None = None) -> None:
         best: tuple[float, ChebyshevInterpolant, int] | None = None
-        for n in self.node_counts():
+        counts = self.node_counts()
+        for n in counts[bisect.bisect_left(counts, first_count or 0):]:
             nodes = ChebyshevInterpolant.points(n, a, b)
             held_out = to_interval(chebyshev_extrema(n), a, b).tolist()
             held_out[0], held_out[-1] = b, a  # exactly the ends, not a rounding beyond them
             samples = sampler.sample(segment, nodes + held_out)  # one call: one consistent source
-            piece = ChebyshevInterpolant(a, b, samples[:n])
-            error = _scaled_error(piece(torch.tensor(held_out, dtype=torch.float64)), samples[n:],
-                                  rtol, atol)
+            piece = ChebyshevInterpolant(a, b, samples[:n].clone())  # not a view keeping the held-out samples
+            error = _held_out_error(piece, held_out, samples[n:], rtol, atol)
             if error <= 1.0:
                 result.add(piece)
                 return
@@ -343,8 +518,8 @@ class Interpolation(AdjointBackend):
         if budget[0] > 0:
             budget[0] -= 1
             mid = 0.5 * (a + b)
-            self._fit_piece(sampler, segment, a, mid, rtol, atol, budget, result)
-            self._fit_piece(sampler, segment, mid, b, rtol, atol, budget, result)
+            self._fit_piece(sampler, segment, a, mid, rtol, atol, budget, result, first_count)
+            self._fit_piece(sampler, segment, mid, b, rtol, atol, budget, result, first_count)
             return
         error, piece, n = best
         message = (f"the Chebyshev interpolant of the forward trajectory on [{a:.6g}, {b:.6g}] "
@@ -370,11 +545,11 @@ class Interpolation(AdjointBackend):
         solver = self.backward_solver(problem)
         config = self.backward_config(problem, norm=BlockNorm(sizes, 1 if self.seminorm else 2))
         times = t.tolist()
-        adjoint = CountedFunc(_AdjointSystem(problem, trajectory), torch.float64)
+        adjoint = _HostTimes(_AdjointSystem(problem, trajectory))
 
         a = grad_ys[-1]
         g = problem.y0.new_zeros(sizes[1])
-        nfe = 0
+        nfe = -trajectory.refit_nfe  # the stretches solved again count as backward evaluations
         first_step = config.first_step if config.first_step is not None else trajectory.step_hint
         for i in range(len(t) - 1, 0, -1):
             segment_config = same_steps_config(config, solver, times, times[i], times[i - 1])
@@ -387,4 +562,4 @@ class Interpolation(AdjointBackend):
             first_step = sol.next_step or first_step
             a = sol.ys[-1][:n].view(shape) + grad_ys[i - 1]
             g = sol.ys[-1][n:]
-        return a, split_like(g, params), nfe
+        return a, split_like(g, params), nfe + trajectory.refit_nfe

@@ -10,11 +10,22 @@ so the backward system has 2·|y| states (error control over y and a only) inste
 
     dL/dθ = Σ_i ∫_{t_{i-1}}^{t_i} a(t)ᵀ ∂f/∂θ(t, y(t)) dt,
 
-computed per segment by Gauss–Legendre quadrature: y and a at the nodes are output times of the
-backward solve (dense output, so they never shorten its steps), and the node VJPs are evaluated
-in batches of many nodes (from several segments) with one vmapped call of f and one backward
-pass, falling back to a loop for functions vmap cannot batch. After each segment y is reset to
-the stored forward y(t_{i-1}), which keeps the reverse solve from drifting.
+computed per segment by Gauss–Legendre quadrature: y and a at the nodes are read off each
+accepted backward step's interpolant as the solve passes them (so they never shorten its steps),
+and the node VJPs are evaluated in batches of several nodes (from one or more segments) with one
+vmapped call of f and one backward pass, falling back to a loop for functions vmap cannot batch.
+After each segment y is reset to the stored forward y(t_{i-1}), which keeps the reverse solve
+from drifting.
+
+Memory: nodes are consumed as they are produced — a batch is evaluated and added to the running
+integral as soon as k nodes wait — so neither the nodes of a segment nor their evaluations are
+held together. k follows a byte budget (``GaussQuadrature(node_memory=...)``): the first node of a
+backward pass is evaluated alone while saved-tensor hooks count the bytes autograd keeps for it,
+and k is the budget over those bytes plus the node's own states. The default budget is what the
+classic adjoint's solver holds anyway (its stages of [y, a, θ]), so gq's peak stays within about
+twice backsolve's whatever the node count, the batch size or the horizon. (Integrators without
+dense output, the torchdiffeq adapter, return the nodes as output times: one segment's nodes are
+held at once there.)
 """
 
 from __future__ import annotations
@@ -31,7 +42,19 @@ from torch import Tensor
 from .._checks import check_choice, check_int, check_positive
 from ..errors import InvalidInput, OdegradError
 from ..solvers import IntegrationConfig, Integrator
-from ._base import AdjointBackend, BlockNorm, Problem, check_reverse_drift, func_vjp, same_steps_config
+from ._base import (
+    AdjointBackend,
+    BlockNorm,
+    Problem,
+    adjoint_state_bytes,
+    check_reverse_drift,
+    func_vjp,
+    same_steps_config,
+)
+
+NODE_MEMORY_STATES = 8
+"""Default budget of the batched node evaluations, in copies of the classic adjoint's augmented
+state [y, a, θ]: what backsolve's dopri5 keeps in its 7 stages and its state anyway."""
 
 MAX_NODES = 256
 """Largest node count accepted per segment (Gauss–Legendre with n nodes is exact for
@@ -73,9 +96,13 @@ class GaussQuadrature(AdjointBackend):
             (default: the forward ones).
         vectorize: evaluate node VJPs with ``torch.func.vmap`` (falls back to a loop, with the
             same result, when vmap cannot batch ``func``).
-        max_batch: most nodes evaluated in one batched call. That call keeps the activations of
-            all its nodes alive at once, so this bounds the extra memory to ``max_batch`` evaluations
-            of func; larger values make fewer calls.
+        node_memory: bytes the batched node evaluations may hold at once: what autograd saves
+            for the k evaluations of func in one call (measured on the first node of each
+            backward pass) plus the k nodes' states. k is chosen by :meth:`node_batch`. None: the
+            bytes of :data:`NODE_MEMORY_STATES` (8) copies of the classic adjoint's state
+            [y, a, θ], at least ``MIN_NODE_MEMORY`` (256 KiB) — gq's peak then stays within
+            about twice backsolve's. Smaller budgets make more, smaller calls (k ≥ 1 always).
+        max_batch: most nodes evaluated in one batched call, whatever the budget allows.
         on_drift: ``"raise"`` :class:`~odegrad.errors.ReverseSolveDrift` or ``"warn"`` when the
             state rebuilt backwards misses a stored forward state (unstable reverse dynamics).
     """
@@ -84,8 +111,8 @@ class GaussQuadrature(AdjointBackend):
 
     def __init__(self, nodes: int | None = None, *, gtol: float = 0.25, min_nodes: int = 3, max_nodes: int = 64,
                  rtol: float | None = None, atol: float | None = None,
-                 method: str | Integrator | None = None, vectorize: bool = True, max_batch: int = 16,
-                 on_drift: str = "raise"):
+                 method: str | Integrator | None = None, vectorize: bool = True,
+                 node_memory: int | None = None, max_batch: int = MAX_NODES, on_drift: str = "raise"):
         super().__init__(rtol=rtol, atol=atol, method=method)
         self.nodes = None if nodes is None else check_int("GaussQuadrature nodes", nodes, low=1, high=MAX_NODES)
         self.gtol = check_positive("GaussQuadrature gtol", gtol)
@@ -97,6 +124,8 @@ class GaussQuadrature(AdjointBackend):
         if not isinstance(vectorize, bool):
             raise InvalidInput("GaussQuadrature vectorize", vectorize, "True or False")
         self.vectorize = vectorize
+        self.node_memory = None if node_memory is None else check_int("GaussQuadrature node_memory",
+                                                                       node_memory, low=1)
         self.max_batch = check_int("GaussQuadrature max_batch", max_batch, low=1)
         self.on_drift = check_choice("GaussQuadrature on_drift", on_drift, ("raise", "warn"))
 
@@ -111,6 +140,16 @@ class GaussQuadrature(AdjointBackend):
             return self.nodes
         return max(self.min_nodes, min(math.ceil(self.gtol * nfe_forward * fraction), self.max_nodes))
 
+    def node_batch(self, y0: Tensor, params: tuple[Tensor, ...], saved_bytes: int) -> int:
+        """Nodes evaluated per batched call when one evaluation of func at state ``y0``
+        (``Tensor[*shape]``) makes autograd save ``saved_bytes``: the budget (``node_memory``, or
+        the default from the sizes of y0 and ``params``) over the bytes of one node — those saved
+        bytes plus six state-sized tensors: its queued [y, a] and weighted a, their stacked
+        copies and its output f — clipped to ``[1, max_batch]``."""
+        budget = self.node_memory or adjoint_state_bytes(y0, params, NODE_MEMORY_STATES)
+        per_node = saved_bytes + 6 * y0.numel() * y0.element_size()
+        return max(1, min(self.max_batch, budget // per_node))
+
     def forward_pass(self, problem: Problem):
         """Solve forward without a graph; the context is the forward NFE (for the automatic node count)."""
         solution = problem.solver.integrate(problem.func, problem.y0, problem.t, problem.config,
@@ -118,14 +157,15 @@ class GaussQuadrature(AdjointBackend):
         return solution, solution.stats.nfe_forward
 
     def backward_pass(self, problem: Problem, ys: Tensor, context: int, grad_ys: Tensor):
-        """Solve ``[y, a]`` backwards segment by segment with the Gauss–Legendre nodes as output
-        times and sum the weighted ``aᵀ∂f/∂θ`` at the nodes; returns ``(dL/dy0, dL/dθ per param,
-        NFE spent)``, the node evaluations included."""
+        """Solve ``[y, a]`` backwards segment by segment, handing y and a at the Gauss–Legendre
+        nodes to the running quadrature of ``aᵀ∂f/∂θ`` as the solve passes them; returns
+        ``(dL/dy0, dL/dθ per param, NFE spent)``, the node evaluations included."""
         func, t, shape = problem.func, problem.t, problem.y0.shape
         n = problem.y0.numel()
         solver = self.backward_solver(problem)
         config = self.backward_config(problem, norm=BlockNorm((n, n)))
-        quadrature = _ParamQuadrature(func, problem.params, self.vectorize, self.max_batch)
+        quadrature = _ParamQuadrature(func, problem.params, self.vectorize,
+                                      lambda saved: self.node_batch(problem.y0, problem.params, saved))
 
         def adjoint_dynamics(tt: Tensor, state: Tensor) -> Tensor:
             f, vjp_y, _ = func_vjp(func, tt, state[:n].view(shape), state[n:].view(shape), ())
@@ -138,25 +178,27 @@ class GaussQuadrature(AdjointBackend):
         for i in range(len(times) - 1, 0, -1):
             k = self.node_count(abs(times[i] - times[i - 1]) / span, context)
             node_times, weights = segment_rule(times[i], times[i - 1], k)
-            # Nodes rounded to t's dtype may coincide (float32, many nodes): solve at distinct times.
-            out_times = torch.tensor([times[i], *node_times, times[i - 1]], dtype=t.dtype, device=t.device)
-            distinct, position = torch.unique_consecutive(out_times, return_inverse=True)
+            nodes = _SegmentNodes(torch.tensor(node_times, dtype=t.dtype, device=t.device), weights,
+                                  times[i - 1] - times[i], quadrature if problem.params else None, shape)
             state = torch.cat([ys[i].reshape(-1), a.reshape(-1)])
-            sol = solver.integrate(adjoint_dynamics, state, distinct,
-                                   same_steps_config(config, solver, times, times[i], times[i - 1]))
+            segment_config = same_steps_config(config, solver, times, times[i], times[i - 1])
+            if solver.has_dense_output:
+                sol = solver.integrate(adjoint_dynamics, state, t[i - 1:i + 1].flip(0),
+                                       replace(segment_config, event=nodes.reached))
+            else:
+                # Nodes rounded to t's dtype may coincide (float32, many nodes): solve at distinct times.
+                out_times = torch.cat([t[i:i + 1], nodes.times, t[i - 1:i]])
+                distinct, position = torch.unique_consecutive(out_times, return_inverse=True)
+                sol = solver.integrate(adjoint_dynamics, state, distinct, segment_config)
+                for node_state in sol.ys[position[1:-1]]:
+                    nodes.feed(node_state)
             nfe += sol.stats.nfe_forward
             config = _continue_steps(solver, config, sol, problem.config)
-            at_nodes = sol.ys[position[1:-1]]
-            if problem.params:
-                weighted_a = torch.as_tensor(weights, dtype=a.dtype, device=a.device).view(-1, *[1] * a.dim())
-                quadrature.add(out_times[1:-1], at_nodes[:, :n].view(k, *shape),
-                               weighted_a * at_nodes[:, n:].view(k, *shape))
             check_reverse_drift(self.name, sol.ys[-1, :n].view(shape), ys, i - 1, times[i - 1],
                                 problem, config, self.on_drift)
             a = sol.ys[-1, n:].view(shape) + grad_ys[i - 1]
         grads = quadrature.result()
         return a, grads, nfe + quadrature.evaluations
-
 
 
 def _continue_steps(solver: Integrator, config: IntegrationConfig, sol, forward: IntegrationConfig
@@ -169,29 +211,63 @@ def _continue_steps(solver: Integrator, config: IntegrationConfig, sol, forward:
     return replace(config, first_step=abs(float(sol.steps.h[-1])))
 
 
-class _ParamQuadrature:
-    """Accumulates Σ_k (w_k a_k)ᵀ ∂f/∂θ(τ_k, y_k) over quadrature nodes from any number of
-    segments, evaluating buffered nodes ``max_batch`` at a time. Parameters that do not require
-    grad, or that func does not use, get zeros."""
+class _SegmentNodes:
+    """The Gauss–Legendre nodes of one backward segment — ``times [k]`` in t's dtype, ordered
+    along the solve (``direction``: the sign of its steps), and their ``weights [k]`` — handed
+    one by one, with y and the weighted a, to ``quadrature`` (None: no parameters to integrate)."""
 
-    def __init__(self, func, params: tuple[Tensor, ...], vectorize: bool, max_batch: int):
+    def __init__(self, times: Tensor, weights: np.ndarray, direction: float,
+                 quadrature: _ParamQuadrature | None, shape: torch.Size):
+        self.times = times
+        self.floats = times.tolist()  # as the integrator sees them
+        self.weights = weights.tolist()
+        self.direction = direction
+        self.quadrature = quadrature
+        self.shape = shape
+        self.size = shape.numel()
+        self.next = 0
+
+    def reached(self, t0: float, t1: float, y0: Tensor, y1: Tensor, at) -> None:
+        """``IntegrationConfig.event`` hook, called after every accepted step: feed the nodes up
+        to the step's end ``t1`` (those the loop would output there), read off the step's
+        interpolant ``at``; returns None, so the solve never stops early."""
+        while self.next < len(self.floats) and self.direction * (self.floats[self.next] - t1) <= 0:
+            self.feed(at(self.floats[self.next]))
+
+    def feed(self, state: Tensor) -> None:
+        """Hand over the next node's flat state ``[y, a]``."""
+        j = self.next
+        self.next += 1
+        if self.quadrature is not None:
+            self.quadrature.add(self.times[j], state[:self.size].view(self.shape),
+                                self.weights[j] * state[self.size:].view(self.shape))
+
+
+class _ParamQuadrature:
+    """Accumulates Σ_k (w_k a_k)ᵀ ∂f/∂θ(τ_k, y_k) over quadrature nodes fed one at a time from any
+    number of segments. Queued nodes are evaluated together (one vmapped call of func and one
+    backward pass) as soon as ``batch`` of them wait, and then dropped. The first node is
+    evaluated alone while saved-tensor hooks count the bytes autograd keeps for it;
+    ``batch_for(saved_bytes)`` then gives the batch size. Parameters that do not require grad, or
+    that func does not use, get zeros."""
+
+    def __init__(self, func, params: tuple[Tensor, ...], vectorize: bool, batch_for):
         self.func = func
         self.params = params
         self.wanted = [i for i, p in enumerate(params) if p.requires_grad]
         self.totals = [torch.zeros_like(p) for p in params]
         self.vectorize = vectorize
-        self.max_batch = max_batch
+        self.batch_for = batch_for
+        self.batch: int | None = None
         self.pending: list[tuple[Tensor, Tensor, Tensor]] = []
-        self.pending_count = 0
         self.evaluations = 0
 
-    def add(self, times: Tensor, ys: Tensor, weighted_as: Tensor) -> None:
-        """Queue nodes: ``times [k]``, ``ys [k, *shape]``, ``weighted_as [k, *shape]``."""
+    def add(self, time: Tensor, y: Tensor, weighted_a: Tensor) -> None:
+        """Queue one node: ``time`` (0-d), ``y`` and ``weighted_a`` (``Tensor[*shape]``)."""
         if not self.wanted:
             return
-        self.pending.append((times, ys, weighted_as))
-        self.pending_count += len(times)
-        if self.pending_count >= self.max_batch:
+        self.pending.append((time, y, weighted_a))
+        if len(self.pending) >= (self.batch or 1):
             self._flush()
 
     def result(self) -> tuple[Tensor, ...]:
@@ -201,18 +277,22 @@ class _ParamQuadrature:
     def _flush(self) -> None:
         if not self.pending:
             return
-        times, ys, weighted = (torch.cat(parts) for parts in zip(*self.pending))
-        self.pending, self.pending_count = [], 0
-        for start in range(0, len(times), self.max_batch):
-            chunk = slice(start, start + self.max_batch)
-            grads = self._vectorized(times[chunk], ys[chunk], weighted[chunk]) if self.vectorize else None
-            if grads is None:
-                grads = self._looped(times[chunk], ys[chunk], weighted[chunk])
-            for i, g in zip(self.wanted, grads):
-                if g is not None:
-                    self.totals[i] += g
-            self.evaluations += len(times[chunk])
+        times, ys, weighted = (torch.stack(parts) for parts in zip(*self.pending))
+        self.pending = []
+        if self.batch is None:
+            saved, grads = _saved_bytes(lambda: self._evaluate(times, ys, weighted),
+                                        (*self.params, ys, weighted))
+            self.batch = self.batch_for(saved)
+        else:
+            grads = self._evaluate(times, ys, weighted)
+        for i, g in zip(self.wanted, grads):
+            if g is not None:
+                self.totals[i] += g
+        self.evaluations += len(times)
 
+    def _evaluate(self, times: Tensor, ys: Tensor, weighted: Tensor) -> tuple[Tensor | None, ...]:
+        grads = self._vectorized(times, ys, weighted) if self.vectorize else None
+        return self._looped(times, ys, weighted) if grads is None else grads
     def _vectorized(self, times: Tensor, ys: Tensor, weighted: Tensor) -> tuple[Tensor | None, ...] | None:
         try:
             with torch.enable_grad():
@@ -238,3 +318,21 @@ class _ParamQuadrature:
         if not f.requires_grad:
             return tuple(None for _ in wanted)
         return torch.autograd.grad(f.to(weighted.dtype), wanted, weighted, allow_unused=True)  # f cast as y
+
+
+def _saved_bytes(evaluate, existing: tuple[Tensor, ...]):
+    """``(bytes, evaluate())``: the bytes of distinct storage autograd saves for backward while
+    ``evaluate()`` runs, not counting the storages of the ``existing`` tensors (parameters and
+    inputs, which are alive anyway)."""
+    skip = {x.untyped_storage().data_ptr() for x in existing}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in skip:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        result = evaluate()
+    return sum(storages.values()), result
