@@ -3,7 +3,8 @@ one device: the time rows of issue 19's table.
 
 Problems: ``common.PROBLEMS`` (float32 MLP fields with PyTorch's default initialisation, dopri5;
 loss mean(ys²) over all outputs): the large model MLP 64-512-512-64 tanh, batch 4096, 10 outputs
-on [0, 1], rtol 1e-5; MLP 32-256-256-32, batch 2048, t = [0, T], rtol 1e-6 at T = 1 and T = 50.
+on [0, 1], rtol 1e-5; MLP 32-256-256-32, batch 2048, t = [0, T], rtol 1e-6 at T = 1, 10 and 50
+(``--problems T200`` adds the longest horizon).
 Methods: ``common.METHODS`` (torchdiffeq ``odeint`` and ``odeint_adjoint`` — the ratio column's
 baseline — and odegrad ``direct``, ``backsolve``, ``gq``, ``interp``), one iteration = forward +
 backward into the field's parameters. Times are medians over ``--repeats`` iterations, methods
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    parser.add_argument("--problems", nargs="+", default=["large", "T1", "T10", "T50"], choices=list(PROBLEMS))
     parser.add_argument("--diffrax-problems", nargs="*", default=["large"], choices=list(PROBLEMS))
     parser.add_argument("--diffrax-python", default=sys.executable, help="an interpreter with jax and diffrax")
     parser.add_argument("--quick", action="store_true", help="batch / 16, 2 repeats (smoke run)")

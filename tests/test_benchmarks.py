@@ -1,0 +1,54 @@
+"""benchmarks/bench_gpu.py on a tiny problem: every method gets a timed row with its field calls,
+ratios against torchdiffeq's adjoint, and diffrax rows are skipped with a reason where JAX is
+missing (the benchmark numbers themselves are never asserted)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench_gpu():
+    sys.path.insert(0, str(BENCHMARKS))  # the scripts import their shared helpers as `common`
+    try:
+        yield importlib.import_module("bench_gpu")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+        sys.modules.pop("bench_gpu", None)
+        sys.modules.pop("common", None)
+
+
+@pytest.fixture
+def tiny(bench_gpu):
+    common = sys.modules["common"]
+    return common.ODEProblem("MLP 3-8-8-3, t = [0, 1]", (3, 8, 8, 3), 4, 1.0, 3, 1e-5, 1e-7)
+
+
+def test_every_method_is_timed_with_its_field_calls(bench_gpu, tiny):
+    rows = bench_gpu.time_problem(tiny, "cpu", batch=4, repeats=1)
+    assert list(rows) == ["tdq direct", "tdq adjoint", "direct", "backsolve", "gq", "interp"]
+    for name, (seconds, calls) in rows.items():
+        assert seconds > 0 and calls > 0, name
+    assert rows["backsolve"][1] > rows["direct"][1]  # the backward solve calls the field too
+
+
+def test_report_gives_ratios_to_torchdiffeq_adjoint_and_odegrad_direct(bench_gpu, tiny):
+    rows = {"tdq adjoint": (0.004, 10), "direct": (0.002, 5), "gq": (0.001, 7)}
+    table = bench_gpu.report(tiny, 4, rows, {"diffrax BacksolveAdjoint": (0.008, 3)}).splitlines()
+    assert "| direct | 2.0 | 5 | 0.50x | 1.00x |" in table
+    assert "| gq | 1.0 | 7 | 0.25x | 0.50x |" in table
+    assert "| diffrax BacksolveAdjoint | 8.0 | 3 | 2.00x | 4.00x |" in table
+
+
+def test_diffrax_rows_are_skipped_with_the_reason_when_the_interpreter_lacks_jax(bench_gpu, capsys, tmp_path):
+    fake = tmp_path / "python-without-jax"
+    fake.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named jax' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    assert bench_gpu.diffrax_in_subprocess("T1", 4, 1, str(fake)) == {}
+    assert "diffrax rows skipped for T1" in capsys.readouterr().out
