@@ -60,6 +60,10 @@ class NeuralODE(nn.Module):
             raise InvalidInput("func", type(func).__name__, "an nn.Module vector field func(t, y)")
         self.func = func
         self.times = _check_times(t)
+        # the times as odeint sees them for each real dtype of y0 (rounded to it), read without a
+        # tensor so that the fixed-step path below stays one graph under torch.compile
+        self._times_as = {dtype: torch.tensor(self.times, dtype=dtype).tolist()
+                          for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
         self.method = method
         self.gradient = gradient
         self.rtol = rtol
@@ -85,10 +89,10 @@ class NeuralODE(nn.Module):
         self.regularization = None
         solver = get_solver(self.method)
         fixed_step = isinstance(solver, StepSolver) and not solver.error_estimate
-        if fixed_step and self.gradient == "direct" and not regularize:
+        if fixed_step and self.gradient == "direct" and not regularize and y0.dtype in self._times_as:
             config = make_config(solver, self.rtol, self.atol, self.options, func=self.func, y0=y0, t=t)
             if not config.check_backward:
-                ys = unroll(solver, self.func, y0, list(self.times), config)
+                ys = unroll(solver, self.func, y0, self._times_as[y0.dtype], config)
                 return ys if self.return_trajectory else ys[-1]
         if not regularize:
             ys = odeint(self.func, y0, t, method=self.method, gradient=self.gradient, rtol=self.rtol,

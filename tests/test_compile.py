@@ -91,3 +91,15 @@ def test_stiffness_records_change_no_step(method):
 
 def test_backward_solves_record_no_stiffness():
     assert not odegrad.solvers.IntegrationConfig().for_backward().record_stiffness
+
+
+def test_fixed_step_neural_ode_steps_on_odeints_grid_in_float32():
+    """The unrolled path reads the block's times rounded to y0's dtype, as odeint does (0.3 in
+    float32 is a hair above 0.3: step_size 0.1 gives 4 steps, not 3)."""
+    field = odegrad.solvers.CountedFunc(Field())
+    model = NeuralODE(field, t=(0.0, 0.3), method="rk4", options={"step_size": 0.1})
+    x = torch.randn(4, 3)
+    out = model(x)
+    nfe = field.nfe
+    expected = odegrad.odeint(field, x, torch.tensor([0.0, 0.3]), method="rk4", options={"step_size": 0.1})[-1]
+    assert torch.equal(out, expected) and field.nfe == 2 * nfe

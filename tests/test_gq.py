@@ -439,3 +439,19 @@ def test_func_without_graph_has_zero_vjps():
 def test_registered_by_name():
     assert "gq" in odegrad.backend_names()
     assert isinstance(odegrad.get_backend("gq"), GaussQuadrature)
+
+
+def test_fields_that_save_sparse_tensors_get_gq_gradients():
+    # A graph ODE with a sparse adjacency: autograd saves the sparse matrix, which has no plain
+    # storage for the node budget's byte count.
+    torch.manual_seed(0)
+    adjacency = torch.eye(5, dtype=D).to_sparse()
+    weight = nn.Parameter(0.3 * torch.randn(3, 3, dtype=D))
+    field = lambda t, y: torch.tanh(torch.sparse.mm(adjacency, y @ weight))  # noqa: E731
+    y0 = torch.randn(5, 3, dtype=D)
+    t = torch.tensor([0.0, 1.0], dtype=D)
+    grads = {}
+    for gradient in ("direct", "gq"):
+        ys = odegrad.odeint(field, y0, t, gradient=gradient, params=[weight], rtol=1e-10, atol=1e-12)
+        (grads[gradient],) = torch.autograd.grad(ys[-1].sum(), weight)
+    assert relative_error(grads["gq"], grads["direct"]) < 1e-7

@@ -340,3 +340,18 @@ def test_bad_arguments(kwargs, argument):
 def test_registered_by_name():
     assert "interp" in backend_names()
     assert isinstance(odegrad.get_backend("interp"), Interpolation)
+
+
+def test_rebuilding_checkpointed_stretches_leaves_the_forward_observer_alone():
+    # The backward pass solves checkpointed stretches again; the forward solve's observer (here
+    # local regularization's biased sampler, which draws from the global RNG) must not see those
+    # steps: backward consumes no random numbers and keeps the forward's draws.
+    func = tanh_mlp(time=True, seed=8, width=32)
+    y0 = torch.randn(4, 3, dtype=D, requires_grad=True)
+    t = torch.tensor([0.0, 0.5, 4.0], dtype=D)
+    regularizer = odegrad.regularization.LocalRegularization(sampling="biased")
+    solution = odegrad.solve(func, y0, t, gradient=Interpolation(window=3, node_memory=1),
+                             regularization=regularizer, rtol=1e-9, atol=1e-11)
+    state = torch.random.get_rng_state()
+    (solution.ys.sum() + solution.regularization).backward()
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -31,15 +31,18 @@ and no step-size heuristic is paid per segment. An integrator that ignores the s
 past the end reads the neighbouring segment's interpolant, or extrapolates the first piece
 slightly beyond t0.
 
-Memory: the dense output of the forward solve (stages of every step, no autograd graph) lives
-only while the nodes are sampled; the backward pass keeps the node values, Σ n · |y|.
+Memory: the forward solve's stages live only for a window of accepted steps (``window``) while
+its pieces are fitted; the backward pass keeps the node values, Σ n · |y|, up to ``node_memory``
+bytes — beyond it the oldest stretches keep only their start state (one |y| each) and are solved
+again and refitted when the backward pass reaches them. Memory therefore still grows with the
+horizon, by one state per checkpointed stretch, much more slowly than the node values would.
 """
 
 from __future__ import annotations
 
 import bisect
 import warnings
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -237,7 +240,7 @@ class Trajectory:
     starts: list[float] = field(default_factory=list)
     refit: Callable[[Checkpoint], Trajectory] | None = None
     refit_nfe: int = 0
-    _rebuilt: dict[int, Trajectory] = field(default_factory=dict)
+    _rebuilt: OrderedDict[int, Trajectory] = field(default_factory=OrderedDict)
 
     def add(self, piece: ChebyshevInterpolant) -> None:
         self.pieces.append(piece)
@@ -253,9 +256,11 @@ class Trajectory:
             bisect.bisect_right(self.starts, self.direction * float(t)) - 1, 0)
         piece = self.pieces[index]
         if isinstance(piece, Checkpoint):
-            if index not in self._rebuilt:
-                if len(self._rebuilt) == 2:  # free the older stretch before rebuilding this one
-                    del self._rebuilt[next(iter(self._rebuilt))]
+            if index in self._rebuilt:
+                self._rebuilt.move_to_end(index)
+            else:
+                if len(self._rebuilt) == 2:  # free the least recently read stretch before rebuilding this one
+                    self._rebuilt.popitem(last=False)
                 self._rebuilt[index] = self.refit(piece)
             piece = self._rebuilt[index]
         return piece(t)
@@ -471,7 +476,7 @@ class Interpolation(AdjointBackend):
         span = torch.tensor([checkpoint.a, checkpoint.b], dtype=torch.float64, device=checkpoint.y.device)
         with torch.no_grad():
             sol = problem.solver.integrate(CountedFunc(problem.func, problem.t.dtype), checkpoint.y, span,
-                                           replace(config, event=windows))
+                                           replace(config, event=windows, observer=None, record_stiffness=False))
         trajectory.refit_nfe += sol.stats.nfe_forward
         return part
 

@@ -185,6 +185,7 @@ class GaussQuadrature(AdjointBackend):
             if solver.has_dense_output:
                 sol = solver.integrate(adjoint_dynamics, state, t[i - 1:i + 1].flip(0),
                                        replace(segment_config, event=nodes.reached))
+                nodes.require_all_fed(solver)
             else:
                 # Nodes rounded to t's dtype may coincide (float32, many nodes): solve at distinct times.
                 out_times = torch.cat([t[i:i + 1], nodes.times, t[i - 1:i]])
@@ -233,6 +234,14 @@ class _SegmentNodes:
         interpolant ``at``; returns None, so the solve never stops early."""
         while self.next < len(self.floats) and self.direction * (self.floats[self.next] - t1) <= 0:
             self.feed(at(self.floats[self.next]))
+
+    def require_all_fed(self, solver: Integrator) -> None:
+        """Raise if the solve skipped nodes (an integrator that never calls the ``event`` hook):
+        the parameter gradient would silently miss their terms."""
+        if self.next != len(self.floats):
+            raise OdegradError(f"gq: the backward integrator {solver!r} handed over {self.next} of "
+                               f"{len(self.floats)} quadrature nodes; it must call IntegrationConfig.event "
+                               f"after every accepted step (or declare has_dense_output = False)")
 
     def feed(self, state: Tensor) -> None:
         """Hand over the next node's flat state ``[y, a]``."""
@@ -323,16 +332,28 @@ class _ParamQuadrature:
 def _saved_bytes(evaluate, existing: tuple[Tensor, ...]):
     """``(bytes, evaluate())``: the bytes of distinct storage autograd saves for backward while
     ``evaluate()`` runs, not counting the storages of the ``existing`` tensors (parameters and
-    inputs, which are alive anyway)."""
-    skip = {x.untyped_storage().data_ptr() for x in existing}
+    inputs, which are alive anyway). Tensors without a plain storage (sparse, e.g. a graph's
+    adjacency) count their values and indices."""
+    skip = {_storage_key(x)[0] for x in existing}
     storages: dict[int, int] = {}
 
     def pack(tensor: Tensor) -> Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in skip:
-            storages[storage.data_ptr()] = storage.nbytes()
+        key, nbytes = _storage_key(tensor)
+        if key not in skip:
+            storages[key] = nbytes
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         result = evaluate()
     return sum(storages.values()), result
+
+
+def _storage_key(tensor: Tensor) -> tuple[int, int]:
+    """``(identity, bytes)`` of the memory behind ``tensor``: its storage, or for layouts without
+    one (sparse) the tensor itself with its values and indices."""
+    try:
+        storage = tensor.untyped_storage()
+    except (NotImplementedError, RuntimeError):
+        parts = (tensor._values(), tensor._indices()) if tensor.layout == torch.sparse_coo else ()
+        return id(tensor), sum(p.numel() * p.element_size() for p in parts) or tensor.element_size()
+    return storage.data_ptr(), storage.nbytes()
