@@ -62,7 +62,7 @@ class NeuralODE(nn.Module):
         self.times = _check_times(t)
         # the times as odeint sees them for each real dtype of y0 (rounded to it), read without a
         # tensor so that the fixed-step path below stays one graph under torch.compile
-        self._times_as = {dtype: torch.tensor(self.times, dtype=dtype).tolist()
+        self._times_as = {dtype: torch.tensor(self.times, dtype=dtype, device="cpu").tolist()
                           for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
         self.method = method
         self.gradient = gradient

@@ -18,6 +18,7 @@ from ._base import (
     BlockNorm,
     Problem,
     check_reverse_drift,
+    continue_steps,
     flat_cat,
     func_vjp,
     same_steps_config,
@@ -71,6 +72,7 @@ class Backsolve(AdjointBackend):
             sol: Solution = solver.integrate(augmented, state, t[i - 1:i + 1].flip(0),
                                              same_steps_config(config, solver, times, times[i], times[i - 1]))
             nfe += sol.stats.nfe_forward
+            config = continue_steps(solver, config, sol, problem.config)
             end = sol.ys[-1]
             check_reverse_drift(self.name, end[:n].view(shape), ys, i - 1, times[i - 1], problem,
                                 config, self.on_drift)

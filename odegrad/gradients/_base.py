@@ -299,3 +299,13 @@ class _AdjointFunction(torch.autograd.Function):
                                      phase="backward") from None
         ctx.stats.nfe_backward += nfe
         return (None, None, None, grad_y0, *grad_params)
+
+
+def continue_steps(solver: Integrator, config: IntegrationConfig, sol: Solution, forward: IntegrationConfig
+                    ) -> IntegrationConfig:
+    """Start the next segment's adaptive solve with the last accepted step of this one: the
+    segments are adjacent pieces of one backward trajectory, so this step size fits and the
+    initial-step heuristic (an extra evaluation and restart cost per segment) is skipped."""
+    if not solver.error_estimate or forward.first_step is not None or sol.steps is None or not len(sol.steps.h):
+        return config
+    return replace(config, first_step=abs(float(sol.steps.h[-1])))

@@ -41,13 +41,14 @@ from torch import Tensor
 
 from .._checks import check_choice, check_int, check_positive
 from ..errors import InvalidInput, OdegradError
-from ..solvers import IntegrationConfig, Integrator
+from ..solvers import Integrator
 from ._base import (
     AdjointBackend,
     BlockNorm,
     Problem,
     adjoint_state_bytes,
     check_reverse_drift,
+    continue_steps,
     func_vjp,
     same_steps_config,
 )
@@ -194,22 +195,12 @@ class GaussQuadrature(AdjointBackend):
                 for node_state in sol.ys[position[1:-1]]:
                     nodes.feed(node_state)
             nfe += sol.stats.nfe_forward
-            config = _continue_steps(solver, config, sol, problem.config)
+            config = continue_steps(solver, config, sol, problem.config)
             check_reverse_drift(self.name, sol.ys[-1, :n].view(shape), ys, i - 1, times[i - 1],
                                 problem, config, self.on_drift)
             a = sol.ys[-1, n:].view(shape) + grad_ys[i - 1]
         grads = quadrature.result()
         return a, grads, nfe + quadrature.evaluations
-
-
-def _continue_steps(solver: Integrator, config: IntegrationConfig, sol, forward: IntegrationConfig
-                    ) -> IntegrationConfig:
-    """Start the next segment's adaptive solve with the last accepted step of this one: the
-    segments are adjacent pieces of one backward trajectory, so this step size fits and the
-    initial-step heuristic (an extra evaluation and restart cost per segment) is skipped."""
-    if not solver.error_estimate or forward.first_step is not None or sol.steps is None or not len(sol.steps.h):
-        return config
-    return replace(config, first_step=abs(float(sol.steps.h[-1])))
 
 
 class _SegmentNodes:
