@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch._higher_order_ops.while_loop import while_loop
@@ -78,6 +77,7 @@ class AdaptiveNeuralODE(nn.Module):
         self.func = block.func
         self.tableau = solver.tableau
         self.times = list(block.times)
+        self.times_in = block.times_in
         self.config = config
         self.controller = config.controller or PIController()
         self.return_trajectory = block.return_trajectory
@@ -184,8 +184,7 @@ class AdaptiveNeuralODE(nn.Module):
     def forward(self, y0: Tensor) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         """The block's output for ``y0`` (the state at the last time, or the whole trajectory),
         with the accepted/rejected step counts when ``with_counts``."""
-        # the eager NeuralODE rounds its times to y0's dtype before reading them back as floats
-        rounded = np.asarray(self.times, dtype=str(y0.dtype).removeprefix("torch.")).astype(float).tolist()
+        rounded = self.times_in(y0.dtype)
         times = torch.tensor(rounded, dtype=_F64, device=y0.device)
         count, direction = len(rounded), self.direction
         index = torch.arange(count, device=y0.device)

@@ -52,6 +52,7 @@ class UnrolledNeuralODE(nn.Module):
         self.func = block.func
         self.solver = solver
         self.times = list(block.times)
+        self.times_in = block.times_in
         self.config = make_config(solver, block.rtol, block.atol, block.options)
         self.return_trajectory = block.return_trajectory
         try:
@@ -61,7 +62,7 @@ class UnrolledNeuralODE(nn.Module):
 
     def forward(self, y0: Tensor) -> Tensor:
         """The block's output for ``y0``: the state at the last time, or the whole trajectory."""
-        ys = unroll(self.solver, self.func, y0, self.times, self.config)
+        ys = unroll(self.solver, self.func, y0, self.times_in(y0.dtype), self.config)
         return ys if self.return_trajectory else ys[-1]
 
 

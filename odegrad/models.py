@@ -60,8 +60,6 @@ class NeuralODE(nn.Module):
             raise InvalidInput("func", type(func).__name__, "an nn.Module vector field func(t, y)")
         self.func = func
         self.times = _check_times(t)
-        # the times as odeint sees them for each real dtype of y0 (rounded to it), read without a
-        # tensor so that the fixed-step path below stays one graph under torch.compile
         self._times_as = {dtype: torch.tensor(self.times, dtype=dtype, device="cpu").tolist()
                           for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
         self.method = method
@@ -74,6 +72,12 @@ class NeuralODE(nn.Module):
         self.return_trajectory = return_trajectory
         self.regularizer = check_regularizer(regularization)
         self.regularization: Tensor | None = None
+
+    def times_in(self, dtype: torch.dtype) -> list[float]:
+        """The block's output times as :func:`odegrad.odeint` steps on them for a ``y0`` of
+        ``dtype``: rounded to it (in float32, 0.3 is a hair above 0.3), as Python floats. Read
+        from a table built at construction, so traced and compiled passes read no tensor."""
+        return self._times_as.get(dtype, list(self.times))
 
     def forward(self, y0: Tensor) -> Tensor:
         """Solve from ``y0`` over the block's times: the final state, or the whole trajectory
@@ -92,7 +96,7 @@ class NeuralODE(nn.Module):
         if fixed_step and self.gradient == "direct" and not regularize and y0.dtype in self._times_as:
             config = make_config(solver, self.rtol, self.atol, self.options, func=self.func, y0=y0, t=t)
             if not config.check_backward:
-                ys = unroll(solver, self.func, y0, self._times_as[y0.dtype], config)
+                ys = unroll(solver, self.func, y0, self.times_in(y0.dtype), config)
                 return ys if self.return_trajectory else ys[-1]
         if not regularize:
             ys = odeint(self.func, y0, t, method=self.method, gradient=self.gradient, rtol=self.rtol,

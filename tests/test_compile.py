@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import odegrad
+from export import UnrolledNeuralODE
 from odegrad.models import NeuralODE
 
 
@@ -103,3 +104,5 @@ def test_fixed_step_neural_ode_steps_on_odeints_grid_in_float32():
     nfe = field.nfe
     expected = odegrad.odeint(field, x, torch.tensor([0.0, 0.3]), method="rk4", options={"step_size": 0.1})[-1]
     assert torch.equal(out, expected) and field.nfe == 2 * nfe
+    with torch.no_grad():  # the export twin steps on the same grid
+        assert torch.equal(UnrolledNeuralODE(model)(x), out) and field.nfe == 3 * nfe
