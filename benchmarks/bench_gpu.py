@@ -45,15 +45,7 @@ def time_problem(problem: ODEProblem, device: str, batch: int, repeats: int) -> 
     """Method -> (median seconds per training iteration, calls of the field in one iteration)."""
     field, y0, t = problem.make(device, batch=batch)
     field = CountedFunc(field)
-
-    def synchronised(run):
-        def iteration():
-            run()
-            if device == "cuda":
-                torch.cuda.synchronize()
-        return iteration
-
-    runs = {name: synchronised(train_iteration(problem, name, field, y0, t)) for name in METHODS}
+    runs = {name: train_iteration(problem, name, field, y0, t) for name in METHODS}
     nfe = {}
     for name, run in runs.items():
         before = field.nfe

@@ -73,7 +73,6 @@ def measure(problem_key: str, method: str, device: str, batch: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         iteration()
-        torch.cuda.synchronize()
         return {"peak": (torch.cuda.max_memory_allocated() - before) / 2 ** 20, "steps": steps}
     return {"peak": peak_tensor_mib(iteration), "steps": steps}
 
@@ -82,11 +81,7 @@ def iteration_times(problem_key: str, device: str, batch: int, repeats: int) -> 
     """Median seconds of one training iteration of each of :data:`ADJOINTS`, run alternately."""
     problem = PROBLEMS[problem_key]
     field, y0, t = problem.make(device, batch=batch)
-    jobs = []
-    for method in ADJOINTS:
-        iteration = train_iteration(problem, method, field, y0, t)
-        jobs.append((lambda it=iteration: (it(), torch.cuda.synchronize())) if device == "cuda" else iteration)
-    return paired_median_times(jobs, repeats)
+    return paired_median_times([train_iteration(problem, method, field, y0, t) for method in ADJOINTS], repeats)
 
 
 def run_worker(problem_key: str, method: str, device: str, batch: int) -> dict:

@@ -195,11 +195,14 @@ def make_method(spec: str) -> Callable:
 
 def train_iteration(problem: ODEProblem, method: str, field, y0, t) -> Callable[[], None]:
     """One forward + backward pass of ``mean(ys²)`` (gradients into ``field``'s parameters) with
-    ``method`` (see :func:`make_method`)."""
+    ``method`` (see :func:`make_method`), finished on the device when ``y0`` is on CUDA (so it
+    can be timed)."""
     run = make_method(method)
 
     def iteration():
         field.zero_grad(set_to_none=True)
         run(field, y0, t, problem.rtol, problem.atol).square().mean().backward()
+        if y0.is_cuda:
+            torch.cuda.synchronize()
 
     return iteration
