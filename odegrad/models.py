@@ -76,7 +76,12 @@ class NeuralODE(nn.Module):
     def times_in(self, dtype: torch.dtype) -> list[float]:
         """The block's output times as :func:`odegrad.odeint` steps on them for a ``y0`` of
         ``dtype``: rounded to it (in float32, 0.3 is a hair above 0.3), as Python floats. Read
-        from a table built at construction, so traced and compiled passes read no tensor."""
+        from a table built at construction, so traced and compiled passes read no tensor.
+
+        Raises:
+            InvalidInput: ``dtype`` is not a ``torch.dtype``."""
+        if not isinstance(dtype, torch.dtype):
+            raise InvalidInput("dtype", dtype, "a torch.dtype, e.g. torch.float32")
         return self._times_as.get(dtype, list(self.times))
 
     def forward(self, y0: Tensor) -> Tensor:

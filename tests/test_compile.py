@@ -106,3 +106,11 @@ def test_fixed_step_neural_ode_steps_on_odeints_grid_in_float32():
     assert torch.equal(out, expected) and field.nfe == 2 * nfe
     with torch.no_grad():  # the export twin steps on the same grid
         assert torch.equal(UnrolledNeuralODE(model)(x), out) and field.nfe == 3 * nfe
+
+
+def test_times_in_names_a_bad_dtype():
+    model = NeuralODE(Field(), t=(0.0, 0.3))
+    assert model.times_in(torch.float64) == [0.0, 0.3]
+    assert model.times_in(torch.float32)[-1] == float(torch.tensor(0.3, dtype=torch.float32))
+    with pytest.raises(odegrad.errors.InvalidInput, match="dtype"):
+        model.times_in("float32")
