@@ -23,7 +23,10 @@ def is_tracing() -> bool:
 
 def active_transforms() -> frozenset[str]:
     """Names of the ``torch.func`` transforms the caller runs under (``"vmap"``, ``"grad"``,
-    ``"jvp"``, ...; ``jacrev`` runs its function under ``"grad"``), empty outside them."""
+    ``"jvp"``, ...; ``jacrev`` runs its function under ``"grad"``), empty outside them (and while
+    ``torch.compile`` traces: its graph cannot read the interpreter stack)."""
+    if torch.compiler.is_compiling():
+        return frozenset()
     return frozenset(interpreter.key().name.lower() for interpreter in retrieve_all_functorch_interpreters())
 
 

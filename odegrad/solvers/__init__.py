@@ -21,6 +21,7 @@ from ._options import VALID_OPTIONS, make_config, times_option
 from ._rk import ExplicitRK, make_rk
 from ._static import StaticSolve, StaticTimes, require_unrollable
 from ._step_solver import StepSolver
+from ._traced import Status, integrate_traced
 from ._tableaux import ALL_TABLEAUX, ButcherTableau
 from ._taylor import LearnedMidpoint, Taylor
 
@@ -78,10 +79,10 @@ tsit5 = _rk_factory("tsit5", "Tsitouras 5(4) (adaptive)")
 __all__ = [
     "ALL_TABLEAUX", "AdaptiveStepping", "ButcherTableau", "CountedFunc", "DenseOutput", "ExplicitRK",
     "FixedStepping", "IntegrationConfig", "Integrator", "LearnedMidpoint", "PIController", "Solution",
-    "StaticSolve", "StaticTimes", "Stats", "StepRecord", "StepResult", "StepSolver", "Taylor", "VALID_OPTIONS",
+    "StaticSolve", "StaticTimes", "Stats", "Status", "StepRecord", "StepResult", "StepSolver", "Taylor", "VALID_OPTIONS",
     "bad_batch_entries",
     "bosh3", "check_func_output", "counted", "dopri5", "euler", "fixed_grid", "get_solver", "heun",
-    "integrate_on_times", "is_tracing", "make_config", "make_rk", "midpoint", "register_solver",
+    "integrate_on_times", "integrate_traced", "is_tracing", "make_config", "make_rk", "midpoint", "register_solver",
     "require_unrollable", "rk4",
     "rms_norm", "solver_names", "times_option", "tsit5", "unroll",
 ]

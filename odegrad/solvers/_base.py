@@ -93,6 +93,10 @@ class IntegrationConfig:
         event: called after every accepted step as ``event(t0, t1, y0, y1, at)``, ``at(t)`` the
             step's interpolant at a float time in it; a time it returns ends the solve there:
             outputs before it are kept and the state at it is the last output (event search).
+        driver: adaptive methods: ``"eager"`` (a Python loop: raises errors, runs observers,
+            records per-step data), ``"traced"`` (one ``torch.while_loop``: compiles and exports
+            as one graph) or ``"auto"`` (traced while ``torch.compile`` traces the solve and it
+            needs nothing only the eager driver does; eager otherwise).
         record_stiffness: compute each accepted step's stiffness estimate for
             ``Solution.steps`` (else NaN there): off where nobody reads the records
             (``odeint``, ``unroll``, backward solves), which saves its ops on every step.
@@ -114,6 +118,7 @@ class IntegrationConfig:
     interp: str = "cubic"
     event: Callable[..., float | None] | None = None
     record_stiffness: bool = True
+    driver: str = "auto"
 
     def scalar_tolerances(self) -> tuple[float, float]:
         """``(rtol, atol)`` as floats: per-element tolerances give their strictest (smallest) entry."""
@@ -153,6 +158,10 @@ class Solution:
             terminal event ended the solve, None when none fired.
         event_times: with ``solve(..., events=...)``: per event, in order, a 1-D tensor of the
             times it fired (differentiable; a terminal event fires at most once).
+        status: solves by the traced driver: how the solve ended, a 0-dim int64 tensor holding a
+            :class:`~odegrad.solvers.Status` (0: success; under ``torch.compile`` a failed solve
+            returns NaN for the outputs it did not reach instead of raising). None for the eager
+            driver, which raises.
     """
 
     ys: Any
@@ -163,6 +172,7 @@ class Solution:
     regularization: Tensor | None = None
     event_t: Tensor | None = None
     event_times: list[Tensor] | None = None
+    status: Tensor | None = None
 
     def evaluate(self, t: float | Tensor) -> Any:
         """The solution at time(s) ``t`` inside the solved span from the dense output (see

@@ -10,25 +10,54 @@ from torch import Tensor
 
 from ..errors import UnknownName
 from ._base import StepResult
+from ._scalars import Scalar, const
 from ._step_solver import StepSolver
 from ._tableaux import ALL_TABLEAUX, ButcherTableau
 
 
-def _add_scaled(base: Tensor | None, scale: float, coefficients: Sequence[float],
+def _add_scaled(base: Tensor | None, scale: Scalar, coefficients: Sequence[float],
                 terms: Sequence[Tensor]) -> Tensor:
-    """``base + scale · Σ_i coefficients[i] · terms[i]`` skipping zero coefficients
-    (one fused add per term keeps the autograd graph of direct backprop small)."""
+    """``base + scale · Σ_i coefficients[i] · terms[i]`` skipping zero coefficients (one fused add
+    per term keeps the autograd graph of direct backprop small). ``scale`` is a float (eager
+    driver) or a 0-dim float64 tensor (traced driver: each ``scale · coefficient`` is rounded to
+    the terms' dtype, as the fused add rounds its float ``alpha``)."""
     result = base
     for coefficient, term in zip(coefficients, terms):
         if coefficient == 0.0:
             continue
-        if result is None:
+        if isinstance(scale, Tensor):
+            scaled = term * (scale * const(coefficient)).to(term.dtype)
+            result = scaled if result is None else result + scaled
+        elif result is None:
             result = term * (scale * coefficient)
         else:
             result = result.add(term, alpha=scale * coefficient)
     if result is None:
         return torch.zeros_like(terms[0])
     return result
+
+
+def _theta(t0: Scalar, h: Scalar, t: Scalar, like: Tensor) -> Scalar:
+    """``(t − t0) / h``; for a 1-D tensor of times ``Tensor[n, 1, ..., 1]`` (broadcast against a
+    state like ``like``), so a step is read at every output time at once."""
+    theta = (t - t0) / h
+    if isinstance(theta, Tensor) and theta.dim() == 1:
+        return theta.reshape(-1, *([1] * like.dim()))
+    return theta
+
+
+def _weighted(base: Tensor | None, h: Scalar, weights: Sequence[Scalar], terms: Sequence[Tensor],
+              rows: Sequence[Sequence[float]]) -> Tensor:
+    """``base + h · Σ_i weights[i] · terms[i]`` over the rows of the dense-output matrix that are
+    not all zero; weights are floats (one time) or tensors (times as a tensor)."""
+    if not any(isinstance(w, Tensor) for w in weights):
+        return _add_scaled(base, h, weights, terms)
+    result = base
+    for weight, term, row in zip(weights, terms, rows):
+        if any(row):
+            scaled = term * (h * weight).to(term.dtype)
+            result = scaled if result is None else result + scaled
+    return torch.zeros_like(terms[0]) if result is None else result
 
 
 class ExplicitRK(StepSolver):
@@ -69,7 +98,7 @@ class ExplicitRK(StepSolver):
         inputs = [y0]
         for c, row in zip(tab.c[1:], tab.a[1:]):
             y_stage = _add_scaled(y0, h, row, stages)
-            stages.append(func(t0 + c * h, y_stage))
+            stages.append(func(t0 + const(c) * h, y_stage))
             inputs.append(y_stage)
         if tab.fsal:
             y1 = inputs[-1]
@@ -93,19 +122,27 @@ class ExplicitRK(StepSolver):
         inputs = [y0] + [_add_scaled(y0, h, row, stages) for row in tab.a[1:]]
         return inputs if tab.fsal else [*inputs, _add_scaled(y0, h, tab.b, stages)]
 
-    def interpolate(self, dense_info, t0: float, h: float, t: float) -> Tensor:
-        """The tableau's continuous extension of the step ``[t0, t0 + h]`` at ``t``."""
+    def interpolate(self, dense_info, t0: Scalar, h: Scalar, t: Scalar) -> Tensor:
+        """The tableau's continuous extension of the step ``[t0, t0 + h]`` at ``t``:
+        ``Tensor[*y0.shape]``, or ``Tensor[n, *y0.shape]`` for a 1-D tensor of ``n`` times."""
         y0, stages = dense_info
-        theta = (t - t0) / h
-        weights = [sum(w * theta ** (p + 1) for p, w in enumerate(row)) for row in self.tableau.dense]
-        return _add_scaled(y0, h, weights, stages)
+        theta = _theta(t0, h, t, y0)
+        weights = [sum(const(w) * theta ** (p + 1) for p, w in enumerate(row)) for row in self.tableau.dense]
+        return _weighted(y0, h, weights, stages, self.tableau.dense)
 
-    def interpolate_derivative(self, dense_info, t0: float, h: float, t: float) -> Tensor:
+    def interpolate_derivative(self, dense_info, t0: Scalar, h: Scalar, t: Scalar) -> Tensor:
         """d/dt of :meth:`interpolate`: ``Σ_i (Σ_p (p + 1) dense[i][p] θ^p) K_i``."""
-        _, stages = dense_info
-        theta = (t - t0) / h
+        y0, stages = dense_info
+        theta = _theta(t0, h, t, y0)
         weights = [sum((p + 1) * w * theta ** p for p, w in enumerate(row)) for row in self.tableau.dense]
-        return _add_scaled(None, 1.0, weights, stages)
+        return _weighted(None, 1.0, weights, stages, self.tableau.dense)
+
+    def constants(self) -> tuple[float, ...]:
+        """The float constants a step and its dense output use (see
+        :func:`~odegrad.solvers._scalars.exact_constants`)."""
+        tab = self.tableau
+        return (*tab.c, *(x for row in tab.a for x in row), *tab.b, *(tab.b_error or ()),
+                *(x for row in tab.dense for x in row))
 
 
 def make_rk(name: str) -> ExplicitRK:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..errors import UnsupportedCombination
 from ._base import Func, IntegrationConfig, Integrator, Solution, StepResult
 from ._loop import integrate_steps
+from ._traced import integrate_traced, traced_unsupported
 
 
 class StepSolver(Integrator):
@@ -50,5 +52,16 @@ class StepSolver(Integrator):
                   *, keep_dense: bool = False) -> Solution:
         """Solve through the times ``t`` with the shared loop; ``ys: Tensor[len(t), *y0.shape]``,
         with per-step records and, if ``keep_dense``, the dense output."""
+        if self.error_estimate and uses_traced_driver(config, keep_dense):
+            return integrate_traced(self, func, y0, t, config)
         return integrate_steps(self, func, y0, t, config, keep_dense=keep_dense)
 
+
+
+def uses_traced_driver(config: IntegrationConfig, keep_dense: bool) -> bool:
+    """Whether an adaptive solve runs on the traced driver: ``driver="traced"``, or ``"auto"`` while
+    ``torch.compile`` traces it and it needs nothing only the eager driver does."""
+    if config.driver == "traced":
+        return True
+    return (config.driver == "auto" and torch.compiler.is_compiling()
+            and not traced_unsupported(config, keep_dense))
