@@ -19,11 +19,12 @@ from ._controller import AdaptiveStepping, FixedStepping, PIController, fixed_gr
 from ._loop import integrate_on_times, unroll
 from ._options import VALID_OPTIONS, make_config, times_option
 from ._rk import ExplicitRK, make_rk
+from ._scalars import exact_constants
 from ._static import StaticSolve, StaticTimes, require_unrollable
 from ._step_solver import StepSolver
-from ._traced import Status, integrate_traced
 from ._tableaux import ALL_TABLEAUX, ButcherTableau
 from ._taylor import LearnedMidpoint, Taylor
+from ._traced import Status, integrate_traced, traced_constants, traced_unsupported
 
 _REGISTRY: dict[str, Callable[[], Integrator]] = {
     name: (lambda name=name: make_rk(name)) for name in ALL_TABLEAUX
@@ -79,10 +80,12 @@ tsit5 = _rk_factory("tsit5", "Tsitouras 5(4) (adaptive)")
 __all__ = [
     "ALL_TABLEAUX", "AdaptiveStepping", "ButcherTableau", "CountedFunc", "DenseOutput", "ExplicitRK",
     "FixedStepping", "IntegrationConfig", "Integrator", "LearnedMidpoint", "PIController", "Solution",
-    "StaticSolve", "StaticTimes", "Stats", "Status", "StepRecord", "StepResult", "StepSolver", "Taylor", "VALID_OPTIONS",
+    "StaticSolve", "StaticTimes", "Stats", "Status", "StepRecord", "StepResult", "StepSolver", "Taylor",
+    "VALID_OPTIONS",
     "bad_batch_entries",
     "bosh3", "check_func_output", "counted", "dopri5", "euler", "fixed_grid", "get_solver", "heun",
-    "integrate_on_times", "integrate_traced", "is_tracing", "make_config", "make_rk", "midpoint", "register_solver",
+    "exact_constants", "integrate_on_times", "integrate_traced", "is_tracing", "make_config", "make_rk",
+    "midpoint", "register_solver",
     "require_unrollable", "rk4",
-    "rms_norm", "solver_names", "times_option", "tsit5", "unroll",
+    "rms_norm", "solver_names", "times_option", "traced_constants", "traced_unsupported", "tsit5", "unroll",
 ]

@@ -317,7 +317,7 @@ def stepped_size(controller: PIController, h: Scalar, proposal: Scalar, ratio: S
 
 def underflow(t: Scalar, h: Scalar, t_end: Scalar, direction: Scalar) -> bool | Tensor:
     """Whether the step size ``h`` no longer moves ``t`` before the end ``t_end``."""
-    return (direction * (t_end - t) > 0) & ((t + h == t) | (absolute(h) < 1e-300))
+    return (direction * (t_end - t) > 0) & ((t + h == t) | (absolute(h) < const(1e-300)))
 
 
 def clip_to_stop(t: Scalar, h: Scalar, stop: Scalar, direction: Scalar) -> tuple[Scalar, Scalar]:

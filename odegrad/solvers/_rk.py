@@ -76,6 +76,7 @@ class ExplicitRK(StepSolver):
         self.name = tableau.name
         self.order = tableau.order
         self.error_estimate = tableau.b_error is not None
+        self.evaluations_per_step = len(tableau.c) - (1 if tableau.fsal else 0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

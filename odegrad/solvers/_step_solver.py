@@ -24,6 +24,9 @@ class StepSolver(Integrator):
 
     order: int = 1
     has_dense_output = True
+    evaluations_per_step: int | None = None
+    """Evaluations of func in one ``step`` when that number is fixed (the traced driver counts
+    NFE from its step counts with it; None: not fixed)."""
 
     @abstractmethod
     def init(self, func: Func, t0: float, y0: Tensor) -> Any:
@@ -37,6 +40,11 @@ class StepSolver(Integrator):
     @abstractmethod
     def interpolate(self, dense_info: Any, t0: float, h: float, t: float) -> Tensor:
         """Continuous extension of the step ``[t0, t0 + h]`` evaluated at ``t``."""
+
+    def constants(self) -> tuple[float, ...]:
+        """The float constants of ``step`` and ``interpolate`` that an exact ONNX export must carry
+        as float64 tensors (see :func:`~odegrad.solvers._scalars.exact_constants`); none by default."""
+        return ()
 
     def interpolate_derivative(self, dense_info: Any, t0: float, h: float, t: float) -> Tensor:
         """d/dt of :meth:`interpolate` at ``t`` (``Solution.derivative``); solvers that do not

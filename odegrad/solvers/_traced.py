@@ -24,11 +24,18 @@ from torch import Tensor
 from torch.utils import _pytree as pytree
 
 from .._checks import bad_batch_entries
-from .._counting import counted
+from .._counting import counted, is_tracing
 from ..errors import MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow, UnsupportedCombination
 from ._base import IntegrationConfig, Solution, Stats
-from ._controller import clip_to_stop, controller_of, initial_step, stepped_size, underflow
-from ._scalars import const
+from ._controller import (
+    clip_to_stop,
+    controller_of,
+    initial_step,
+    initial_step_constants,
+    stepped_size,
+    underflow,
+)
+from ._scalars import const, tolerance
 
 _F64 = torch.float64
 
@@ -40,6 +47,19 @@ class Status(enum.IntEnum):
     MAX_STEPS = 1
     NON_FINITE = 2
     UNDERFLOW = 3
+
+
+DRIVER_CONSTANTS = (1.0, 1e-300)
+"""The float constants of the traced loop itself (the acceptance bound, the underflow floor)."""
+
+
+def traced_constants(solver: Any, config: IntegrationConfig) -> tuple[float, ...]:
+    """Every float constant a traced solve by ``solver`` under ``config`` uses: what
+    :func:`~odegrad.solvers._scalars.exact_constants` needs for an exact ONNX export."""
+    order = solver.order
+    first_step = () if config.first_step is None else (abs(config.first_step),)
+    return (*solver.constants(), *controller_of(config).constants(order), *initial_step_constants(order),
+            *DRIVER_CONSTANTS, *first_step)
 
 
 def traced_unsupported(config: IntegrationConfig, keep_dense: bool) -> list[str]:
@@ -92,7 +112,7 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
     t_end = times[-1].clone()  # closure inputs of the loop may not alias each other
     stop_keys = _stop_keys(config, times, direction)
     controller, order = controller_of(config), solver.order
-    rtol, atol = _tolerance(config.rtol, y0), _tolerance(config.atol, y0)
+    rtol, atol = tolerance(config.rtol, y0), tolerance(config.atol, y0)
     index = torch.arange(count, device=y0.device)
     column = (count, *([1] * y0.dim()))
     max_steps = config.max_steps
@@ -101,7 +121,7 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
     state0 = solver.init(field, t0, y0)
     y0 = _differentiable(y0, state0)
     if config.first_step is not None:
-        h0 = direction * abs(config.first_step)
+        h0 = direction * const(abs(config.first_step))
     else:
         h0 = direction * initial_step(field, t0, y0, state0, order, rtol, atol, config.norm)
     ys0 = torch.cat([y0.unsqueeze(0), torch.full_like(y0, math.nan).unsqueeze(0).expand(count - 1, *y0.shape)])
@@ -133,10 +153,14 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
     accepted, rejected, status, out, t_last, h_last, _, _, _, ys = torch.while_loop(running, body, carry)
     status = torch.where((status == Status.SUCCESS.value) & (out < count), Status.MAX_STEPS.value, status)
     solution = Solution(ys=ys, stats=Stats(), next_step=h_last, status=status)
-    if torch.compiler.is_compiling():
+    if is_tracing():
         solution.stats.steps_accepted, solution.stats.steps_rejected = accepted, rejected
         return solution
-    solution.stats = Stats(nfe_forward=counted_func.nfe - nfe_before, steps_accepted=int(accepted),
+    steps = int(accepted) + int(rejected)
+    # the loop's body runs compiled (torch.while_loop compiles it even eagerly): its evaluations
+    # are counted from the step counts
+    in_loop = steps * (solver.evaluations_per_step or 0)
+    solution.stats = Stats(nfe_forward=counted_func.nfe - nfe_before + in_loop, steps_accepted=int(accepted),
                            steps_rejected=int(rejected))
     solution.next_step = float(h_last.detach())
     if raise_on_failure:
@@ -155,10 +179,6 @@ def _differentiable(y0: Tensor, state0: Any) -> Tensor:
         return y0
     never = torch.zeros((), dtype=torch.bool, device=y0.device)
     return torch.where(never, anchor.reshape(-1)[0].to(y0.dtype), y0)
-
-
-def _tolerance(tolerance: float | Tensor, like: Tensor) -> float | Tensor:
-    return tolerance.to(like.device, like.dtype) if isinstance(tolerance, Tensor) else tolerance
 
 
 def _stop_keys(config: IntegrationConfig, times: Tensor, direction: Tensor) -> Tensor:
