@@ -256,6 +256,7 @@ class AdjointBackend(Backend):
                       ) -> tuple[Tensor, tuple[Tensor, ...], int]:
         """Return (dL/dy0, dL/dθ per param, NFE spent) given dL/dys of shape [len(t), *y0.shape]."""
 
+    @torch.compiler.disable(recursive=True)
     def solve(self, problem: Problem) -> Solution:
         """Solve by ``forward_pass`` inside an autograd Function whose backward calls
         ``backward_pass``; its NFE is added to ``Solution.stats.nfe_backward`` when it runs.

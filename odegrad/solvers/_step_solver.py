@@ -61,7 +61,7 @@ class StepSolver(Integrator):
         """Solve through the times ``t`` with the shared loop; ``ys: Tensor[len(t), *y0.shape]``,
         with per-step records and, if ``keep_dense``, the dense output."""
         if self.error_estimate and uses_traced_driver(config, keep_dense):
-            return integrate_traced(self, func, y0, t, config)
+            return integrate_traced(self, func, y0, t, config, keep_dense=keep_dense)
         return integrate_steps(self, func, y0, t, config, keep_dense=keep_dense)
 
 

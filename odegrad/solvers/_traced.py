@@ -73,7 +73,7 @@ def traced_unsupported(config: IntegrationConfig, keep_dense: bool) -> list[str]
 
 
 def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config: IntegrationConfig,
-                     *, raise_on_failure: bool = True) -> Solution:
+                     *, keep_dense: bool = False, raise_on_failure: bool = True) -> Solution:
     """Solve adaptively through the times ``t`` with one ``torch.while_loop``.
 
     Args:
@@ -82,6 +82,7 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
         y0: initial state ``Tensor[*shape]``.
         t: strictly monotone output times ``Tensor[n]`` (their values are not read).
         config: tolerances, norm, controller, ``first_step``, ``step_t`` stops and ``max_steps``.
+        keep_dense: refused (the dense output is kept by the eager driver).
         raise_on_failure: outside ``torch.compile``, raise the eager driver's exception for a
             failed solve instead of returning NaN outputs and the status.
 
@@ -95,10 +96,10 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
         MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow: as the eager driver (outside
             ``torch.compile`` and with ``raise_on_failure``).
     """
-    unsupported = traced_unsupported(config, keep_dense=False)
+    unsupported = traced_unsupported(config, keep_dense)
     if unsupported:
         raise UnsupportedCombination(f"the traced adaptive loop cannot run with {', '.join(unsupported)}: "
-                                     "use options={'driver': 'eager'}")
+                                     "they need the eager driver (options={'driver': 'eager'})")
     counted_func = counted(func, t.dtype)
     nfe_before = counted_func.nfe
     time_dtype = t.dtype
@@ -164,7 +165,8 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
                            steps_rejected=int(rejected))
     solution.next_step = float(h_last.detach())
     if raise_on_failure:
-        _raise_for(Status(int(status)), ys, float(t_last), float(t_end), float(h_last), solution.stats, config)
+        _raise_for(Status(int(status)), ys, float(t_last.detach()), float(t_end), solution.next_step,
+                   solution.stats, config)
     return solution
 
 
