@@ -16,7 +16,7 @@ from ._counting import active_transforms, check_func_output
 from ._params import resolve_params
 from .errors import ExportError, InvalidInput, UnsupportedCombination
 from .events import Event, check_events, solve_events
-from .gradients import AdjointBackend, Backend, Backsolve, GaussQuadrature, Interpolation, Problem, get_backend
+from .gradients import BACKEND_ALIASES, AdjointBackend, Backend, Problem, backend_names, get_backend
 from .regularization import Regularizer, check_regularizer
 from .solvers import IntegrationConfig, Integrator, Solution, StaticTimes, get_solver, make_config
 
@@ -323,15 +323,15 @@ def odeint_event(func: Callable, y0: State, t0: Tensor | float, *, event_fn: Cal
     return odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)
 
 
-_ADJOINT_GRADIENTS: dict[str, type[AdjointBackend]] = {
-    "backsolve": Backsolve, "adjoint": Backsolve, "gq": GaussQuadrature, "interp": Interpolation}
-
-
 def _adjoint_backend(gradient: str, rtol: float | None, atol: float | None,
                      method: str | Integrator | None, options: Mapping[str, Any] | None) -> AdjointBackend:
-    """The adjoint-type backend ``odeint_adjoint``'s ``adjoint_*`` arguments describe."""
-    if not isinstance(gradient, str) or gradient not in _ADJOINT_GRADIENTS:
-        raise InvalidInput("gradient", gradient, "one of " + ", ".join(map(repr, _ADJOINT_GRADIENTS))
+    """The adjoint-type backend ``odeint_adjoint``'s ``adjoint_*`` arguments describe: any backend
+    of the one registry (``register_backend``) that is an :class:`AdjointBackend`."""
+    backend = get_backend(gradient) if isinstance(gradient, str) else None
+    if not isinstance(backend, AdjointBackend):
+        adjoint_names = [name for name in (*backend_names(), *BACKEND_ALIASES)
+                         if isinstance(get_backend(name), AdjointBackend)]
+        raise InvalidInput("gradient", gradient, "one of " + ", ".join(map(repr, adjoint_names))
                            + " (odeint_adjoint computes gradients by an adjoint method)")
     if options is None:
         options = {}
@@ -348,10 +348,7 @@ def _adjoint_backend(gradient: str, rtol: float | None, atol: float | None,
                                "'seminorm' (leave the parameter-gradient integral out of the backward "
                                "error norm) or 'default'; a norm callable over the augmented state is not "
                                "supported")
-    settings: dict[str, Any] = {"rtol": rtol, "atol": atol, "method": method}
-    if gradient != "gq":  # gq's backward state [y, a] holds no parameter integral: always a seminorm
-        settings["seminorm"] = options.get("norm") == "seminorm"
-    return _ADJOINT_GRADIENTS[gradient](**settings)
+    return backend.with_settings(rtol=rtol, atol=atol, method=method, seminorm=options.get("norm") == "seminorm")
 
 
 def odeint_adjoint(func: Callable, y0: State, t: Tensor, *, rtol: Tolerance = 1e-7, atol: Tolerance = 1e-9,
@@ -372,8 +369,9 @@ def odeint_adjoint(func: Callable, y0: State, t: Tensor, *, rtol: Tolerance = 1e
             forward ``options``, so other keys are refused.
         adjoint_params: the tensors to differentiate (``params`` of :func:`odeint`; default:
             ``func.parameters()`` when func is an ``nn.Module``).
-        gradient: ``"backsolve"`` (alias ``"adjoint"``: torchdiffeq's classic adjoint), ``"gq"``
-            or ``"interp"``, built with the ``adjoint_*`` settings.
+        gradient: ``"backsolve"`` (alias ``"adjoint"``: torchdiffeq's classic adjoint), ``"gq"``,
+            ``"interp"`` or any adjoint-type backend added with ``register_backend`` (the one
+            registry ``odeint(gradient=...)`` reads), built with the ``adjoint_*`` settings.
         event_fn: torchdiffeq's event mode, as for :func:`odeint`: returns ``(event_t, ys)``.
 
     Returns:

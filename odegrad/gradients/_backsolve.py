@@ -38,6 +38,7 @@ class Backsolve(AdjointBackend):
     """
 
     name = "backsolve"
+    seminorm_option = True
 
     def __init__(self, rtol: float | None = None, atol: float | None = None,
                  method=None, seminorm: bool = False, on_drift: str = "raise"):

@@ -215,10 +215,32 @@ class AdjointBackend(Backend):
         self.atol = atol
         self.method = method
 
+    seminorm_option: bool = False
+    """Whether the backend has a ``seminorm`` setting (its backward state holds a parameter
+    integral that the error norm may leave out); a backend without it always uses a seminorm or
+    needs none."""
+
     def with_method(self, method: str | Integrator) -> AdjointBackend:
         """A copy of this backend whose backward solves use ``method``."""
+        return self.with_settings(method=method)
+
+    def with_settings(self, *, rtol: float | None = None, atol: float | None = None,
+                      method: str | Integrator | None = None, seminorm: bool | None = None) -> AdjointBackend:
+        """A copy of this backend with the given backward-solve settings (None keeps the current
+        one): what ``odeint_adjoint``'s ``adjoint_rtol``/``adjoint_atol``/``adjoint_method`` and
+        ``adjoint_options={"norm": "seminorm"}`` set on any registered adjoint-type backend.
+
+        Raises:
+            InvalidInput: a negative tolerance.
+        """
         configured = copy.copy(self)
-        configured.method = method
+        for name, value in (("rtol", rtol), ("atol", atol)):
+            if value is not None:
+                setattr(configured, name, check_non_negative(f"{type(self).__name__} {name}", value))
+        if method is not None:
+            configured.method = method
+        if seminorm is not None and self.seminorm_option:
+            configured.seminorm = bool(seminorm)
         return configured
 
     def backward_solver(self, problem: Problem) -> Integrator:

@@ -374,6 +374,7 @@ class Interpolation(AdjointBackend):
     """
 
     name = "interp"
+    seminorm_option = True
 
     def __init__(self, nodes: int | None = None, *, min_nodes: int = 4, max_nodes: int = 64,
                  max_pieces: int = 64, window: int = 8, node_memory: int | None = None,
