@@ -33,7 +33,7 @@ from ._counting import counted
 from .errors import InvalidInput, UnsupportedCombination
 from .gradients import Problem
 from .jet import taylor_coefficients
-from .solvers import ExplicitRK, PIController, Solution
+from .solvers import Solution, StepSolver, controller_of
 
 SAMPLING = ("unbiased", "biased")
 
@@ -133,7 +133,7 @@ class LocalRegularization(Regularizer):
         """Sample t₁ (unbiased: as forced stops) and observe the forward solve; the returned
         function re-executes the sampled steps and returns their mean weighted estimate."""
         solver = problem.solver
-        if not (isinstance(solver, ExplicitRK) and solver.error_estimate):
+        if not (isinstance(solver, StepSolver) and solver.error_estimate and solver.evaluations_per_step):
             name = getattr(solver, "name", solver)
             raise UnsupportedCombination(
                 f"local regularization re-executes one step of an adaptive method with its embedded "
@@ -151,7 +151,7 @@ class LocalRegularization(Regularizer):
         def finish(solution: Solution) -> tuple[Solution, Tensor]:
             self.last_draws = [draw for draw in sampler.draws if draw is not None]
             terms = [self._term(problem, draw) for draw in self.last_draws]
-            solution.stats.nfe_forward += len(terms) * _step_cost(solver)
+            solution.stats.nfe_forward += len(terms) * (solver.evaluations_per_step + 1)  # init + one step
             if not terms:  # a solve of zero length takes no step
                 return solution, problem.y0.new_zeros(())
             return solution, torch.stack(terms).mean()
@@ -159,26 +159,18 @@ class LocalRegularization(Regularizer):
         return replace(problem, config=config), finish
 
     def _term(self, problem: Problem, draw: Draw) -> Tensor:
-        solver: ExplicitRK = problem.solver
+        solver: StepSolver = problem.solver
         config = problem.config
         func = counted(problem.func, problem.t.dtype)
         with torch.enable_grad():
             y = draw.y.detach()
             result = solver.step(func, draw.t, draw.h, y, solver.init(func, draw.t, y))
-            controller = config.controller or PIController()
-            error = controller.scaled_error(y, result.y1, result.error, config.rtol, config.atol, config.norm)
+            error = controller_of(config).scaled_error(y, result.y1, result.error, config.rtol, config.atol,
+                                                       config.norm)
             term = self.error * error * abs(draw.h)
             if self.stiffness:
-                y_start, stages = result.dense_info
-                inputs = solver.stage_inputs(y_start, stages, draw.h)
-                term = term + self.stiffness * solver.stiffness(inputs, stages, draw.h)
+                term = term + self.stiffness * result.stiffness()
         return term
-
-
-def _step_cost(solver: ExplicitRK) -> int:
-    """Evaluations of func in one re-executed step: init plus the stages after the first."""
-    tab = solver.tableau
-    return len(tab.c) + (0 if tab.fsal else 1)
 
 
 class _AugmentedField:

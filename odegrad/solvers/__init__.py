@@ -15,7 +15,7 @@ from .._checks import bad_batch_entries
 from .._counting import CountedFunc, check_func_output, counted, is_tracing
 from ..errors import InvalidInput, UnknownName
 from ._base import DenseOutput, IntegrationConfig, Integrator, Solution, Stats, StepRecord, StepResult, rms_norm
-from ._controller import AdaptiveStepping, FixedStepping, PIController, fixed_grid
+from ._controller import AdaptiveStepping, FixedStepping, PIController, controller_of, fixed_grid
 from ._loop import integrate_on_times, unroll
 from ._options import VALID_OPTIONS, make_config, times_option
 from ._rk import ExplicitRK, make_rk
@@ -83,7 +83,7 @@ __all__ = [
     "StaticSolve", "StaticTimes", "Stats", "Status", "StepRecord", "StepResult", "StepSolver", "Taylor",
     "VALID_OPTIONS",
     "bad_batch_entries",
-    "bosh3", "check_func_output", "counted", "dopri5", "euler", "fixed_grid", "get_solver", "heun",
+    "bosh3", "check_func_output", "controller_of", "counted", "dopri5", "euler", "fixed_grid", "get_solver", "heun",
     "exact_constants", "integrate_on_times", "integrate_traced", "is_tracing", "make_config", "make_rk",
     "midpoint", "register_solver",
     "require_unrollable", "rk4",

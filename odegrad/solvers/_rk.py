@@ -117,12 +117,6 @@ class ExplicitRK(StepSolver):
         return (torch.linalg.vector_norm(stages[-1] - stages[-2])
                 / torch.linalg.vector_norm(inputs[-1] - inputs[-2]).clamp_min(1e-300) * abs(h))
 
-    def stage_inputs(self, y0: Tensor, stages: list[Tensor], h: float) -> list[Tensor]:
-        """The states the stages of a step from ``y0`` were evaluated at (from its dense info)."""
-        tab = self.tableau
-        inputs = [y0] + [_add_scaled(y0, h, row, stages) for row in tab.a[1:]]
-        return inputs if tab.fsal else [*inputs, _add_scaled(y0, h, tab.b, stages)]
-
     def interpolate(self, dense_info, t0: Scalar, h: Scalar, t: Scalar) -> Tensor:
         """The tableau's continuous extension of the step ``[t0, t0 + h]`` at ``t``:
         ``Tensor[*y0.shape]``, or ``Tensor[n, *y0.shape]`` for a 1-D tensor of ``n`` times."""
