@@ -177,3 +177,18 @@ def test_adjoint_backends_run_under_compile_with_graph_breaks(gradient):
     (compiled,) = torch.autograd.grad(torch.compile(loss, backend="eager")(y0), y0)
     (eager,) = torch.autograd.grad(loss(y0), y0)
     torch.testing.assert_close(compiled, eager, rtol=1e-9, atol=1e-12)
+
+
+def test_a_func_torch_cannot_trace_into_the_loop_is_refused_by_name():
+    class Transposed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.A = torch.nn.Parameter(torch.randn(2, 2, dtype=F64))
+
+        def forward(self, t, y):
+            return y @ self.A.T  # .T read at every stage: torch.while_loop's aliasing limitation
+
+    y0, t = torch.randn(3, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(UnsupportedCombination, match=r"\.t\(\)"):
+        odegrad.odeint(Transposed(), y0, t, options={"driver": "traced"})
+    assert torch.isfinite(odegrad.odeint(Transposed(), y0, t)).all()  # the eager driver solves it

@@ -127,9 +127,12 @@ class IntegrationConfig:
     def for_backward(self) -> IntegrationConfig:
         """This configuration for a backward solve: without the forward solve's observer, event
         search and forced stops (jumps, discontinuities of func, stay), with
-        :meth:`scalar_tolerances` (a backward state is not shaped like y) and no stiffness records."""
+        :meth:`scalar_tolerances` (a backward state is not shaped like y), no stiffness records
+        and the ``"auto"`` driver (an adjoint system calls ``torch.autograd.grad``, which a
+        ``torch.while_loop`` body cannot; adjoint backends run eagerly under ``torch.compile``)."""
         rtol, atol = self.scalar_tolerances()
-        return replace(self, observer=None, event=None, stops=(), rtol=rtol, atol=atol, record_stiffness=False)
+        return replace(self, observer=None, event=None, stops=(), rtol=rtol, atol=atol, record_stiffness=False,
+                       driver="auto")
 
     def with_updates(self, **changes: Any) -> IntegrationConfig:
         """A copy with the given fields replaced; ``None`` values keep the current setting."""

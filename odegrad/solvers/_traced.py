@@ -151,7 +151,7 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
                 state_next, torch.where(reached.reshape(column), at, ys))
 
     carry = (zero, zero.clone(), zero.clone(), torch.ones_like(zero), t0, h0, torch.zeros_like(t0), y0, state0, ys0)
-    accepted, rejected, status, out, t_last, h_last, _, _, _, ys = torch.while_loop(running, body, carry)
+    accepted, rejected, status, out, t_last, h_last, _, _, _, ys = _while_loop(running, body, carry)
     status = torch.where((status == Status.SUCCESS.value) & (out < count), Status.MAX_STEPS.value, status)
     solution = Solution(ys=ys, stats=Stats(), next_step=h_last, status=status)
     if is_tracing():
@@ -168,6 +168,22 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
         _raise_for(Status(int(status)), ys, float(t_last.detach()), float(t_end), solution.next_step,
                    solution.stats, config)
     return solution
+
+
+def _while_loop(running: Callable, body: Callable, carry: tuple) -> tuple:
+    """``torch.while_loop(running, body, carry)``; outside ``torch.compile`` a func that torch
+    cannot trace into the loop's body is refused by name (under ``torch.compile`` torch raises
+    while it traces the caller)."""
+    if is_tracing():
+        return torch.while_loop(running, body, carry)
+    try:
+        return torch.while_loop(running, body, carry)
+    except torch._dynamo.exc.UncapturedHigherOrderOpError as error:
+        reason = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+        raise UnsupportedCombination(
+            f"func cannot run inside the traced loop (torch.while_loop): {reason}. A known torch limitation: "
+            "a parameter read as .T more than once per step (write .t() or use torch.nn.functional.linear); "
+            "otherwise use options={'driver': 'eager'}") from error
 
 
 def _differentiable(y0: Tensor, state0: Any) -> Tensor:
