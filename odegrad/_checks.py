@@ -30,6 +30,12 @@ def _within(value: float, low: float | None, high: float | None, low_open: bool,
     return not (high is not None and (value >= high if high_open else value > high))
 
 
+def _finite(value: float) -> bool:
+    """``math.isfinite`` by comparisons, which ``torch.compile`` also traces for a float it has
+    made symbolic (a tolerance that differs between two compiled models)."""
+    return -math.inf < value < math.inf
+
+
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
     """``value`` as an int in ``[low, high]`` (bools are not integers here)."""
     if isinstance(value, bool) or not isinstance(value, int) or not _within(value, low, high, False, False):
@@ -40,7 +46,7 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
 def check_in_range(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                    low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a finite float within the bounds (open or closed at each end)."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value)
             or not _within(value, low, high, low_open, high_open)):
         raise InvalidInput(name, value, "a finite number" + _bounds(low, high, low_open, high_open))
     return float(value)

@@ -49,14 +49,17 @@ def exact_constants(values: Iterable[float], device: torch.device | str | None =
         _TABLE = previous
 
 
-def tolerance(value: float | Tensor, like: Tensor) -> float | Tensor:
+def tolerance(value: float | Tensor, like: Tensor) -> Tensor:
     """``rtol``/``atol`` for a traced solve of states like ``like``: a tensor in its dtype and
-    device; while :func:`exact_constants` is active always a tensor with at least 2 dimensions
-    (onnxscript's optimizer takes a scalar constant within 1e-8 of zero for zero and drops
-    ``atol + x``, odegrad's default atol being 1e-9; a broadcast shape keeps the add and its value)."""
-    if _TABLE is None:
-        return value.to(like.device, like.dtype) if isinstance(value, Tensor) else value
+    device (the value a float tolerance has in that dtype's arithmetic); while
+    :func:`exact_constants` is active, with at least 2 dimensions (onnxscript's optimizer takes a
+    scalar constant within 1e-8 of zero for zero and drops ``atol + x``, odegrad's default atol
+    being 1e-9; a broadcast shape keeps the add and its value)."""
+    # always a tensor: torch.compile makes a float tolerance symbolic when it differs between
+    # compiled models, and a while loop's body takes no symbolic float
     value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if _TABLE is None:
+        return value
     rank = max(like.dim(), 2)
     return value.reshape((1,) * (rank - value.dim()) + tuple(value.shape))
 
