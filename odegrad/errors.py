@@ -144,7 +144,8 @@ class ReverseSolveDrift(OdegradError, RuntimeError):
 
     Attributes:
         segment: index of the observation segment [t[segment], t[segment + 1]] whose start was missed.
-        drift: the miss in tolerance units, max |Δy| / (atol + rtol·|y|).
+        drift: the miss in tolerance units, max |Δy| / (atol + rtol·max|y|), the unit at least the
+            dtype's rounding over the steps rebuilt, eps·√(2·steps)·max|y|.
     """
 
     def __init__(self, message: str, segment: int, drift: float):

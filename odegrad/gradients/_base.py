@@ -14,6 +14,7 @@ zero gradients for unused parameters — lives here once.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
@@ -91,36 +92,57 @@ def require_finite(x: Tensor, what: str, *, t: float | None = None, phase: str =
 
 
 REVERSE_DRIFT_FACTOR = 1e3
-"""How far (in tolerance units, |Δy| / (atol + rtol·|y|)) the state rebuilt by a backward solve may
-miss the stored forward state at a segment start. A stable reverse solve misses by the forward
-plus backward global errors, each a few local tolerances per step, so tens to hundreds of units;
-an unstable one (dissipative dynamics run backwards) misses by 1e6 to 1e40."""
+"""How many tolerance units (see :func:`drift_unit`) the state rebuilt by a backward solve may miss
+the stored forward state by. The miss relative to the trajectory's magnitude is, to first order,
+the relative error it puts into the gradient (the vector–Jacobian products are evaluated at the
+rebuilt state: for a field linear in y the parameter gradient ∫ a yᵀ dt errs by exactly
+∫ a Δyᵀ dt), and a unit is the relative accuracy the solves can deliver; so 1000 units allow a
+gradient three orders of magnitude less accurate than the solve before refusing. A stable reverse
+solve misses by the forward plus backward errors of one stretch, a few units (measured: 3.6 on
+torchdiffeq's y' = y³A test in float64, 30 in float32); an unstable one (dissipative dynamics run
+backwards) by 1e5 to 1e40 (y' = diag(−1, −λ) y, λ = 10 / 30 / 60)."""
 FIXED_STEP_DRIFT_RTOL = 1e-3
 """Tolerance unit of the drift check for fixed-step methods, whose accuracy no tolerance states."""
 
 
+def drift_unit(rtol: float, atol: float, scale: float, dtype: torch.dtype, steps: int) -> float:
+    """The absolute miss one tolerance unit of the drift check stands for, on a trajectory of
+    magnitude ``scale`` (max |y| over the stored outputs) rebuilt by ``steps`` backward steps.
+
+    It is the larger of what the tolerances ask for, ``atol + rtol·scale`` (on the trajectory's
+    magnitude, not per component: the global error of a component passing through zero holds the
+    errors of the components it couples to), and what ``dtype`` can represent over the solve:
+    each step rounds the state once, by about eps·|y|, so ``steps`` backward steps and the about
+    as many forward steps over the same stretch accumulate ``eps·sqrt(2·steps)·scale`` (rounding
+    errors add as a random walk; the factor :data:`REVERSE_DRIFT_FACTOR` covers systematic
+    rounding). Without this floor a float32 solve at rtol 1e-7 — finer than float32 resolves —
+    reads its rounding as drift."""
+    roundoff = torch.finfo(dtype).eps * math.sqrt(2 * max(steps, 1)) * scale
+    return max(atol + rtol * scale, roundoff, torch.finfo(dtype).tiny)
+
+
 def check_reverse_drift(backend: str, rebuilt: Tensor, ys: Tensor, segment: int, t_start: float,
-                        problem: Problem, config: IntegrationConfig, on_drift: str) -> None:
-    """Compare the state a backward solve (configured by ``config``) rebuilt at the start of
-    observation segment ``segment`` (time ``t_start``) with the stored forward state
-    ``ys[segment]``; past :data:`REVERSE_DRIFT_FACTOR` tolerance units raise
-    :class:`ReverseSolveDrift` (or warn). The unit is the looser of the forward and backward
-    tolerances (the miss holds both solves' errors); for fixed-step methods it is
-    :data:`FIXED_STEP_DRIFT_RTOL` relative to the state and to the largest stored state (their
-    error scales with the trajectory, also where it passes near zero)."""
+                        problem: Problem, config: IntegrationConfig, on_drift: str, steps: int) -> None:
+    """Compare the state a backward solve (configured by ``config``) rebuilt at output time
+    ``t_start`` with the stored forward state ``ys[segment]``, after ``steps`` accepted backward
+    steps since y was last taken from the stored outputs; past :data:`REVERSE_DRIFT_FACTOR` units
+    of :func:`drift_unit` raise :class:`ReverseSolveDrift` (or warn). The tolerances are the
+    looser of the forward and backward ones (the miss holds both solves' errors); for fixed-step
+    methods, whose accuracy no tolerance states, :data:`FIXED_STEP_DRIFT_RTOL`."""
     stored = ys[segment]
     if problem.solver.error_estimate:
         (rtol, atol), (forward_rtol, forward_atol) = config.scalar_tolerances(), problem.config.scalar_tolerances()
         rtol, atol = max(rtol, forward_rtol), max(atol, forward_atol)
     else:
-        rtol, atol = FIXED_STEP_DRIFT_RTOL, FIXED_STEP_DRIFT_RTOL * float(ys.abs().max())
-    scale = atol + rtol * stored.abs()
-    drift = float(((rebuilt - stored).abs() / scale.clamp_min(torch.finfo(stored.dtype).tiny)).max())
+        rtol, atol = FIXED_STEP_DRIFT_RTOL, 0.0
+    unit = drift_unit(rtol, atol, float(ys.abs().max()), stored.dtype, steps)
+    drift = float((rebuilt - stored).abs().max()) / unit
     if drift <= REVERSE_DRIFT_FACTOR:
         return
     message = (f"gradient={backend!r}: the state rebuilt by solving backwards misses the forward "
                f"state at the start of observation segment {segment} (t={t_start:.6g}) by {drift:.3g} "
-               f"tolerance units (allowed {REVERSE_DRIFT_FACTOR:g}): the dynamics are unstable in "
+               f"tolerance units (allowed {REVERSE_DRIFT_FACTOR:g}; a unit is atol + rtol·max|y|, "
+               f"at least the {stored.dtype} rounding of {steps} steps): the dynamics are unstable in "
                f"reverse time (e.g. dissipative), so these gradients would be wrong. Use "
                f"gradient='interp' (no reverse solve of y) or 'direct'")
     if on_drift == "raise":

@@ -197,7 +197,7 @@ class GaussQuadrature(AdjointBackend):
             nfe += sol.stats.nfe_forward
             config = continue_steps(solver, config, sol, problem.config)
             check_reverse_drift(self.name, sol.ys[-1, :n].view(shape), ys, i - 1, times[i - 1],
-                                problem, config, self.on_drift)
+                                problem, config, self.on_drift, sol.stats.steps_accepted)
             a = sol.ys[-1, n:].view(shape) + grad_ys[i - 1]
         grads = quadrature.result()
         return a, grads, nfe + quadrature.evaluations
