@@ -108,3 +108,111 @@ def test_latent_ode_trains_with_odeint_adjoint_in_float32():
         optimizer.step()
         losses.append(float(loss.detach()))
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+
+
+# ---- parameters and higher-order gradients (items 1, 2, 3, 13) ---------------------------------
+
+ADJOINT = ("backsolve", "gq", "interp")
+T = torch.tensor([0.0, 0.5, 1.0], dtype=D)
+
+
+def _w():
+    return torch.tensor([[-1.0, 0.2], [0.0, -0.5]], dtype=D, requires_grad=True)
+
+
+@pytest.mark.parametrize("gradient", ADJOINT)
+def test_a_tensor_listed_twice_in_params_gets_its_gradient_once(gradient):
+    w = _w()
+    field = lambda t, y: torch.tanh(y @ w.T)
+    odegrad.odeint(field, torch.ones(2, dtype=D), T, params=[w])[-1].sum().backward()
+    expected, w.grad = w.grad.clone(), None
+    odegrad.odeint(field, torch.ones(2, dtype=D), T, gradient=gradient, params=[w, w])[-1].sum().backward()
+    torch.testing.assert_close(w.grad, expected, rtol=1e-5, atol=1e-8)
+
+
+class _Holder:
+    def __init__(self, p):
+        self.p = p
+
+
+EXTERNAL = torch.tensor(-1.4, dtype=D, requires_grad=True)
+
+
+class _Unregistered(nn.Module):
+    """Reaches a trainable tensor it does not own: as a plain attribute, through another object
+    or a list, or as a global its forward names."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.lin = nn.Linear(2, 2).double()
+        self.how = how
+        if how == "attribute":
+            self.scale = EXTERNAL
+        elif how == "object":
+            self.holder = _Holder(EXTERNAL)
+        elif how == "list":
+            self.extras = [EXTERNAL]
+
+    def forward(self, t, y):
+        scale = {"attribute": lambda: self.scale, "object": lambda: self.holder.p,
+                 "list": lambda: self.extras[0], "global": lambda: EXTERNAL}[self.how]()
+        return scale * self.lin(y)
+
+
+@pytest.mark.parametrize("how", ["attribute", "object", "list", "global"])
+@pytest.mark.parametrize("gradient", ADJOINT)
+def test_module_fields_using_parameters_they_do_not_own_are_refused(how, gradient):
+    field = _Unregistered(how)
+    with pytest.raises(odegrad.errors.InvalidInput, match="not its registered parameters"):
+        odegrad.odeint(field, torch.ones(2, dtype=D), T, gradient=gradient)
+    ys = odegrad.odeint(field, torch.ones(2, dtype=D), T, gradient=gradient,
+                        params=[*field.parameters(), EXTERNAL])  # listing them works
+    ys[-1].sum().backward()
+    assert EXTERNAL.grad is not None
+    EXTERNAL.grad = None
+
+
+def test_a_module_keeping_its_last_output_is_not_refused():
+    class Logging(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2).double()
+            self.last = None
+
+        def forward(self, t, y):
+            self.last = self.lin(y)  # a non-leaf that requires grad, kept between calls
+            return self.last
+
+    field = Logging()
+    for _ in range(2):
+        odegrad.odeint(field, torch.ones(2, dtype=D), T, gradient="backsolve")[-1].sum().backward()
+
+
+@pytest.mark.parametrize("gradient", ADJOINT)
+def test_double_backward_through_adjoint_backends_is_refused(gradient):
+    w = _w()
+    ys = odegrad.odeint(lambda t, y: torch.tanh(y @ w.T), torch.ones(2, dtype=D), T, gradient=gradient, params=w)
+    with pytest.raises(odegrad.errors.UnsupportedCombination, match="create_graph"):
+        torch.autograd.grad(ys[-1].sum(), [w], create_graph=True)
+    ys = odegrad.odeint(lambda t, y: torch.tanh(y @ w.T), torch.ones(2, dtype=D), T, gradient=gradient, params=w)
+    (g,) = torch.autograd.grad(ys[-1].sum(), [w])  # first order still works
+    assert torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("gradient", ADJOINT)
+def test_func_closing_over_a_tensor_computed_from_params_is_refused(gradient):
+    w = _w()
+    m = 2 * w
+    ys = odegrad.odeint(lambda t, y: y @ m.T, torch.ones(2, dtype=D), T, gradient=gradient, params=[w])
+    with pytest.raises(odegrad.errors.InvalidInput, match="computed from params before the solve"):
+        ys.sum().backward()
+
+
+@pytest.mark.parametrize("gradient", ADJOINT)
+def test_a_float64_func_output_for_a_float32_state_is_cast(gradient):
+    w = torch.tensor([[-1.0, 0.2], [0.0, -0.5]], requires_grad=True)
+    field = lambda t, y: (y @ w.T).double()
+    odegrad.odeint(field, torch.ones(2), T.float(), params=[w]).sum().backward()
+    expected, w.grad = w.grad.clone(), None
+    odegrad.odeint(field, torch.ones(2), T.float(), gradient=gradient, params=[w]).sum().backward()
+    torch.testing.assert_close(w.grad, expected, rtol=1e-4, atol=1e-5)

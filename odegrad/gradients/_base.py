@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .._checks import check_non_negative
 from .._counting import check_func_output
-from ..errors import NonFiniteValue, ReverseSolveDrift, UnsupportedCombination
+from ..errors import InvalidInput, NonFiniteValue, ReverseSolveDrift, UnsupportedCombination
 from ..solvers import IntegrationConfig, Integrator, Solution, bad_batch_entries, fixed_grid, get_solver, rms_norm
 
 
@@ -79,10 +79,30 @@ def func_vjp(func, t: Tensor, y: Tensor, a: Tensor, params: tuple[Tensor, ...]
         f = check_func_output(func(t, y), y)
         if not f.requires_grad:
             return f.detach(), torch.zeros_like(y), tuple(torch.zeros_like(p) for p in params)
-        grads = torch.autograd.grad(f, (y, *params), a, allow_unused=True)
+        grads = vjp(f, (y, *params), a)
     vjp_y = grads[0] if grads[0] is not None else torch.zeros_like(y)
     vjp_params = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads[1:], params))
     return f.detach(), vjp_y, vjp_params
+
+
+def vjp(f: Tensor, inputs: tuple[Tensor, ...] | list[Tensor], v: Tensor) -> tuple[Tensor | None, ...]:
+    """``vᵀ ∂f/∂inputs`` by ``torch.autograd.grad`` (None for inputs f does not use).
+
+    Raises:
+        InvalidInput: f reaches ``inputs`` through a graph built before the solve (func closes over
+            a non-leaf tensor computed from params), which the first backward pass freed.
+    """
+    try:
+        return torch.autograd.grad(f, inputs, v, allow_unused=True)
+    except RuntimeError as error:
+        if "backward through the graph a second time" not in str(error):
+            raise
+        raise InvalidInput(
+            "func", "a func that uses a tensor computed from params before the solve (a non-leaf "
+            "tensor, e.g. m = 2 * W in its closure)", "a func that computes everything from params "
+            "on each call", hint="adjoint-type backends backpropagate through func once per "
+            "evaluation, and the graph behind such a tensor is freed after the first. Compute it "
+            "inside func, pass that tensor itself in params=, or use gradient='direct'") from None
 
 
 def require_finite(x: Tensor, what: str, *, t: float | None = None, phase: str = "backward") -> None:
@@ -308,6 +328,12 @@ class _AdjointFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys: Tensor):
+        if torch.is_grad_enabled():  # autograd enables grad in backward only for create_graph=True
+            raise UnsupportedCombination(
+                f"gradient={ctx.backend.name!r} with a differentiable backward pass (create_graph=True, "
+                "e.g. torch.autograd.grad for a gradient penalty or a Hessian-vector product): its "
+                "hand-written backward pass is not differentiable, so the second-order terms would "
+                "silently be missing; use gradient='direct'")
         (ys,) = ctx.saved_tensors
         require_finite(grad_ys, "the incoming gradient dL/dys (from the loss, upstream of odeint)",
                        phase="incoming gradient")

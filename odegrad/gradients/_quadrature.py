@@ -51,6 +51,7 @@ from ._base import (
     continue_steps,
     func_vjp,
     same_steps_config,
+    vjp,
 )
 
 NODE_MEMORY_STATES = 8
@@ -317,7 +318,9 @@ class _ParamQuadrature:
         wanted = [self.params[i] for i in self.wanted]
         if not f.requires_grad:
             return tuple(None for _ in wanted)
-        return torch.autograd.grad(f.to(weighted.dtype), wanted, weighted, allow_unused=True)  # f cast as y
+        with torch.enable_grad():  # the backward pass runs under no_grad: cast f (as y) on the graph
+            f = f.to(weighted.dtype)
+        return vjp(f, wanted, weighted)
 
 
 def _saved_bytes(evaluate, existing: tuple[Tensor, ...]):
