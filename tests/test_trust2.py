@@ -216,3 +216,41 @@ def test_a_float64_func_output_for_a_float32_state_is_cast(gradient):
     expected, w.grad = w.grad.clone(), None
     odegrad.odeint(field, torch.ones(2), T.float(), gradient=gradient, params=[w]).sum().backward()
     torch.testing.assert_close(w.grad, expected, rtol=1e-4, atol=1e-5)
+
+
+# ---- regularizers and dense output (items 4, 5, 14) --------------------------------------------
+
+_MIX = torch.tensor([[-1.0, 0.3], [0.2, -0.5]], dtype=D)
+_STATE = torch.tensor([[1.0, 0.5, 0.3, -0.2], [0.2, 0.1, -1.0, 0.4]], dtype=D)
+
+
+@pytest.mark.parametrize("regularizer", [
+    lambda: odegrad.regularization.Kinetic(jacobian=0.0),  # (the Hutchinson probe depends on the layout)
+    lambda: odegrad.regularization.TaylorOrder(),
+    lambda: odegrad.regularization.LocalRegularization(generator=torch.Generator().manual_seed(0)),
+])
+def test_regularizers_give_a_tuple_state_the_value_of_the_concatenated_state(regularizer):
+    t = torch.tensor([0.0, 1.0], dtype=D)
+    whole = odegrad.solve(lambda tt, y: torch.cat([y[:, :2] @ _MIX.T, y[:, 2:] @ _MIX.T], 1), _STATE, t,
+                          regularization=regularizer())
+    parts = odegrad.solve(lambda tt, y: (y[0] @ _MIX.T, y[1] @ _MIX.T), (_STATE[:, :2], _STATE[:, 2:]), t,
+                          regularization=regularizer())
+    torch.testing.assert_close(parts.regularization, whole.regularization, rtol=1e-6, atol=1e-12)
+
+
+def test_dense_output_of_a_kinetic_regularized_solve_has_the_state_shape():
+    t = torch.tensor([0.0, 1.0], dtype=D)
+    sol = odegrad.solve(lambda tt, y: -y, torch.ones(3, 2, dtype=D), t, regularization=odegrad.regularization.Kinetic(),
+                        dense=True)
+    assert sol.ys.shape == (2, 3, 2) and sol.evaluate(0.5).shape == (3, 2)
+    torch.testing.assert_close(sol.evaluate(0.5), torch.full((3, 2), math.exp(-0.5), dtype=D), rtol=1e-5, atol=0)
+    assert sol.derivative(torch.tensor([0.2, 0.7], dtype=D)).shape == (2, 3, 2)
+    parts = odegrad.solve(lambda tt, y: (-y[0], -y[1]), (torch.ones(3, 2, dtype=D), torch.ones(3, dtype=D)), t,
+                          regularization=odegrad.regularization.Kinetic(), dense=True)
+    assert [p.shape for p in parts.evaluate(0.5)] == [(3, 2), (3,)]
+
+
+def test_dense_output_at_no_times_is_empty():
+    sol = odegrad.solve(lambda tt, y: -y, torch.ones(3, 2, dtype=D), torch.tensor([0.0, 1.0], dtype=D), dense=True)
+    assert sol.evaluate(torch.tensor([], dtype=D)).shape == (0, 3, 2)
+    assert sol.derivative(torch.empty(2, 0, dtype=D)).shape == (2, 0, 3, 2)

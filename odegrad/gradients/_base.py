@@ -42,6 +42,9 @@ class Problem:
         config: the forward solve's configuration.
         params: the tensors gradients are taken with respect to (func's parameters).
         keep_dense: the forward solve also returns its dense output (``Solution.dense``).
+        batch_size: the number of batch entries of the user's state (the first dimension of a
+            state, or of every part of a tuple state, with two or more dimensions; else 1), by
+            which batch-averaged terms (regularizers) divide.
     """
 
     func: Any
@@ -51,6 +54,7 @@ class Problem:
     config: IntegrationConfig
     params: tuple[Tensor, ...]
     keep_dense: bool = False
+    batch_size: int = 1
 
     def with_y0(self, y0: Tensor) -> Problem:
         """The same problem from another initial state."""
