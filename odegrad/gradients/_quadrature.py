@@ -78,6 +78,19 @@ def segment_rule(t_start: float, t_end: float, n: int) -> tuple[np.ndarray, np.n
     return (mid + half * x)[::-1].copy(), (half * w)[::-1].copy()
 
 
+def piecewise_rule(t_start: float, t_end: float, jumps: tuple[float, ...], count) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`segment_rule` on each piece of ``[t_end, t_start]`` between the ``jumps`` inside it
+    (func, so the integrand aᵀ∂f/∂θ, may be discontinuous there: one Gauss–Legendre rule across a
+    jump converges slowly), ``count(length)`` nodes on a piece of that length; nodes ordered from
+    ``t_start`` towards ``t_end``."""
+    direction = 1.0 if t_start > t_end else -1.0
+    inside = sorted((j for j in jumps if direction * (t_start - j) > 0 and direction * (j - t_end) > 0),
+                    key=lambda j: -direction * j)
+    ends = [t_start, *inside, t_end]
+    rules = [segment_rule(a, b, count(abs(a - b))) for a, b in zip(ends[:-1], ends[1:])]
+    return np.concatenate([r[0] for r in rules]), np.concatenate([r[1] for r in rules])
+
+
 class GaussQuadrature(AdjointBackend):
     """Gauss–Legendre quadrature adjoint.
 
@@ -178,8 +191,8 @@ class GaussQuadrature(AdjointBackend):
         a = grad_ys[-1]
         nfe = 0
         for i in range(len(times) - 1, 0, -1):
-            k = self.node_count(abs(times[i] - times[i - 1]) / span, context)
-            node_times, weights = segment_rule(times[i], times[i - 1], k)
+            node_times, weights = piecewise_rule(times[i], times[i - 1], problem.config.jumps,
+                                                 lambda length: self.node_count(length / span, context))
             nodes = _SegmentNodes(torch.tensor(node_times, dtype=t.dtype, device=t.device), weights,
                                   times[i - 1] - times[i], quadrature if problem.params else None, shape)
             state = torch.cat([ys[i].reshape(-1), a.reshape(-1)])
