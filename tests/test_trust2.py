@@ -268,3 +268,29 @@ def test_gq_splits_the_quadrature_at_jumps_inside_a_segment(nodes):
                             params=w, options={"jump_t": [0.6]}, rtol=1e-9, atol=1e-10)
         (grads[gradient if gradient == "direct" else "gq"],) = torch.autograd.grad(ys[-1].sum(), w)
     torch.testing.assert_close(grads["gq"], grads["direct"], rtol=1e-6, atol=1e-9)  # one rule across: 0.58 off
+
+
+# ---- events (items 6, 12, 20) ---------------------------------------------------------------------
+
+_NAN = float("nan")
+
+
+@pytest.mark.parametrize("event_fn", [
+    lambda t, y: y[0] * _NAN,  # NaN from the start (over an unbounded span it ran to max_steps)
+    lambda t, y: torch.where(t < 1.0, y[0] + 0.5, torch.full((), _NAN, dtype=D)),  # NaN later, no crossing
+])
+def test_an_event_function_returning_nan_is_an_error(event_fn):
+    with pytest.raises(odegrad.errors.NonFiniteValue, match="event_fn"):
+        odegrad.odeint(lambda t, y: torch.zeros_like(y), torch.ones(2, dtype=D), torch.tensor([0.0], dtype=D),
+                       event_fn=event_fn)
+
+
+@pytest.mark.parametrize("field, max_steps, match", [
+    (lambda t, y: torch.zeros_like(y), 2000, "overflow"),  # steps grow until the time would overflow
+    (lambda t, y: torch.sin(30 * t) * y, 300, "max_steps"),  # steps stay small: max_steps runs out
+])
+def test_an_event_that_never_fires_over_an_unbounded_span_is_event_not_found(field, max_steps, match):
+    with pytest.raises(odegrad.errors.EventNotFound, match=match) as info:
+        odegrad.odeint(field, torch.ones(2, dtype=D), torch.tensor([0.0], dtype=D),
+                       event_fn=lambda t, y: y[0] + 1.0, options={"max_steps": max_steps})
+    assert isinstance(info.value, odegrad.errors.IntegrationFailure) and info.value.nfe > 0
