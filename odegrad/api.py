@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_state, check_times
+from ._checks import check_signature, check_state, check_times
 from ._counting import active_transforms, check_func_output
 from ._params import resolve_params
 from .errors import ExportError, InvalidInput, UnsupportedCombination
@@ -250,6 +250,7 @@ def _solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator, gr
     solver = get_solver(method)
     backend = get_backend(gradient)
     params = resolve_params(func, params, adjoint=isinstance(backend, AdjointBackend))
+    check_signature(func)
     events = () if events is None else check_events(events)
     _check_capabilities(solver, backend, dense, events, regularization)
     flat_y0, parts = _check_state(y0)

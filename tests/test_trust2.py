@@ -4,6 +4,7 @@ own cases, and each input of the catalogue gives the right answer or an odegrad 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -294,3 +295,18 @@ def test_an_event_that_never_fires_over_an_unbounded_span_is_event_not_found(fie
         odegrad.odeint(field, torch.ones(2, dtype=D), torch.tensor([0.0], dtype=D),
                        event_fn=lambda t, y: y[0] + 1.0, options={"max_steps": max_steps})
     assert isinstance(info.value, odegrad.errors.IntegrationFailure) and info.value.nfe > 0
+
+
+# ---- func's signature and its own shape errors (items 16, 19) ------------------------------------
+
+@pytest.mark.parametrize("func, shown", [(lambda y: -y, "(y)"), (lambda t, y, z: -y, "(t, y, z)")])
+def test_a_func_with_the_wrong_signature_is_refused_naming_it(func, shown):
+    with pytest.raises(odegrad.errors.InvalidInput, match=r"func.*" + re.escape(shown) + r".*\(t, y\)"):
+        odegrad.odeint(func, torch.ones(2, dtype=D), T)
+
+
+def test_a_shape_bug_in_func_is_named_as_func_failing():
+    bias = torch.zeros(5, dtype=D)
+    with pytest.raises(odegrad.errors.InvalidInput, match=r"invalid func: got a shape error on its first call") as info:
+        odegrad.odeint(lambda t, y: y + bias[:3].sum() + bias, torch.ones(4, 3, dtype=D), T)
+    assert "(4, 3)" in str(info.value) and "must match" in str(info.value)
