@@ -310,3 +310,29 @@ def test_a_shape_bug_in_func_is_named_as_func_failing():
     with pytest.raises(odegrad.errors.InvalidInput, match=r"invalid func: got a shape error on its first call") as info:
         odegrad.odeint(lambda t, y: y + bias[:3].sum() + bias, torch.ones(4, 3, dtype=D), T)
     assert "(4, 3)" in str(info.value) and "must match" in str(info.value)
+
+
+# ---- the command line (items 9, 17) ------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, argument", [
+    (["--iters", "0"], "--iters"), (["--threads", "0"], "--threads"), (["--rtol", "-1"], "--rtol"),
+    (["--atol", "nan"], "--atol"), (["--out", "a_file"], "--out"),
+])
+def test_demo_refuses_bad_arguments_with_exit_2_and_one_line(argv, argument, tmp_path, monkeypatch, capsys):
+    from odegrad.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    assert main(["demo", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"invalid {argument}" in err
+
+
+def test_an_imported_module_calling_sys_exit_is_bad_input(tmp_path, monkeypatch, capsys):
+    from odegrad.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exits_at_import.py").write_text("import sys\nsys.exit()\n")
+    assert main(["export", "--import", "exits_at_import", "model.pt", "--out", "model.onnx"]) == 2
+    assert "sys.exit" in capsys.readouterr().err
+    assert not (tmp_path / "model.onnx").exists()
