@@ -336,3 +336,92 @@ def test_an_imported_module_calling_sys_exit_is_bad_input(tmp_path, monkeypatch,
     assert main(["export", "--import", "exits_at_import", "model.pt", "--out", "model.onnx"]) == 2
     assert "sys.exit" in capsys.readouterr().err
     assert not (tmp_path / "model.onnx").exists()
+
+
+# ---- crafted model files (items 10, 11, 15, 18) -------------------------------------------------
+
+def _saved_config(tmp_path, edit, model=None):
+    """A model saved by save_model, its config changed by ``edit``; returns the crafted file."""
+    import json
+
+    from odegrad.export import MLPField, save_model
+
+    model = model or nn.Sequential(nn.Linear(2, 3), nn.GELU(), odegrad.models.NeuralODE(
+        MLPField(3, hidden=4, layers=1), method="rk4", options={"step_size": 0.5}), nn.Linear(3, 1))
+    save_model(model, tmp_path / "m.pt", torch.randn(2, 2))
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    config = json.loads(payload["config"])
+    edit(config)
+    payload["config"] = json.dumps(config)
+    torch.save(payload, tmp_path / "crafted.pt")
+    return tmp_path / "crafted.pt"
+
+
+def _nest(depth):
+    spec = {"type": "Identity"}
+    for _ in range(depth):
+        spec = {"type": "Sequential", "layers": [spec]}
+    return spec
+
+
+_ODE = lambda c: c["architecture"]["layers"][2]  # noqa: E731 - the NeuralODE block's description
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda c: c.update(input_shape=[2.9]), r"input_shape\[0\] is 2.9"),
+    (lambda c: c["architecture"]["layers"][1].update(approximate="evil"), r"layers\[1\]\.approximate is 'evil'"),
+    (lambda c: c["architecture"]["layers"][1].update(inplace=True), r"layers\[1\] \(keys\) is \['inplace'\]"),
+    (lambda c: _ODE(c)["func"]["config"].update(layers=10 ** 7), r"func\.config\.layers is 10000000"),
+    (lambda c: _ODE(c)["options"].update(step_size=1e-15), r"options\['step_size'\] is 1e-15"),
+    (lambda c: _ODE(c).update(method="dopri5", rtol=1e-13, options={"max_steps": 10 ** 12}), r"rtol is 1e-13"),
+    (lambda c: _ODE(c).update(options={"max_steps": 10 ** 12}), r"options\['max_steps'\] is 1000000000000"),
+    (lambda c: c.update(architecture=_nest(450)), "nested"),
+    (lambda c: c.update(input_shape=[2 ** 20, 16]), "at most 1048576 elements"),
+], ids=["fractional-shape", "gelu-approximate", "unknown-keyword", "layers", "grid", "rtol", "max_steps",
+        "deep-sequential", "input-elements"])
+def test_crafted_model_files_are_refused_naming_the_field(tmp_path, edit, field):
+    from odegrad.export import load_model
+
+    with pytest.raises(odegrad.errors.ExportError, match=field):
+        load_model(_saved_config(tmp_path, edit))
+
+
+def test_crafted_tlnode_order_and_learned_midpoint_layers_are_refused(tmp_path):
+    from odegrad.export import load_model
+
+    model = odegrad.models.TLNODE(nn.Sequential(nn.Linear(2, 2), nn.Tanh()),
+                                  remainder=odegrad.solvers.LearnedMidpoint(2, hidden=4))
+    with pytest.raises(odegrad.errors.ExportError, match=r"order is 1000000"):
+        load_model(_saved_config(tmp_path, lambda c: c["architecture"].update(order=10 ** 6), model))
+    with pytest.raises(odegrad.errors.ExportError, match=r"remainder\.layers is 10000000"):
+        load_model(_saved_config(tmp_path, lambda c: c["architecture"]["remainder"].update(layers=10 ** 7), model))
+
+
+def test_deeply_nested_json_in_a_saved_config_is_an_export_error(tmp_path):
+    from odegrad.export import load_model
+
+    path = _saved_config(tmp_path, lambda c: None)
+    payload = torch.load(path, weights_only=True)
+    payload["config"] = "[" * 100_000 + "]" * 100_000
+    torch.save(payload, path)
+    with pytest.raises(odegrad.errors.ExportError, match="nested too deeply"):
+        load_model(path)
+
+
+def test_onnx_serving_refuses_empty_batches_and_corrupted_metadata(tmp_path):
+    import onnx
+    from odegrad.export import MLPField, OnnxModel, to_onnx
+
+    model = odegrad.models.NeuralODE(MLPField(2, hidden=4, layers=1), method="rk4", options={"step_size": 0.5})
+    to_onnx(model, torch.randn(3, 2), tmp_path / "m.onnx")
+    served = OnnxModel(tmp_path / "m.onnx")
+    with pytest.raises(odegrad.errors.InvalidInput, match="non-empty batch"):
+        served.predict(torch.zeros(0, 2))
+    for key, value, message in (("odegrad.output_batch_axis", "x1", "output_batch_axis"),
+                                ("odegrad.inputs", "{not json", "odegrad.inputs")):
+        proto = onnx.load(tmp_path / "m.onnx")
+        entry = next((p for p in proto.metadata_props if p.key == key), None) or proto.metadata_props.add()
+        entry.key, entry.value = key, value
+        onnx.save(proto, tmp_path / "bad.onnx")
+        with pytest.raises(odegrad.errors.ExportError, match=message):
+            OnnxModel(tmp_path / "bad.onnx").info()
