@@ -177,6 +177,12 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     ``config["input_shape"]`` / ``config["dtype"]`` describe one input sample.
     """
     source = existing_file(path, "a model saved by odegrad.export.save_model")
+    with open(source, "rb") as handle:
+        header = handle.read(4)
+    if header != b"PK\x03\x04":  # torch.save writes zip archives
+        raise ExportError(f"{source} is not a model saved by odegrad.export.save_model: not a torch.save "
+                          f"archive (it starts with {header!r}, not a zip header; an .onnx or TorchScript "
+                          "file, or another format?)")
     try:
         payload = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's message suggests weights_only=False: never do that

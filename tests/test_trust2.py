@@ -425,3 +425,23 @@ def test_onnx_serving_refuses_empty_batches_and_corrupted_metadata(tmp_path):
         onnx.save(proto, tmp_path / "bad.onnx")
         with pytest.raises(odegrad.errors.ExportError, match=message):
             OnnxModel(tmp_path / "bad.onnx").info()
+
+
+# ---- export messages (item 20) -------------------------------------------------------------------
+
+def test_random_bytes_are_not_called_pickled_objects(tmp_path):
+    from odegrad.export import load_model
+
+    path = tmp_path / "random.pt"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(odegrad.errors.ExportError, match="not a torch.save archive") as info:
+        load_model(path)
+    assert "pickled" not in str(info.value)
+
+
+def test_onnx_input_and_output_sharing_a_name_is_refused_by_name(tmp_path):
+    from odegrad.export import MLPField, to_onnx
+
+    model = odegrad.models.NeuralODE(MLPField(2, hidden=4, layers=1), method="rk4", options={"step_size": 0.5})
+    with pytest.raises(odegrad.errors.InvalidInput, match="output_name.*distinct names"):
+        to_onnx(model, torch.randn(3, 2), tmp_path / "m.onnx", input_name="x", output_name="x")
