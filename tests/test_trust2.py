@@ -445,3 +445,28 @@ def test_onnx_input_and_output_sharing_a_name_is_refused_by_name(tmp_path):
     model = odegrad.models.NeuralODE(MLPField(2, hidden=4, layers=1), method="rk4", options={"step_size": 0.5})
     with pytest.raises(odegrad.errors.InvalidInput, match="output_name.*distinct names"):
         to_onnx(model, torch.randn(3, 2), tmp_path / "m.onnx", input_name="x", output_name="x")
+
+
+# ---- export: detached times computed from the input (item 8) ---------------------------------------
+
+class _TimesFromInput(nn.Module):
+    """Integrates up to a time read off the input's values, detached (autograd cannot see it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+    def forward(self, x):
+        end = x.detach().abs().max() + 0.5
+        t = torch.stack([torch.zeros_like(end), end])
+        return odegrad.odeint(lambda t, y: torch.tanh(self.lin(y)), x, t, method="rk4",
+                              options={"step_size": 0.1})[-1]
+
+
+@pytest.mark.parametrize("target", ["onnx", "torchscript"])
+def test_export_refuses_detached_times_computed_from_the_input(tmp_path, target):
+    from odegrad.export import to_onnx, to_torchscript
+
+    export = {"onnx": to_onnx, "torchscript": to_torchscript}[target]
+    with pytest.raises(odegrad.errors.ExportError, match="output times"):
+        export(_TimesFromInput(), torch.randn(3, 2), tmp_path / f"m.{target}")
