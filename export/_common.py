@@ -88,6 +88,9 @@ def _reference_call(model: nn.Module, x: Tensor) -> Any:
     run on the example is an ExportError naming the example, not a stack trace from inside it."""
     try:
         return model(x)
+    except InvalidInput as error:  # an odeint inside the model refused what this input led to
+        raise InvalidInput("example_input", f"a tensor of shape {tuple(x.shape)}", "an input the model "
+                           "accepts, Tensor[batch, *state]", hint=f"running the model on it raised: {error}") from error
     except OdegradError:
         raise
     except Exception as error:  # whatever the user's model raises on this input

@@ -470,3 +470,11 @@ def test_export_refuses_detached_times_computed_from_the_input(tmp_path, target)
     export = {"onnx": to_onnx, "torchscript": to_torchscript}[target]
     with pytest.raises(odegrad.errors.ExportError, match="output times"):
         export(_TimesFromInput(), torch.randn(3, 2), tmp_path / f"m.{target}")
+
+
+def test_export_names_the_example_input_when_the_model_refuses_it(tmp_path):
+    from odegrad.export import MLPField, to_onnx
+
+    model = odegrad.models.NeuralODE(MLPField(2, hidden=4, layers=1), method="rk4", options={"step_size": 0.5})
+    with pytest.raises(odegrad.errors.InvalidInput, match=r"invalid example_input: got a tensor of shape \(5,\)"):
+        to_onnx(model, torch.randn(5), tmp_path / "m.onnx")
