@@ -478,3 +478,27 @@ def test_export_names_the_example_input_when_the_model_refuses_it(tmp_path):
     model = odegrad.models.NeuralODE(MLPField(2, hidden=4, layers=1), method="rk4", options={"step_size": 0.5})
     with pytest.raises(odegrad.errors.InvalidInput, match=r"invalid example_input: got a tensor of shape \(5,\)"):
         to_onnx(model, torch.randn(5), tmp_path / "m.onnx")
+
+
+def test_deeply_nested_json_in_torchscript_metadata_and_user_configs_is_an_export_error(tmp_path):
+    from odegrad.export import load_torchscript, register_module, save_model
+
+    deep = "[" * 100_000 + "]" * 100_000
+    torch.jit.save(torch.jit.script(nn.Identity()), str(tmp_path / "m.pt"), _extra_files={"odegrad.json": deep})
+    with pytest.raises(odegrad.errors.ExportError, match="nested too deeply"):
+        load_torchscript(tmp_path / "m.pt")
+
+    class Deep(nn.Module):
+        def forward(self, t, y):
+            return -y
+
+        def export_config(self):
+            config: list = []
+            for _ in range(100_000):
+                config = [config]
+            return {"nested": config}
+
+    register_module(Deep, "Deep_issue24")
+    with pytest.raises(odegrad.errors.ExportError, match="nested too deeply"):
+        save_model(odegrad.models.NeuralODE(Deep(), method="rk4", options={"step_size": 0.5}),
+                   tmp_path / "deep.pt", torch.randn(2, 2))
