@@ -3,6 +3,7 @@ naming the argument, what it got and what was expected."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -117,3 +118,24 @@ def check_times(t: Any, y0: Tensor, open_end: bool = False, increasing: bool = F
                            "strictly increasing times" if increasing else
                            "strictly increasing or strictly decreasing times")
     return t
+
+
+def check_signature(func: Any) -> None:
+    """Refuse a ``func`` that is not callable as ``func(t, y)`` (two positional arguments), naming
+    the signature found; callables whose signature Python cannot inspect are accepted.
+
+    Raises:
+        InvalidInput: ``func`` is not callable, or its signature cannot take (t, y).
+    """
+    if not callable(func):
+        raise InvalidInput("func", type(func).__name__, "a callable func(t, y)")
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # builtins, some C extensions
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        name = getattr(func, "__qualname__", type(func).__name__)
+        raise InvalidInput("func", f"{name}{signature}", "a callable accepting (t, y): the time and the "
+                           "state, as torchdiffeq's func(t, y)") from None

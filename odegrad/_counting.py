@@ -105,8 +105,10 @@ class CountedFunc(nn.Module):
             out = self.func(self.time(t, y), y)
         except RuntimeError as error:
             if self.nfe == 1 and isinstance(y, Tensor) and _is_shape_error(error):
-                raise InvalidInput("y0 shape", tuple(y.shape), "a state shape func accepts",
-                                   hint=f"the first call of func failed: {error}") from error
+                raise InvalidInput("func", f"a shape error on its first call, func(t, y) with y of shape "
+                                   f"{tuple(y.shape)}: {error}", "a func that accepts the state's shape",
+                                   hint=f"either func has a shape bug or the y0 shape {tuple(y.shape)} is "
+                                        "not one func accepts") from error
             raise
         if isinstance(y, Tensor):
             return check_func_output(out, y)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_state, check_times
+from ._checks import check_signature, check_state, check_times
 from ._counting import active_transforms, check_func_output
 from ._params import resolve_params
 from .errors import ExportError, InvalidInput, UnsupportedCombination
@@ -126,6 +126,15 @@ def _solve_problem(backend: Backend, problem: Problem, t: Tensor) -> Solution:
     return _with_time_gradient(backend, problem, t) if t.requires_grad else backend.solve(problem)
 
 
+def _batch_size(shapes: list[torch.Size]) -> int:
+    """Batch entries of a state with parts of these shapes: their common first dimension when one
+    part has two or more dimensions (a tuple state ``(x [B, d], logp [B])`` has B entries), else 1."""
+    firsts = {shape[0] if len(shape) else None for shape in shapes}
+    if len(firsts) == 1 and None not in firsts and any(len(shape) >= 2 for shape in shapes):
+        return max(1, firsts.pop())
+    return 1
+
+
 def _dynamic_solution(backend: Backend, solver: Integrator, func: Callable, y0: Tensor, t: Tensor,
                       config: IntegrationConfig, params: tuple[Tensor, ...], regularization: Regularizer | None,
                       dense: bool, events: tuple[Event, ...]) -> Solution:
@@ -136,8 +145,9 @@ def _dynamic_solution(backend: Backend, solver: Integrator, func: Callable, y0: 
         if regularization is not None:
             solution.regularization = y0.new_zeros(())
         return solution
+    shapes = func.shapes if isinstance(func, _FlatTupleFunc) else [y0.shape]
     problem = Problem(func=func, y0=y0, t=t.detach(), solver=solver, config=config, params=params,
-                      keep_dense=dense)
+                      keep_dense=dense, batch_size=_batch_size(shapes))
     if regularization is not None:
         problem, finish = regularization.attach(problem)
     run = partial(_solve_problem, backend)
@@ -240,6 +250,7 @@ def _solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator, gr
     solver = get_solver(method)
     backend = get_backend(gradient)
     params = resolve_params(func, params, adjoint=isinstance(backend, AdjointBackend))
+    check_signature(func)
     events = () if events is None else check_events(events)
     _check_capabilities(solver, backend, dense, events, regularization)
     flat_y0, parts = _check_state(y0)
@@ -260,7 +271,7 @@ def _solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator, gr
     if isinstance(flat_func, _FlatTupleFunc):
         solution.ys = flat_func.unflatten(solution.ys)
         if solution.dense is not None:
-            solution.dense.unflatten = flat_func.unflatten
+            solution.dense.map_output(flat_func.unflatten)
     return solution
 
 

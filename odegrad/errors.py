@@ -138,13 +138,21 @@ class MaxStepsExceeded(IntegrationFailure):
     """More accepted + rejected steps were needed than ``options['max_steps']`` allows."""
 
 
+class EventNotFound(IntegrationFailure):
+    """A solve over an unbounded span (``odeint(..., event_fn=...)``, ``odeint_event``, a
+    terminal event with ``t[-1] = ±inf``) ended without its terminal event firing: ``max_steps``
+    ran out, or the time came within a factor 16 of the largest number t's dtype holds (past
+    that the next step would overflow)."""
+
+
 class ReverseSolveDrift(OdegradError, RuntimeError):
     """A backward solve that rebuilds y(t) in reverse time (backsolve, gq) drifted off the stored
     forward trajectory: its gradients would be wrong. ``message`` says where and by how much.
 
     Attributes:
         segment: index of the observation segment [t[segment], t[segment + 1]] whose start was missed.
-        drift: the miss in tolerance units, max |Δy| / (atol + rtol·|y|).
+        drift: the miss in tolerance units, max |Δy| / (atol + rtol·max|y|), the unit at least the
+            dtype's rounding over the steps rebuilt, eps·√(2·steps)·max|y|.
     """
 
     def __init__(self, message: str, segment: int, drift: float):

@@ -14,7 +14,8 @@
   coefficients (:mod:`odegrad.jet`), integrated as an extra state.
 
 The terms are averaged over the batch (the first dimension of a state with two or more
-dimensions) so that their weights do not depend on the batch size.
+dimensions, or the common first dimension of a tuple state's parts) so that their weights do not
+depend on the batch size or on how the state is split into parts.
 """
 
 from __future__ import annotations
@@ -49,10 +50,6 @@ class Regularizer(ABC):
     @abstractmethod
     def attach(self, problem: Problem) -> tuple[Problem, Callable[[Solution], tuple[Solution, Tensor]]]:
         """Prepare ``problem`` for this regularizer; see the class docstring."""
-
-
-def _batch_size(y0: Tensor, shape: torch.Size) -> int:
-    return shape[0] if len(shape) >= 2 and shape[0] > 0 else 1
 
 
 @dataclass
@@ -207,14 +204,17 @@ def _augment(problem: Problem, terms: int, integrand: Callable[[Tensor, Tensor, 
     shape = problem.y0.shape
     field_ = _AugmentedField(problem.func, shape, integrand, needs_y_graph)
     y0 = torch.cat([problem.y0.reshape(-1), problem.y0.new_zeros(terms)])
-    batch = _batch_size(problem.y0, shape)
+    def state(augmented: Tensor) -> Tensor:  # [*lead, size + terms] -> [*lead, *shape]
+        return augmented[..., :field_.size].reshape(*augmented.shape[:-1], *shape)
 
     def finish(solution: Solution) -> tuple[Solution, Tensor]:
         ys = solution.ys
         accumulated = ys[-1, field_.size:]
-        solution.ys = ys[:, :field_.size].reshape(len(ys), *shape)
+        solution.ys = state(ys)
+        if solution.dense is not None:
+            solution.dense.map_output(state)
         direction = 1.0 if float(problem.t[-1]) >= float(problem.t[0]) else -1.0
-        return solution, direction * (weights.to(accumulated) * accumulated).sum() / batch
+        return solution, direction * (weights.to(accumulated) * accumulated).sum() / problem.batch_size
 
     return replace(problem, func=field_, y0=y0), finish
 

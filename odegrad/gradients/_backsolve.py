@@ -76,7 +76,7 @@ class Backsolve(AdjointBackend):
             config = continue_steps(solver, config, sol, problem.config)
             end = sol.ys[-1]
             check_reverse_drift(self.name, end[:n].view(shape), ys, i - 1, times[i - 1], problem,
-                                config, self.on_drift)
+                                config, self.on_drift, sol.stats.steps_accepted)
             a = end[n:2 * n].view(shape) + grad_ys[i - 1]
             g = end[2 * n:]
         return a, split_like(g, params), nfe

@@ -51,6 +51,7 @@ from ._base import (
     continue_steps,
     func_vjp,
     same_steps_config,
+    vjp,
 )
 
 NODE_MEMORY_STATES = 8
@@ -75,6 +76,19 @@ def segment_rule(t_start: float, t_end: float, n: int) -> tuple[np.ndarray, np.n
     half = (t_start - t_end) / 2.0
     mid = (t_start + t_end) / 2.0
     return (mid + half * x)[::-1].copy(), (half * w)[::-1].copy()
+
+
+def piecewise_rule(t_start: float, t_end: float, jumps: tuple[float, ...], count) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`segment_rule` on each piece of ``[t_end, t_start]`` between the ``jumps`` inside it
+    (func, so the integrand aᵀ∂f/∂θ, may be discontinuous there: one Gauss–Legendre rule across a
+    jump converges slowly), ``count(length)`` nodes on a piece of that length; nodes ordered from
+    ``t_start`` towards ``t_end``."""
+    direction = 1.0 if t_start > t_end else -1.0
+    inside = sorted((j for j in jumps if direction * (t_start - j) > 0 and direction * (j - t_end) > 0),
+                    key=lambda j: -direction * j)
+    ends = [t_start, *inside, t_end]
+    rules = [segment_rule(a, b, count(abs(a - b))) for a, b in zip(ends[:-1], ends[1:])]
+    return np.concatenate([r[0] for r in rules]), np.concatenate([r[1] for r in rules])
 
 
 class GaussQuadrature(AdjointBackend):
@@ -177,8 +191,8 @@ class GaussQuadrature(AdjointBackend):
         a = grad_ys[-1]
         nfe = 0
         for i in range(len(times) - 1, 0, -1):
-            k = self.node_count(abs(times[i] - times[i - 1]) / span, context)
-            node_times, weights = segment_rule(times[i], times[i - 1], k)
+            node_times, weights = piecewise_rule(times[i], times[i - 1], problem.config.jumps,
+                                                 lambda length: self.node_count(length / span, context))
             nodes = _SegmentNodes(torch.tensor(node_times, dtype=t.dtype, device=t.device), weights,
                                   times[i - 1] - times[i], quadrature if problem.params else None, shape)
             state = torch.cat([ys[i].reshape(-1), a.reshape(-1)])
@@ -197,7 +211,7 @@ class GaussQuadrature(AdjointBackend):
             nfe += sol.stats.nfe_forward
             config = continue_steps(solver, config, sol, problem.config)
             check_reverse_drift(self.name, sol.ys[-1, :n].view(shape), ys, i - 1, times[i - 1],
-                                problem, config, self.on_drift)
+                                problem, config, self.on_drift, sol.stats.steps_accepted)
             a = sol.ys[-1, n:].view(shape) + grad_ys[i - 1]
         grads = quadrature.result()
         return a, grads, nfe + quadrature.evaluations
@@ -317,7 +331,9 @@ class _ParamQuadrature:
         wanted = [self.params[i] for i in self.wanted]
         if not f.requires_grad:
             return tuple(None for _ in wanted)
-        return torch.autograd.grad(f.to(weighted.dtype), wanted, weighted, allow_unused=True)  # f cast as y
+        with torch.enable_grad():  # the backward pass runs under no_grad: cast f (as y) on the graph
+            f = f.to(weighted.dtype)
+        return vjp(f, wanted, weighted)
 
 
 def _saved_bytes(evaluate, existing: tuple[Tensor, ...]):

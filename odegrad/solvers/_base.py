@@ -238,6 +238,12 @@ class DenseOutput:
         self._starts: list[float] = []
         self._steps: list[tuple[float, float, Any]] = []
 
+    def map_output(self, fn: Callable[[Any], Any]) -> None:
+        """Apply ``fn`` to what ``evaluate``/``derivative`` return, after :attr:`unflatten` (e.g.
+        cut a regularizer's accumulators off an augmented state, then split a tuple state)."""
+        inner = self.unflatten
+        self.unflatten = fn if inner is None else lambda out: fn(inner(out))
+
     def append(self, t0: float, h: float, dense_info: Any) -> None:
         """Record the accepted step ``[t0, t0 + h]`` (in solve order) and its ``dense_info``."""
         self._starts.append(self.direction * t0)
@@ -285,6 +291,9 @@ class DenseOutput:
         if not isinstance(t, Tensor):
             return self._one(rule, float(t))
         values = [self._one(rule, v) for v in t.detach().reshape(-1).tolist()]
+        if not values:  # no times: an empty result shaped like the states
+            state = self._one(rule, self._steps[0][0])
+            return state.new_empty((*t.shape, *state.shape))
         return torch.stack(values).reshape(*t.shape, *values[0].shape)
 
     def _one(self, rule: Callable[..., Tensor], t: float) -> Tensor:
