@@ -35,7 +35,7 @@ from torch import Tensor
 from ._counting import CountedFunc, check_func_output, counted
 from .errors import EventNotFound, InvalidInput, MaxStepsExceeded, NonFiniteValue
 from .gradients import Problem
-from .solvers import Solution, bad_batch_entries
+from .solvers import AcceptedStep, Solution, bad_batch_entries
 
 BISECTIONS = 200
 """Most bisection steps per crossing (float64 times are resolved to adjacent floats well before)."""
@@ -104,7 +104,7 @@ class _Surface:
 
 
 class _Search:
-    """The event hook of the searching solve (``IntegrationConfig.event``): per accepted step,
+    """The observer of the searching solve (``IntegrationConfig.observers``): per accepted step,
     finds the crossings, records them (non-terminal ones up to the end) and returns the time the
     first terminal crossing ends the solve at. ``points`` collects the step ends (the grid a
     fixed-step method repeats)."""
@@ -118,7 +118,8 @@ class _Search:
         self.points = [t0]
         self.end: float | None = None
 
-    def __call__(self, t0: float, t1: float, y0: Tensor, y1: Tensor, at: Callable[[float], Tensor]) -> float | None:
+    def __call__(self, step: AcceptedStep) -> float | None:
+        t0, t1, y1, at = step.t0, step.t1, step.y1, step.at
         if abs(t1) > self.horizon:
             raise EventNotFound(f"no terminal event fired before the time came near the largest {self.time_dtype} "
                                 f"({self.horizon:.3g}; the next steps would overflow): event_fn never crosses "
@@ -205,7 +206,7 @@ def solve_events(problem: Problem, t: Tensor, events: Sequence[Event], unflatten
         search = _Search(surfaces, [event.terminal for event in events], times[0], y0, func, dtype)
         try:
             first = problem.solver.integrate(func, y0, problem.t,
-                                             replace(problem.config, observer=None, event=search))
+                                             replace(problem.config, observers=(search,)))
         except MaxStepsExceeded as error:
             if math.isfinite(times[-1]):
                 raise

@@ -34,7 +34,7 @@ from ._counting import counted
 from .errors import InvalidInput, UnsupportedCombination
 from .gradients import Problem
 from .jet import taylor_coefficients
-from .solvers import Solution, StepSolver, controller_of
+from .solvers import AcceptedStep, Solution, StepSolver, controller_of
 
 SAMPLING = ("unbiased", "biased")
 
@@ -77,16 +77,16 @@ class _Sampler:
     def __post_init__(self) -> None:
         self.draws = [None] * self.samples
 
-    def __call__(self, t0: float, t1: float, h: float, y0: Tensor, y1: Tensor, next_h: float) -> None:
+    def __call__(self, step: AcceptedStep) -> None:
         if self.biased:
             self.accepted += 1
             keep = torch.rand(self.samples, generator=self.generator) * self.accepted < 1.0
             for i in keep.nonzero().flatten().tolist():
-                self.draws[i] = Draw(t0, y0, h)
+                self.draws[i] = Draw(step.t0, step.y0.detach(), step.h)
         else:
             for i, t in enumerate(self.times):
-                if t1 == t:
-                    self.draws[i] = Draw(t1, y1, next_h)
+                if step.t1 == t:
+                    self.draws[i] = Draw(step.t1, step.y1.detach(), step.next_h)
 
 
 class LocalRegularization(Regularizer):
@@ -143,7 +143,7 @@ class LocalRegularization(Regularizer):
             u = torch.rand(self.samples, generator=self.generator, dtype=torch.float64).tolist()
             times = [t0 + (t_end - t0) * float(x) for x in u]
         sampler = _Sampler(times, self.samples, self.sampling == "biased", self.generator)
-        config = replace(problem.config, stops=(*problem.config.stops, *times), observer=sampler)
+        config = replace(problem.config, stops=(*problem.config.stops, *times)).with_observer(sampler)
 
         def finish(solution: Solution) -> tuple[Solution, Tensor]:
             self.last_draws = [draw for draw in sampler.draws if draw is not None]

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -41,7 +40,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_int, check_positive
 from ..errors import InvalidInput, OdegradError
-from ..solvers import Integrator
+from ..solvers import AcceptedStep, Integrator
 from ._base import (
     AdjointBackend,
     BlockNorm,
@@ -199,7 +198,7 @@ class GaussQuadrature(AdjointBackend):
             segment_config = same_steps_config(config, solver, times, times[i], times[i - 1])
             if solver.has_dense_output:
                 sol = solver.integrate(adjoint_dynamics, state, t[i - 1:i + 1].flip(0),
-                                       replace(segment_config, event=nodes.reached))
+                                       segment_config.with_observer(nodes.reached))
                 nodes.require_all_fed(solver)
             else:
                 # Nodes rounded to t's dtype may coincide (float32, many nodes): solve at distinct times.
@@ -233,19 +232,19 @@ class _SegmentNodes:
         self.size = shape.numel()
         self.next = 0
 
-    def reached(self, t0: float, t1: float, y0: Tensor, y1: Tensor, at) -> None:
-        """``IntegrationConfig.event`` hook, called after every accepted step: feed the nodes up
-        to the step's end ``t1`` (those the loop would output there), read off the step's
-        interpolant ``at``; returns None, so the solve never stops early."""
-        while self.next < len(self.floats) and self.direction * (self.floats[self.next] - t1) <= 0:
-            self.feed(at(self.floats[self.next]))
+    def reached(self, step: AcceptedStep) -> None:
+        """Observer (``IntegrationConfig.observers``), called after every accepted step: feed the
+        nodes up to the step's end (those the loop would output there), read off the step's
+        interpolant; returns None, so the solve never stops early."""
+        while self.next < len(self.floats) and self.direction * (self.floats[self.next] - step.t1) <= 0:
+            self.feed(step.at(self.floats[self.next]))
 
     def require_all_fed(self, solver: Integrator) -> None:
         """Raise if the solve skipped nodes (an integrator that never calls the ``event`` hook):
         the parameter gradient would silently miss their terms."""
         if self.next != len(self.floats):
             raise OdegradError(f"gq: the backward integrator {solver!r} handed over {self.next} of "
-                               f"{len(self.floats)} quadrature nodes; it must call IntegrationConfig.event "
+                               f"{len(self.floats)} quadrature nodes; it must call its IntegrationConfig.observers "
                                f"after every accepted step (or declare has_dense_output = False)")
 
     def feed(self, state: Tensor) -> None:

@@ -14,7 +14,17 @@ from collections.abc import Callable
 from .._checks import bad_batch_entries
 from .._counting import CountedFunc, check_func_output, counted, is_tracing
 from ..errors import InvalidInput, UnknownName
-from ._base import DenseOutput, IntegrationConfig, Integrator, Solution, Stats, StepRecord, StepResult, rms_norm
+from ._base import (
+    AcceptedStep,
+    DenseOutput,
+    IntegrationConfig,
+    Integrator,
+    Solution,
+    Stats,
+    StepRecord,
+    StepResult,
+    rms_norm,
+)
 from ._controller import AdaptiveStepping, FixedStepping, PIController, controller_of, fixed_grid
 from ._loop import integrate_on_times, unroll
 from ._options import VALID_OPTIONS, make_config, times_option
@@ -78,7 +88,7 @@ tsit5 = _rk_factory("tsit5", "Tsitouras 5(4) (adaptive)")
 
 
 __all__ = [
-    "ALL_TABLEAUX", "AdaptiveStepping", "ButcherTableau", "CountedFunc", "DenseOutput", "ExplicitRK",
+    "ALL_TABLEAUX", "AcceptedStep", "AdaptiveStepping", "ButcherTableau", "CountedFunc", "DenseOutput", "ExplicitRK",
     "FixedStepping", "IntegrationConfig", "Integrator", "LearnedMidpoint", "PIController", "Solution",
     "StaticSolve", "StaticTimes", "Stats", "Status", "StepRecord", "StepResult", "StepSolver", "Taylor",
     "VALID_OPTIONS",

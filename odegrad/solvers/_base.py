@@ -63,6 +63,20 @@ class StepRecord:
     stiffness: Tensor
 
 
+class AcceptedStep(NamedTuple):
+    """What a per-step observer sees of an accepted step from ``t0`` to ``t1 = t0 + h``: the
+    states at its ends, ``at(t)`` (its interpolant at a float time in it) and the controller's
+    next proposed step size ``next_h`` (None for fixed-step methods)."""
+
+    t0: float
+    t1: float
+    h: float
+    y0: Tensor
+    y1: Tensor
+    at: Callable[[float], Tensor]
+    next_h: float | None
+
+
 @dataclass
 class IntegrationConfig:
     """Everything that controls one solve besides the method itself.
@@ -84,15 +98,14 @@ class IntegrationConfig:
             the FSAL derivative) is recomputed just after it (``jump_t``, as torchdiffeq).
         check_backward: ``direct`` backend: raise NonFiniteValue when a NaN/Inf gradient flows
             back through an evaluation of func (adjoint-type backends always check).
-        observer: adaptive methods: called after every accepted step as
-            ``observer(t0, t1, h, y0, y1, next_h)`` with detached states and the controller's
-            next proposed step (local regularization samples steps with it).
+        observers: per-step hooks that compose (events, gq's node reader, interp's window
+            fitter, the local-regularization sampler): each is called after every accepted step
+            with an :class:`AcceptedStep` and returns None, or a time inside the step at which
+            the solve ends (event search: outputs before it are kept and the state at it is the
+            last output; the earliest such time wins). Add one with :meth:`with_observer`.
         interp: fixed-step methods: how a step is evaluated between its ends (output times,
             dense output, event search): ``"cubic"`` (the method's cubic Hermite extension) or
             ``"linear"`` (torchdiffeq's ``interp`` option, whose default is ``"linear"``).
-        event: called after every accepted step as ``event(t0, t1, y0, y1, at)``, ``at(t)`` the
-            step's interpolant at a float time in it; a time it returns ends the solve there:
-            outputs before it are kept and the state at it is the last output (event search).
         driver: adaptive methods: ``"eager"`` (a Python loop: raises errors, runs observers,
             records per-step data), ``"traced"`` (one ``torch.while_loop``: compiles and exports
             as one graph) or ``"auto"`` (traced while ``torch.compile`` traces the solve and it
@@ -114,9 +127,8 @@ class IntegrationConfig:
     stops: tuple[float, ...] = ()
     jumps: tuple[float, ...] = ()
     check_backward: bool = False
-    observer: Callable[..., None] | None = None
+    observers: tuple[Callable[[AcceptedStep], float | None], ...] = ()
     interp: str = "cubic"
-    event: Callable[..., float | None] | None = None
     record_stiffness: bool = True
     driver: str = "auto"
 
@@ -125,14 +137,18 @@ class IntegrationConfig:
         return _strictest(self.rtol), _strictest(self.atol)
 
     def for_backward(self) -> IntegrationConfig:
-        """This configuration for a backward solve: without the forward solve's observer, event
-        search and forced stops (jumps, discontinuities of func, stay), with
-        :meth:`scalar_tolerances` (a backward state is not shaped like y), no stiffness records
-        and the ``"auto"`` driver (an adjoint system calls ``torch.autograd.grad``, which a
-        ``torch.while_loop`` body cannot; adjoint backends run eagerly under ``torch.compile``)."""
+        """This configuration for a backward solve: without the forward solve's observers and
+        forced stops (jumps, discontinuities of func, stay), with :meth:`scalar_tolerances` (a
+        backward state is not shaped like y), no stiffness records and the ``"auto"`` driver (an
+        adjoint system calls ``torch.autograd.grad``, which a ``torch.while_loop`` body cannot;
+        adjoint backends run eagerly under ``torch.compile``)."""
         rtol, atol = self.scalar_tolerances()
-        return replace(self, observer=None, event=None, stops=(), rtol=rtol, atol=atol, record_stiffness=False,
+        return replace(self, observers=(), stops=(), rtol=rtol, atol=atol, record_stiffness=False,
                        driver="auto")
+
+    def with_observer(self, observer: Callable[[AcceptedStep], float | None]) -> IntegrationConfig:
+        """A copy with ``observer`` added after the current observers."""
+        return replace(self, observers=(*self.observers, observer))
 
     def with_updates(self, **changes: Any) -> IntegrationConfig:
         """A copy with the given fields replaced; ``None`` values keep the current setting."""

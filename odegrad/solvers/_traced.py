@@ -64,10 +64,10 @@ def traced_constants(solver: Any, config: IntegrationConfig) -> tuple[float, ...
 
 def traced_unsupported(config: IntegrationConfig, keep_dense: bool) -> list[str]:
     """The settings of ``config`` the traced driver cannot honour (each needs a value read or a
-    Python callback per step): event search, per-step observers, ``jump_t``, ``perturb`` and the
-    dense output."""
-    unsupported = [name for name, value in (("events", config.event), ("observer (local regularization, "
-                   "interp's node windows)", config.observer), ("jump_t", config.jumps),
+    Python callback per step): per-step observers (event search among them), ``jump_t``,
+    ``perturb`` and the dense output."""
+    unsupported = [name for name, value in (("per-step observers (events, local regularization, gq's nodes, "
+                   "interp's windows)", config.observers), ("jump_t", config.jumps),
                    ("perturb", config.perturb), ("dense=True", keep_dense)) if value]
     return unsupported
 
