@@ -21,7 +21,7 @@ from torch import Tensor
 from .._checks import bad_batch_entries, check_in_range
 from ..errors import InvalidInput, MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow
 from ._base import IntegrationConfig, StepResult
-from ._scalars import Scalar, absolute, const, maximum, minimum, power, where
+from ._scalars import Scalar, absolute, as_float64, const, finite, maximum, minimum, power, quotient, where
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,6 @@ def _scalar(value) -> float:
                        "a callable mapping a tensor to a scalar (a 0-dim tensor or a float)")
 
 
-INITIAL_STEP_CONSTANTS = (1e-5, 1e-6, 0.01, 1e-15, 1e-3, 100.0)
-"""The float constants of :func:`initial_step` (see :func:`~odegrad.solvers._scalars.exact_constants`)."""
-
-
 def initial_step(func, t0: Scalar, y0: Tensor, f0: Tensor, order: int, rtol: float | Tensor,
                  atol: float | Tensor, norm) -> Scalar:
     """Hairer–Wanner starting step size (Solving ODEs I, II.4), unsigned; costs one evaluation of
@@ -104,22 +100,20 @@ def initial_step(func, t0: Scalar, y0: Tensor, f0: Tensor, order: int, rtol: flo
     (the traced driver: nothing is read from a tensor)."""
     traced = isinstance(t0, Tensor)
 
-    def measure(x: Tensor) -> Tensor:
-        value = norm(x) if traced else _scalar(norm(x))
-        return torch.as_tensor(value, device=y0.device).to(torch.float64)
+    def measure(x: Tensor) -> Scalar:
+        return as_float64(norm(x)) if traced else _scalar(norm(x))
 
     with torch.no_grad():
         scale = atol + y0.abs() * rtol
         d0, d1 = measure(y0 / scale), measure(f0 / scale)
-        h0 = torch.where((d0 < const(1e-5)) | (d1 < const(1e-5)), const(1e-6), const(0.01) * d0 / d1)
-        f1 = func(t0 + h0 if traced else t0 + float(h0), y0 + h0.to(y0.dtype) * f0)
-        d2 = measure((f1 - f0) / scale) / h0
-        largest = torch.maximum(d1, d2)
-        h1 = torch.where(largest <= const(1e-15), maximum(h0 * const(1e-3), const(1e-6)),
-                         power(const(0.01) / largest, const(1.0 / order)))
-        h = torch.minimum(const(100.0) * h0, h1)
-        h = torch.where(torch.isfinite(h) & (h > 0), h, const(1e-6))
-    return h if traced else float(h)
+        h0 = where((d0 < const(1e-5)) | (d1 < const(1e-5)), const(1e-6), const(0.01) * quotient(d0, d1))
+        f1 = func(t0 + h0, y0 + h0 * f0)
+        d2 = quotient(measure((f1 - f0) / scale), h0)
+        largest = maximum(d1, d2)
+        h1 = where(largest <= const(1e-15), maximum(h0 * const(1e-3), const(1e-6)),
+                   power(quotient(const(0.01), largest), const(1.0 / order)))
+        h = minimum(const(100.0) * h0, h1)
+        return where(finite(h) & (h > 0), h, const(1e-6))
 
 
 def initial_step_constants(order: int) -> tuple[float, ...]:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..errors import UnknownName
 from ._base import StepResult
-from ._scalars import Scalar, const
+from ._scalars import Scalar, const, exact
 from ._step_solver import StepSolver
 from ._tableaux import ALL_TABLEAUX, ButcherTableau
 
@@ -22,10 +22,11 @@ def _add_scaled(base: Tensor | None, scale: Scalar, coefficients: Sequence[float
     driver) or a 0-dim float64 tensor (traced driver: each ``scale · coefficient`` is rounded to
     the terms' dtype, as the fused add rounds its float ``alpha``)."""
     result = base
+    exact_scale = isinstance(scale, Tensor)
     for coefficient, term in zip(coefficients, terms):
         if coefficient == 0.0:
             continue
-        if isinstance(scale, Tensor):
+        if exact_scale:
             scaled = term * (scale * const(coefficient)).to(term.dtype)
             result = scaled if result is None else result + scaled
         elif result is None:
@@ -47,14 +48,14 @@ def _theta(t0: Scalar, h: Scalar, t: Scalar, like: Tensor) -> Scalar:
 
 
 def _weighted(base: Tensor | None, h: Scalar, weights: Sequence[Scalar], terms: Sequence[Tensor],
-              rows: Sequence[Sequence[float]]) -> Tensor:
+              rows: Sequence[Sequence[Scalar]]) -> Tensor:
     """``base + h · Σ_i weights[i] · terms[i]`` over the rows of the dense-output matrix that are
-    not all zero; weights are floats (one time) or tensors (times as a tensor)."""
-    if not any(isinstance(w, Tensor) for w in weights):
+    not all zero; weights are floats (one time) or tensors (times as a tensor, or exact constants)."""
+    if not isinstance(weights[0], Tensor):
         return _add_scaled(base, h, weights, terms)
     result = base
     for weight, term, row in zip(weights, terms, rows):
-        if any(row):
+        if any(isinstance(x, Tensor) or x != 0.0 for x in row):
             scaled = term * (h * weight).to(term.dtype)
             result = scaled if result is None else result + scaled
     return torch.zeros_like(terms[0]) if result is None else result
@@ -97,9 +98,9 @@ class ExplicitRK(StepSolver):
         tab = self.tableau
         stages = [state]
         inputs = [y0]
-        for c, row in zip(tab.c[1:], tab.a[1:]):
+        for c, row in zip(exact((tab.c,))[0][1:], tab.a[1:]):
             y_stage = _add_scaled(y0, h, row, stages)
-            stages.append(func(t0 + const(c) * h, y_stage))
+            stages.append(func(t0 + c * h, y_stage))
             inputs.append(y_stage)
         if tab.fsal:
             y1 = inputs[-1]
@@ -122,8 +123,9 @@ class ExplicitRK(StepSolver):
         ``Tensor[*y0.shape]``, or ``Tensor[n, *y0.shape]`` for a 1-D tensor of ``n`` times."""
         y0, stages = dense_info
         theta = _theta(t0, h, t, y0)
-        weights = [sum(const(w) * theta ** (p + 1) for p, w in enumerate(row)) for row in self.tableau.dense]
-        return _weighted(y0, h, weights, stages, self.tableau.dense)
+        rows = exact(self.tableau.dense)
+        weights = [sum(w * theta ** (p + 1) for p, w in enumerate(row)) for row in rows]
+        return _weighted(y0, h, weights, stages, rows)
 
     def interpolate_derivative(self, dense_info, t0: Scalar, h: Scalar, t: Scalar) -> Tensor:
         """d/dt of :meth:`interpolate`: ``Σ_i (Σ_p (p + 1) dense[i][p] θ^p) K_i``."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -32,6 +32,14 @@ def const(value: float) -> Scalar:
     if _TABLE is None:
         return value
     return _TABLE[value]
+
+
+def exact(rows: Sequence[Sequence[float]]) -> Sequence[Sequence[Scalar]]:
+    """A matrix of float constants (e.g. a tableau's dense-output weights) through :func:`const`:
+    the rows themselves unless :func:`exact_constants` is active."""
+    if _TABLE is None:
+        return rows
+    return [[_TABLE[value] for value in row] for row in rows]
 
 
 @contextlib.contextmanager
@@ -93,6 +101,19 @@ def power(x: Scalar, exponent: Scalar) -> Scalar:
     if x == 0.0 and not isinstance(exponent, Tensor) and exponent < 0:
         return math.inf
     return x ** exponent
+
+
+def quotient(a: Scalar, b: Scalar) -> Scalar:
+    """``a / b`` for ``a >= 0``, with ``a / 0 = inf`` for floats as for tensors (Python raises
+    ZeroDivisionError there; a ``where`` evaluates both of its branches)."""
+    if not isinstance(b, Tensor) and b == 0.0:
+        return math.inf
+    return a / b
+
+
+def finite(x: Scalar) -> bool | Tensor:
+    """Whether ``x`` is finite (elementwise for a tensor)."""
+    return torch.isfinite(x) if isinstance(x, Tensor) else math.isfinite(x)
 
 
 def absolute(x: Scalar) -> Scalar:
