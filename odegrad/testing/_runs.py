@@ -266,15 +266,18 @@ class FiniteDifferences:
     steps: int
     eps: float
 
-    def error_of(self, grads: dict[str, Tensor], floor: float = 0.0) -> float:
-        """Largest |⟨g, v⟩ − FD| / (max(‖g‖₂, floor) ‖v‖₂) over the directions (normwise
-        relative; g restricted to the groups each direction moves, so a direction along one
-        group measures that group's error relative to that group)."""
+    def error_of(self, grads: dict[str, Tensor], floor: float = 0.0,
+                 reference: dict[str, Tensor] | None = None) -> float:
+        """Largest |⟨g, v⟩ − FD| / (max(‖r‖₂, floor) ‖v‖₂) over the directions (normwise
+        relative), r = ``reference`` when given (a size a wrong ``grads`` cannot inflate), else g;
+        both restricted to the groups each direction moves, so a direction along one group
+        measures that group's error relative to that group."""
         worst = 0.0
+        sizes = grads if reference is None else reference
         for v, fd in zip(self.directions, self.derivatives):
             moved = [k for k in v if bool(v[k].any())]
             dot = sum(float((grads[k] * v[k]).sum()) for k in moved)
-            g_norm = math.sqrt(sum(float(grads[k].pow(2).sum()) for k in moved))
+            g_norm = math.sqrt(sum(float(sizes[k].pow(2).sum()) for k in moved))
             v_norm = math.sqrt(sum(float(v[k].pow(2).sum()) for k in moved))
             scale = max(max(g_norm, floor) * v_norm, abs(fd), 1e-300)
             worst = max(worst, abs(dot - fd) / scale)
