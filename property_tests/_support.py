@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hypothesis import event, note
 
@@ -55,9 +56,10 @@ def current_pairs() -> list[tuple[str, str]]:
 def refused_by_design(method: str, gradient: str) -> bool:
     """The pairs that must raise UnsupportedCombination: the Taylor integrator with an
     adjoint-type backend left to integrate its adjoint with the Taylor integrator (it cannot
-    integrate an adjoint system built with torch.autograd.grad; given another backward method,
-    e.g. ``Backsolve(method="rk4")``, it works). Any other refusal fails the property, and so
-    does one of these pairs running: a pair cannot silently turn into "not applicable"."""
+    integrate an adjoint system built with torch.autograd.grad). :func:`check_pairs` then checks
+    the configuration the refusal names instead, the backend with ``method="rk4"`` for its
+    backward solve. Any other refusal fails the property, and so does one of these pairs
+    running: a pair cannot silently turn into "not applicable"."""
     return isinstance(get_solver(method), Taylor) and isinstance(get_backend(gradient), AdjointBackend)
 
 
@@ -109,14 +111,15 @@ class PropertyRecord:
 SUMMARY: dict[str, PropertyRecord] = {}
 
 
-def check_pairs(name: str, case: ODECase, compute: Callable[[str, str, Settings], list[Check]],
+def check_pairs(name: str, case: ODECase, compute: Callable[[str, Any, Settings], list[Check]],
                 pairs: list[tuple[str, str]] | None = None) -> None:
     """Run ``compute(method, gradient, settings)`` for every pair and assert all checks pass.
 
     A pair :func:`refused_by_design` must raise :class:`UnsupportedCombination` (recorded as
-    refused); any other exception, a refusal of another pair, or such a pair running is a
-    failure of that pair. The other pairs still run, so one failing example lists every pair
-    that fails on it, with the case (field, seeds, y0 shape, t).
+    refused, and its backend with an RK4 backward solve is checked instead); any other
+    exception, a refusal of another pair, or such a pair running is a failure of that pair. The
+    other pairs still run, so one failing example lists every pair that fails on it, with the
+    case (field, seeds, y0 shape, t).
     """
     record = SUMMARY.setdefault(name, PropertyRecord())
     record.examples += 1
@@ -133,6 +136,15 @@ def check_pairs(name: str, case: ODECase, compute: Callable[[str, str, Settings]
             if refused:
                 event(f"refused by design: {label}")
                 record.refused.setdefault(label, str(error)[:160])
+                label, gradient = f"{label}(method=rk4)", type(get_backend(gradient))(method="rk4")
+                try:  # the working configuration the refusal names is checked instead
+                    checks = compute(method, gradient, settings)
+                except Exception as error:  # noqa: BLE001 - reported as a failure of this pair below
+                    failures.setdefault(label, []).append(
+                        f"  pair {label} raised {type(error).__name__}: {error}\n"
+                        + textwrap.indent(traceback.format_exc(limit=-4), "      "))
+                    continue
+                _record_checks(record, method, label, settings, checks, failures)
             else:
                 failures.setdefault(label, []).append(
                     f"  pair {label} refused (UnsupportedCombination), but no refusal is declared for it "
@@ -148,19 +160,7 @@ def check_pairs(name: str, case: ODECase, compute: Callable[[str, str, Settings]
                 f"  pair {label} ran, but it is declared refused by design (property_tests/_support.py: "
                 f"refused_by_design): check it, and update the declaration")
             continue
-        record.pairs.add(label)
-        for check in checks:
-            record.checks += 1
-            ratio = check.disagreement / check.tolerance if math.isfinite(check.disagreement) else math.inf
-            record.worst_ratio_by_method[method] = max(record.worst_ratio_by_method.get(method, 0.0), ratio)
-            if ratio > record.worst_ratio:
-                record.worst_ratio = ratio
-                record.worst = check.disagreement
-                record.worst_detail = f"{label} {check.what} ({check.where})"
-            if not check.passed:
-                failures.setdefault(label, []).append(
-                    f"  pair {label} ({settings.describe()}): {check.what}: relative "
-                    f"disagreement {check.disagreement:.3e} > tolerance {check.tolerance:.3e} in {check.where or '-'}")
+        _record_checks(record, method, label, settings, checks, failures)
     if failures:
         record.failed_examples += 1
         for label in failures:
@@ -168,6 +168,24 @@ def check_pairs(name: str, case: ODECase, compute: Callable[[str, str, Settings]
     write_summary()
     lines = [line for messages in failures.values() for line in messages]
     assert not failures, f"[{name}] {len(lines)} check(s) failed\n{description}\n" + "\n".join(lines)
+
+
+def _record_checks(record: PropertyRecord, method: str, label: str, settings: Settings, checks: list[Check],
+                   failures: dict[str, list[str]]) -> None:
+    """Count the checks of one pair in ``record`` and add its failed ones to ``failures``."""
+    record.pairs.add(label)
+    for check in checks:
+        record.checks += 1
+        ratio = check.disagreement / check.tolerance if math.isfinite(check.disagreement) else math.inf
+        record.worst_ratio_by_method[method] = max(record.worst_ratio_by_method.get(method, 0.0), ratio)
+        if ratio > record.worst_ratio:
+            record.worst_ratio = ratio
+            record.worst = check.disagreement
+            record.worst_detail = f"{label} {check.what} ({check.where})"
+        if not check.passed:
+            failures.setdefault(label, []).append(
+                f"  pair {label} ({settings.describe()}): {check.what}: relative "
+                f"disagreement {check.disagreement:.3e} > tolerance {check.tolerance:.3e} in {check.where or '-'}")
 
 
 def write_summary() -> None:
