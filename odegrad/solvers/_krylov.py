@@ -1,0 +1,79 @@
+"""Restarted GMRES (Saad & Schultz 1986) on flat vectors with an optional right preconditioner:
+the matrix-free linear solver of the implicit methods' Newton–Krylov mode and of the
+implicit-function-theorem gradients of their stages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..errors import LinearSolveFailure
+
+LinearMap = Callable[[Tensor], Tensor]
+
+
+def default_tolerance(dtype: torch.dtype) -> float:
+    """Relative residual GMRES aims for in ``dtype``: 100 machine epsilons."""
+    return 100.0 * torch.finfo(dtype).eps
+
+
+def gmres(matvec: LinearMap, b: Tensor, *, precondition: LinearMap | None = None, tol: float | None = None,
+          restart: int = 30, max_iterations: int | None = None) -> tuple[Tensor, int]:
+    """Solve ``A x = b`` for ``x`` given only ``matvec(v) = A v`` (flat ``Tensor[n]``).
+
+    Args:
+        matvec: the linear map A on ``Tensor[n]``.
+        b: right-hand side, ``Tensor[n]``.
+        precondition: ``P⁻¹`` (a map close to ``A⁻¹``) applied on the right: GMRES solves
+            ``A P⁻¹ u = b`` and returns ``x = P⁻¹ u``. None: no preconditioner.
+        tol: relative residual ``‖b − A x‖ / ‖b‖`` to reach (None: :func:`default_tolerance`).
+        restart: Krylov dimension before a restart.
+        max_iterations: cap on matrix-vector products (None: ``max(2 n, 50)``).
+
+    Returns:
+        ``(x, iterations)``: the solution ``Tensor[n]`` and the matrix–vector products spent.
+
+    Raises:
+        LinearSolveFailure: the residual did not reach ``tol`` within ``max_iterations``.
+    """
+    n = b.numel()
+    tol = default_tolerance(b.dtype) if tol is None else tol
+    cap = max(2 * n, 50) if max_iterations is None else max_iterations
+    apply_p = precondition or (lambda v: v)
+    b_norm = float(torch.linalg.vector_norm(b))
+    x = torch.zeros_like(b)
+    if b_norm == 0.0:
+        return x, 0
+    iterations = 0
+    residual = b
+    while True:
+        beta = float(torch.linalg.vector_norm(residual))
+        if beta <= tol * b_norm:
+            return x, iterations
+        if iterations >= cap:
+            raise LinearSolveFailure(f"GMRES reached a relative residual of {beta / b_norm:.3g} "
+                                     f"(wanted {tol:.3g}) after {iterations} iterations on a system of "
+                                     f"size {n}")
+        basis = [residual / beta]
+        hessenberg = torch.zeros(restart + 1, restart, dtype=torch.float64)
+        size = 0
+        for j in range(min(restart, cap - iterations)):
+            w = matvec(apply_p(basis[j]))
+            iterations += 1
+            for i in range(j + 1):  # modified Gram–Schmidt
+                hessenberg[i, j] = float(torch.dot(w, basis[i]))
+                w = w - hessenberg[i, j].item() * basis[i]
+            hessenberg[j + 1, j] = float(torch.linalg.vector_norm(w))
+            size = j + 1
+            rhs = torch.zeros(size + 1, dtype=torch.float64)
+            rhs[0] = beta
+            coefficients = torch.linalg.lstsq(hessenberg[:size + 1, :size], rhs.unsqueeze(1)).solution[:, 0]
+            estimate = float(torch.linalg.vector_norm(hessenberg[:size + 1, :size] @ coefficients - rhs))
+            if estimate <= tol * b_norm or hessenberg[j + 1, j] <= 1e-300 * beta:
+                break
+            basis.append(w / hessenberg[j + 1, j].item())
+        update = sum(float(c) * v for c, v in zip(coefficients, basis[:size]))
+        x = x + apply_p(update)
+        residual = b - matvec(x)
