@@ -3,6 +3,7 @@ and trapezoidal rules, with simplified Newton on every implicit stage."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from ..errors import UnknownName
 from ._base import Func, StepResult
-from ._implicit_base import JACOBIAN_REFRESH_RATE, ImplicitSolver
+from ._implicit_base import DEFAULT_NEWTON_TOL, JACOBIAN_REFRESH_RATE, ImplicitSolver
 from ._implicit_tableaux import ESDIRK_TABLEAUX, ESDIRKTableau
 from ._newton import implicit_stage, simplified_newton
 from ._rk import _add_scaled
@@ -32,7 +33,7 @@ class ESDIRK(ImplicitSolver):
         jacobian, newton_tol, max_newton_iterations: see :class:`ImplicitSolver`.
     """
 
-    def __init__(self, tableau: ESDIRKTableau, jacobian: str = "dense", newton_tol: float = 0.03,
+    def __init__(self, tableau: ESDIRKTableau, jacobian: str = "dense", newton_tol: float = DEFAULT_NEWTON_TOL,
                  max_newton_iterations: int = 10):
         self.tableau = tableau
         self.name = tableau.name
@@ -89,6 +90,20 @@ class ESDIRK(ImplicitSolver):
         if not (f.requires_grad or psi.requires_grad):
             return y_star
         return implicit_stage(y_star, y_star - psi - scale * f, func, t, scale, matrix)
+
+
+def esdirk_factory(name: str, description: str) -> Callable[..., ESDIRK]:
+    """A public constructor ``name(jacobian=..., newton_tol=..., max_newton_iterations=...)`` of
+    the ESDIRK method ``name``, documented by ``description``."""
+    def factory(jacobian: str = "dense", newton_tol: float = DEFAULT_NEWTON_TOL,
+                max_newton_iterations: int = 10) -> ESDIRK:
+        return make_esdirk(name, jacobian=jacobian, newton_tol=newton_tol,
+                           max_newton_iterations=max_newton_iterations)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = (f"{description}: ``odeint(method={name!r})`` as a solver object, with the "
+                       "implicit-method options of :class:`~odegrad.solvers.ImplicitSolver`.")
+    return factory
 
 
 def make_esdirk(name: str, **options: Any) -> ESDIRK:

@@ -15,7 +15,8 @@ Four ways to form J (the ``jacobian=`` option of every implicit method):
 A func may declare a :class:`JacobianStructure` (attribute ``jacobian_structure``): the adjoint
 systems of the gradient backends do, since they call ``torch.autograd.grad`` (so their Jacobian is
 formed by finite differences) and end in a quadrature tail (the parameter-gradient integral, whose
-derivative does not depend on it), left out of J: the iteration matrix is the identity there.
+derivative does not depend on it): J's columns stop before the tail (``n × k`` entries formed),
+and the iteration matrix, block lower triangular, is solved exactly by blocks.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class IterationMatrix:
             raise _unavailable(error) from error
 
     def _finite_differences(self, func: Any, t: Any, y: Tensor, k: int) -> Tensor:
+        """Columns ``∂f/∂y_j`` for the leading ``k`` entries, all rows: ``Tensor[n, k]``."""
         flat, f0 = y.reshape(-1), self.f_point.reshape(-1)
         eps = torch.finfo(y.dtype).eps ** 0.5
         columns = []
@@ -131,7 +133,7 @@ class IterationMatrix:
             step = eps * max(abs(float(flat[j])), 1.0)
             shifted = flat.clone()
             shifted[j] += step
-            columns.append((func(t, shifted.view_as(y)).reshape(-1)[:k] - f0[:k]) / step)
+            columns.append((func(t, shifted.view_as(y)).reshape(-1) - f0) / step)
         return torch.stack(columns, dim=1)
 
     def _blocks(self, func: Any, t: Any, y: Tensor) -> Tensor:
@@ -164,8 +166,9 @@ class IterationMatrix:
         self.scale = scale
         if self.mode == "krylov":
             return
-        eye = torch.eye(self.jac.shape[-1], dtype=self.jac.dtype, device=self.jac.device)
-        self.lu = torch.linalg.lu_factor(eye - scale * self.jac)
+        k = self.jac.shape[-1]
+        eye = torch.eye(k, dtype=self.jac.dtype, device=self.jac.device)
+        self.lu = torch.linalg.lu_factor(eye - scale * self.jac[..., :k, :])
         self.counts.lu_factorizations += 1
 
     def solve(self, r: Tensor) -> Tensor:
@@ -180,16 +183,29 @@ class IterationMatrix:
         if self.mode == "krylov":
             return lambda r: r
         lu = tuple(x.detach() for x in self.lu)
-        return lambda r: self._lu_solve(r, adjoint=True, lu=lu)
+        return lambda r: self._lu_solve(r, adjoint=True, lu=lu, jac=self.jac.detach(), scale=self.scale)
 
-    def _lu_solve(self, r: Tensor, adjoint: bool, lu: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def _lu_solve(self, r: Tensor, adjoint: bool, lu: tuple[Tensor, Tensor] | None = None,
+                  jac: Tensor | None = None, scale: Any = None) -> Tensor:
+        """``M⁻¹ r`` (or ``M⁻ᵀ r``). With a quadrature tail M is block lower triangular,
+        ``[[I − sJ_hh, 0], [−sJ_th, I]]`` (J's columns stop at the head), solved exactly by blocks."""
         lu, pivots = lu or self.lu
+        jac = self.jac if jac is None else jac
+        scale = self.scale if scale is None else scale
         if self.mode == "batch":
             return torch.linalg.lu_solve(lu, pivots, r.reshape(r.shape[0], -1, 1), adjoint=adjoint).view_as(r)
         flat = r.reshape(-1)
         k = lu.shape[-1]
-        head = torch.linalg.lu_solve(lu, pivots, flat[:k].unsqueeze(1), adjoint=adjoint)[:, 0]
-        return torch.cat([head, flat[k:]]).view_as(r)
+        head, tail = flat[:k], flat[k:]
+        if not adjoint:
+            head = torch.linalg.lu_solve(lu, pivots, head.unsqueeze(1))[:, 0]
+            if tail.numel():
+                tail = tail + scale * (jac[k:] @ head)
+        else:
+            if tail.numel():
+                head = head + scale * (jac[k:].T @ tail)
+            head = torch.linalg.lu_solve(lu, pivots, head.unsqueeze(1), adjoint=True)[:, 0]
+        return torch.cat([head, tail]).view_as(r)
 
     def _matvec(self, v: Tensor) -> Tensor:
         """``(I − s·J) v`` with a forward-difference J·v at the point J was formed."""
