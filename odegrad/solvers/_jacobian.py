@@ -168,7 +168,10 @@ class IterationMatrix:
             return
         k = self.jac.shape[-1]
         eye = torch.eye(k, dtype=self.jac.dtype, device=self.jac.device)
-        self.lu = torch.linalg.lu_factor(eye - scale * self.jac[..., :k, :])
+        head = eye - scale * self.jac[..., :k, :]
+        # under autograd, keep M itself: torch.linalg.solve's backward is cheap, lu_factor's is not
+        # (~0.1 s per call in torch 2.13, whatever the size)
+        self.lu = (head, None) if head.requires_grad else torch.linalg.lu_factor(head)
         self.counts.lu_factorizations += 1
 
     def solve(self, r: Tensor) -> Tensor:
@@ -193,18 +196,18 @@ class IterationMatrix:
         jac = self.jac if jac is None else jac
         scale = self.scale if scale is None else scale
         if self.mode == "batch":
-            return torch.linalg.lu_solve(lu, pivots, r.reshape(r.shape[0], -1, 1), adjoint=adjoint).view_as(r)
+            return _solve(lu, pivots, r.reshape(r.shape[0], -1, 1), adjoint).view_as(r)
         flat = r.reshape(-1)
         k = lu.shape[-1]
         head, tail = flat[:k], flat[k:]
         if not adjoint:
-            head = torch.linalg.lu_solve(lu, pivots, head.unsqueeze(1))[:, 0]
+            head = _solve(lu, pivots, head.unsqueeze(1), False)[:, 0]
             if tail.numel():
                 tail = tail + scale * (jac[k:] @ head)
         else:
             if tail.numel():
                 head = head + scale * (jac[k:].T @ tail)
-            head = torch.linalg.lu_solve(lu, pivots, head.unsqueeze(1), adjoint=True)[:, 0]
+            head = _solve(lu, pivots, head.unsqueeze(1), True)[:, 0]
         return torch.cat([head, tail]).view_as(r)
 
     def _matvec(self, v: Tensor) -> Tensor:
@@ -217,6 +220,13 @@ class IterationMatrix:
         with torch.no_grad():
             jv = (func(t, y + step * v.view_as(y)) - self.f_point).reshape(-1) / step
         return v - self.scale * jv
+
+
+def _solve(lu: Tensor, pivots: Tensor | None, rhs: Tensor, adjoint: bool) -> Tensor:
+    """Solve with an LU factorization, or with the matrix itself (``pivots`` None: autograd)."""
+    if pivots is None:
+        return torch.linalg.solve(lu.mT if adjoint else lu, rhs)
+    return torch.linalg.lu_solve(lu, pivots, rhs, adjoint=adjoint)
 
 
 def _same(a: Any, b: Any) -> bool:
