@@ -19,7 +19,7 @@ from ._step_solver import StepSolver
 DEFAULT_NEWTON_TOL = 0.03
 """Newton stops when the predicted distance to the stage solution is below this many tolerance
 units (Hairer–Wanner's κ·1, κ between 0.01 and 0.1)."""
-JACOBIAN_REFRESH_RATE = 0.3
+JACOBIAN_REFRESH_RATE = 0.05
 """A Newton contraction rate above this marks the Jacobian stale: it is formed again at the next step."""
 
 

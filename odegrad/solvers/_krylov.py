@@ -15,8 +15,9 @@ LinearMap = Callable[[Tensor], Tensor]
 
 
 def default_tolerance(dtype: torch.dtype) -> float:
-    """Relative residual GMRES aims for in ``dtype``: 100 machine epsilons."""
-    return 100.0 * torch.finfo(dtype).eps
+    """Relative residual GMRES aims for in ``dtype``: ε^(2/3) (4e-11 in float64, 2e-5 in float32),
+    reachable also for the ill-conditioned iteration matrices of very stiff steps."""
+    return torch.finfo(dtype).eps ** (2 / 3)
 
 
 def gmres(matvec: LinearMap, b: Tensor, *, precondition: LinearMap | None = None, tol: float | None = None,
