@@ -9,7 +9,7 @@ same implicit method over the stored trajectory: the recommended stiff pairing).
 
     python examples/stiff_robertson.py                   # kvaerno5 + interp, ~60 iterations
     python examples/stiff_robertson.py --method dopri5   # the explicit method (hits max_steps)
-    python examples/stiff_robertson.py --quick           # a smoke run (2 iterations, short span)
+    python examples/stiff_robertson.py --quick           # a smoke run (1 iteration, short span)
 
 Writes ``stiff_robertson.png``: the observations and the fitted model on a log time axis.
 """
@@ -134,10 +134,10 @@ def main() -> None:
     parser.add_argument("--method", default="kvaerno5", help="integrator (kvaerno5, rodas4, dopri5, ...)")
     parser.add_argument("--gradient", default="interp")
     parser.add_argument("--iterations", type=int, default=150)
-    parser.add_argument("--quick", action="store_true", help="2 iterations on [0, 1]: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="1 iteration on [0, 0.1]: a smoke run")
     parser.add_argument("--out", type=Path, default=Path("."))
     args = parser.parse_args()
-    end, outputs, iterations = (1.0, 4, 2) if args.quick else (1e5, 16, args.iterations)
+    end, outputs, iterations = (0.1, 3, 1) if args.quick else (1e5, 16, args.iterations)
     t = torch.cat([torch.zeros(1, dtype=D), torch.logspace(-4, math.log10(end), outputs, dtype=D)])
     data = observations(t)
     model, run = fit(args.method, t, data, iterations=iterations, gradient=args.gradient)
