@@ -128,6 +128,7 @@ KVAERNO5 = _kvaerno5()
 ESDIRK_TABLEAUX: dict[str, ESDIRKTableau] = {
     tableau.name: tableau for tableau in (KVAERNO3, KVAERNO4, KVAERNO5, IMPLICIT_EULER, TRAPEZOID)
 }
+"""The ESDIRK methods by name (each registered as ``odeint(method=name)``)."""
 
 
 @dataclass(frozen=True)

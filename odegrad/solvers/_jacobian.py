@@ -32,6 +32,7 @@ from ..errors import InvalidInput, JacobianUnavailable
 from ._krylov import gmres
 
 JACOBIAN_MODES = ("dense", "batch", "fd", "krylov")
+"""The values of the implicit methods' ``jacobian=`` option (see the module docstring)."""
 
 
 @dataclass(frozen=True)
