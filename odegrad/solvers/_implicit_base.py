@@ -41,7 +41,8 @@ class Workspace:
 
     def size(self, delta: Tensor, y: Tensor) -> float:
         """``norm(delta / (atol + rtol·|y|))`` as a float: a Newton update in tolerance units."""
-        return float(self.norm(delta / (self.atol + self.rtol * y.abs())))
+        scale = (self.atol + self.rtol * y.abs()).clamp_min(torch.finfo(y.dtype).tiny)  # atol = 0 at y = 0
+        return float(self.norm(delta / scale))
 
 
 class ImplicitSolver(StepSolver):
