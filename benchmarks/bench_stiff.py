@@ -18,6 +18,7 @@ dopri5 + interp.
 
     python benchmarks/bench_stiff.py                  # ~30 minutes on 2 shared cores
     python benchmarks/bench_stiff.py --quick          # smoke run (short spans, numbers meaningless)
+    python benchmarks/bench_stiff.py --only training  # one part (solvers | training)
 """
 
 from __future__ import annotations
@@ -150,37 +151,36 @@ def solver_comparison(problem: Problem, max_steps: int) -> str:
     return table(problem, rows)
 
 
-def training(quick: bool, iterations: int, dopri5_max_steps: int) -> str:
+def training(quick: bool, iterations: int, dopri5_max_steps: int) -> None:
     end, outputs = (1.0, 4) if quick else (1e5, 16)
     t = torch.cat([torch.zeros(1, dtype=D), torch.logspace(-4, math.log10(end), outputs, dtype=D)])
     data = observations(t)
-    lines = [f"### Training: Robertson rates from 1% noisy data at {outputs} log-spaced times in [1e-4, {end:g}] "
-             "(Adam lr 0.2, log rates, start 10x off)", "",
-             "| method | iterations | seconds | final rate error | 1% reached (iterations, s) | NFE fwd/bwd (last) | "
-             "stopped by |", "|---|---|---|---|---|---|---|"]
+    print(f"### Training: Robertson rates from 1% noisy data at {outputs} log-spaced times in [1e-4, {end:g}] "
+          "(Adam lr 0.2, log rates, start 10x off)\n\n"
+          "| method | iterations | seconds | final rate error | 1% reached (iterations, s) | NFE fwd/bwd (last) | "
+          "stopped by |\n|---|---|---|---|---|---|---|", flush=True)
     for method, gradient, cap in (("kvaerno5", "interp", 20_000), ("kvaerno5", "direct", 20_000),
                                   ("dopri5", "interp", dopri5_max_steps)):
         model, run = fit(method, t, data, iterations=iterations, gradient=gradient, max_steps=cap)
         reached = run.to_target()
         seconds = run.history[-1][0] if run.history else 0.0
-        lines.append(f"| {method} + {gradient} | {len(run.history)} | {seconds:.1f} | {model.rate_error():.3g} | "
-                     f"{f'{reached[0]}, {reached[1]:.1f}' if reached else 'no'} | "
-                     f"{run.nfe_forward}/{run.nfe_backward} | {run.failure or '-'} |")
-    return "\n".join(lines)
+        print(f"| {method} + {gradient} | {len(run.history)} | {seconds:.1f} | {model.rate_error():.3g} | "
+              f"{f'{reached[0]}, {reached[1]:.1f}' if reached else 'no'} | "
+              f"{run.nfe_forward}/{run.nfe_backward} | {run.failure or '-'} |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--iterations", type=int, default=40)
-    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--iterations", type=int, default=25)
+    parser.add_argument("--only", choices=("solvers", "training"), help="run one part only")
     args = parser.parse_args()
     max_steps = 2_000 if args.quick else 20_000
-    problems = [robertson(1.0 if args.quick else 1e5), van_der_pol(10.0 if args.quick else 3000.0)]
-    for problem in problems:
-        print(solver_comparison(problem, max_steps), "\n", flush=True)
-    if not args.skip_training:
-        print(training(args.quick, 2 if args.quick else args.iterations, max_steps), flush=True)
+    if args.only != "training":
+        for problem in (robertson(1.0 if args.quick else 1e5), van_der_pol(10.0 if args.quick else 3000.0)):
+            print(solver_comparison(problem, max_steps), "\n", flush=True)
+    if args.only != "solvers":
+        training(args.quick, 2 if args.quick else args.iterations, max_steps)
 
 
 if __name__ == "__main__":
