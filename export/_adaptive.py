@@ -59,7 +59,7 @@ class AdaptiveNeuralODE(nn.Module):
                               "an ExplicitRK of an embedded tableau)")
         self.solver = get_solver(block.method)
         self.config = make_config(self.solver, block.rtol, block.atol, block.options)
-        unsupported = traced_unsupported(self.config, keep_dense=False)
+        unsupported = traced_unsupported(self.solver, self.config, keep_dense=False)
         if unsupported:
             raise ExportError(f"cannot export this adaptive NeuralODE: options {unsupported} are not "
                               "supported in the exported loop; drop them, or use a fixed-step method "

@@ -172,3 +172,17 @@ class ExportError(OdegradError):
 class ParityMismatch(ExportError):
     """An exported graph does not reproduce PyTorch within the tolerance (the file is not written).
     ``odegrad export`` exits 1 on it, 2 on any other error."""
+
+
+class JacobianUnavailable(UnsupportedCombination):
+    """An implicit method could not form the Jacobian of ``func`` with ``torch.func`` (a func using
+    ops without autograd/vmap support, ``.item()``, numpy, in-place writes to its input...).
+
+    The message names the solver option that avoids forming it (``jacobian="fd"``: finite
+    differences, or ``jacobian="krylov"``: matrix-free).
+    """
+
+
+class LinearSolveFailure(OdegradError, RuntimeError):
+    """An iterative linear solve of an implicit method (GMRES) did not reach its tolerance; the
+    message gives the residual reached and the iterations spent."""

@@ -15,8 +15,8 @@ from odegrad.solvers import StepSolver, get_solver, solver_names
 from odegrad.testing import RandomProjectionLoss
 from odegrad.testing.strategies import ODECase, ode_cases
 
-ADAPTIVE = [name for name in solver_names()
-            if isinstance(get_solver(name), StepSolver) and get_solver(name).error_estimate]
+ADAPTIVE = [name for name in solver_names() if isinstance(get_solver(name), StepSolver)
+            and get_solver(name).error_estimate and get_solver(name).traceable]
 # each example compiles the loop body (torch.while_loop does, eagerly too): few examples in CI
 EXAMPLES = min(settings.default.max_examples, 1 if settings.default.max_examples < 20 else 25)
 

@@ -121,3 +121,11 @@ def test_tlnode_benchmark_runs_seeds_in_parallel_and_summarises(tmp_path):
     summary = out.split("## Summary")[1].splitlines()
     assert any(line.startswith("| task | target rule | TL-NODE run |") for line in summary)
     assert sum(line.startswith("| digits | worst best + 5% | s=1 |") for line in summary) == 1
+
+
+def test_stiff_robertson_example_runs_quick_and_reports_the_fit(tmp_path):
+    result = subprocess.run([sys.executable, str(EXAMPLES / "stiff_robertson.py"), "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("kvaerno5 + interp: 1 iterations in ") and "rate error " in result.stdout
+    assert (tmp_path / "stiff_robertson.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

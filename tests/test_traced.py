@@ -192,3 +192,13 @@ def test_a_func_torch_cannot_trace_into_the_loop_is_refused_by_name():
     with pytest.raises(UnsupportedCombination, match=r"\.t\(\)"):
         odegrad.odeint(Transposed(), y0, t, options={"driver": "traced"})
     assert torch.isfinite(odegrad.odeint(Transposed(), y0, t)).all()  # the eager driver solves it
+
+
+def test_implicit_methods_stay_on_the_eager_driver():
+    """Newton's iteration count reads tensor values: implicit methods are not traceable, so the
+    traced driver refuses them by name and "auto" keeps them eager under torch.compile."""
+    y0, t = torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    decay = lambda t, y: -y
+    with pytest.raises(UnsupportedCombination, match="kvaerno5"):
+        odegrad.odeint(decay, y0, t, method="kvaerno5", options={"driver": "traced"})
+    assert not get_solver("kvaerno5").traceable and get_solver("dopri5").traceable

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice
-from ..solvers import Solution
+from ..solvers import JacobianStructure, Solution
 from ._base import (
     AdjointBackend,
     BlockNorm,
@@ -63,6 +63,8 @@ class Backsolve(AdjointBackend):
             y, a = state[:n].view(shape), state[n:2 * n].view(shape)
             f, vjp_y, vjp_params = func_vjp(func, tt, y, a, params)
             return torch.cat([f.reshape(-1), -vjp_y.reshape(-1), -flat_cat(vjp_params, state)])
+
+        augmented.jacobian_structure = JacobianStructure(implicit_size=2 * n)  # implicit methods: g is a tail
 
         times = t.tolist()
         a = grad_ys[-1]

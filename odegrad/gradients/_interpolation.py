@@ -52,7 +52,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_int, check_non_negative
 from ..errors import InterpolationError, InvalidInput
-from ..solvers import AcceptedStep, CountedFunc, IntegrationConfig, Solution, fixed_grid
+from ..solvers import AcceptedStep, CountedFunc, IntegrationConfig, JacobianStructure, Solution, fixed_grid
 from ._barycentric import ChebyshevInterpolant, chebyshev_extrema, to_interval
 from ._base import (
     AdjointBackend,
@@ -284,6 +284,8 @@ class _AdjointSystem:
         self.trajectory = trajectory
         self.params = problem.params
         self.shape, self.size = problem.y0.shape, problem.y0.numel()
+        # implicit methods: Jacobian by finite differences (func_vjp), over a only (g is a quadrature tail)
+        self.jacobian_structure = JacobianStructure(implicit_size=self.size)
 
     def __call__(self, t: float | Tensor, state: Tensor) -> Tensor:
         y = self.trajectory(t)

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_int, check_positive
 from ..errors import InvalidInput, OdegradError
-from ..solvers import AcceptedStep, Integrator
+from ..solvers import AcceptedStep, Integrator, JacobianStructure
 from ._base import (
     AdjointBackend,
     BlockNorm,
@@ -184,6 +184,8 @@ class GaussQuadrature(AdjointBackend):
         def adjoint_dynamics(tt: Tensor, state: Tensor) -> Tensor:
             f, vjp_y, _ = func_vjp(func, tt, state[:n].view(shape), state[n:].view(shape), ())
             return torch.cat([f.reshape(-1), -vjp_y.reshape(-1)])
+
+        adjoint_dynamics.jacobian_structure = JacobianStructure(implicit_size=2 * n)  # implicit methods
 
         times = t.tolist()
         span = abs(times[-1] - times[0])

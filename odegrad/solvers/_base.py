@@ -43,12 +43,19 @@ class Stats:
         nfe_forward: evaluations of func during the forward solve.
         nfe_backward: evaluations of func (and of the adjoint system) during the backward pass.
         steps_accepted, steps_rejected: accepted / rejected steps of the forward solve.
+        jacobian_evals, lu_factorizations, newton_iterations, newton_failures: implicit methods'
+            Jacobians formed, iteration matrices factored, Newton iterations and failed Newton
+            solves (each rejects its step) in the forward solve; 0 for explicit methods.
     """
 
     nfe_forward: int = 0
     nfe_backward: int = 0
     steps_accepted: int = 0
     steps_rejected: int = 0
+    jacobian_evals: int = 0
+    lu_factorizations: int = 0
+    newton_iterations: int = 0
+    newton_failures: int = 0
 
 
 @dataclass
@@ -222,13 +229,15 @@ class Solution:
 class StepResult(NamedTuple):
     """What one step of a :class:`~odegrad.solvers.StepSolver` returns; ``stiffness`` computes the
     step's stiffness estimate when called (the loop calls it only when the solve records it), or
-    is None for methods without one."""
+    is None for methods without one. ``converged`` is False (or a False 0-dim tensor) when an
+    implicit method's Newton iteration failed: the step is rejected and h shrinks."""
 
     y1: Tensor
     error: Tensor | None
     dense_info: Any
     state: Any
     stiffness: Callable[[], Tensor] | None
+    converged: bool | Tensor = True
 
 
 class DenseOutput:

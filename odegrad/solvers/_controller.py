@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .._checks import bad_batch_entries, check_in_range
-from ..errors import InvalidInput, MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow
+from ..errors import IntegrationFailure, InvalidInput, MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow
 from ._base import IntegrationConfig, StepResult
 from ._scalars import Scalar, absolute, as_float64, const, finite, maximum, minimum, power, quotient, where
 
@@ -204,7 +204,15 @@ class FixedStepping:
         return t0, t1, t1 - t0
 
     def judge(self, y0: Tensor, result: StepResult, t0: float, t1: float, h: float, nfe: int) -> bool:
-        """Accept the step (always) and move to the next grid point; returns True."""
+        """Accept the step and move to the next grid point; returns True.
+
+        Raises:
+            IntegrationFailure: an implicit method's Newton iteration failed (a fixed step cannot shrink).
+        """
+        if not bool(result.converged):
+            raise IntegrationFailure("the Newton iteration of an implicit stage did not converge at "
+                                     f"the fixed step h={h:.3g}; use a smaller step_size or an adaptive "
+                                     "implicit method (e.g. kvaerno5)", t=t0, t_end=self.grid[-1], nfe=nfe)
         self.index += 1
         return True
 
@@ -275,9 +283,11 @@ class AdaptiveStepping:
             StepSizeUnderflow: the next step size no longer moves ``t`` before the end.
         """
         c = self.config
+        failed = not bool(result.converged)  # an implicit stage's Newton failed: reject, shrink by dfactor
         with torch.no_grad():
-            ratio = _scalar(self.controller.scaled_error(y0, result.y1, result.error, c.rtol, c.atol, c.norm))
-        if not math.isfinite(ratio):
+            ratio = math.inf if failed else _scalar(
+                self.controller.scaled_error(y0, result.y1, result.error, c.rtol, c.atol, c.norm))
+        if not math.isfinite(ratio) and not failed:
             raise NonFiniteValue("a value produced by func", t=t0, nfe=nfe,
                                  bad_indices=bad_batch_entries(result.y1.detach()))
         accepted = ratio <= 1.0

@@ -126,7 +126,8 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
     if len(times) == 1:
         return Solution(ys=y0.unsqueeze(0), stats=Stats())
     counted_func = counted(func, time_dtype)
-    nfe_before = counted_func.nfe
+    costs = getattr(solver, "cost_snapshot", dict)  # implicit methods' Jacobian/LU/Newton counters
+    nfe_before, costs_before = counted_func.nfe, costs()
     direction = 1.0 if times[-1] > times[0] else -1.0
     stepping = (AdaptiveStepping(solver.order, times, config) if solver.error_estimate
                 else FixedStepping(times, config))
@@ -170,6 +171,8 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
             one_sided.step(t1, math.nan)
             state = solver.init(func, t1, y)
     stats.nfe_forward = counted_func.nfe - nfe_before
+    for name, count in costs().items():
+        setattr(stats, name, count - costs_before[name])
     out_ys = torch.stack(ys)
     if not solver.error_estimate and not is_tracing():
         _check_finite_outputs(out_ys, times, stats.nfe_forward)

@@ -210,7 +210,7 @@ def _check_driver(config: IntegrationConfig, solver: Integrator) -> None:
     if not isinstance(solver, StepSolver):
         raise UnsupportedCombination(f"options['driver'] = 'traced' needs an odegrad step solver; "
                                      f"{getattr(solver, 'name', solver)!r} integrates by itself")
-    unsupported = traced_unsupported(config, keep_dense=False)
+    unsupported = traced_unsupported(solver, config, keep_dense=False)
     if unsupported:
         raise UnsupportedCombination(f"options['driver'] = 'traced' cannot run with {', '.join(unsupported)}: "
                                      "they need the eager driver (options['driver'] = 'eager' or 'auto')")

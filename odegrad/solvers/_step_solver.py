@@ -24,6 +24,9 @@ class StepSolver(Integrator):
 
     order: int = 1
     has_dense_output = True
+    traceable: bool = True
+    """The step reads no tensor value (no ``float()``, no Python branch on a tensor), so the traced
+    driver can run it inside ``torch.while_loop``."""
     evaluations_per_step: int | None = None
     """Evaluations of func in one ``step`` when that number is fixed (the traced driver counts
     NFE from its step counts with it; None: not fixed)."""
@@ -60,16 +63,16 @@ class StepSolver(Integrator):
                   *, keep_dense: bool = False) -> Solution:
         """Solve through the times ``t`` with the shared loop; ``ys: Tensor[len(t), *y0.shape]``,
         with per-step records and, if ``keep_dense``, the dense output."""
-        if self.error_estimate and uses_traced_driver(config, keep_dense):
+        if self.error_estimate and uses_traced_driver(self, config, keep_dense):
             return integrate_traced(self, func, y0, t, config, keep_dense=keep_dense)
         return integrate_steps(self, func, y0, t, config, keep_dense=keep_dense)
 
 
 
-def uses_traced_driver(config: IntegrationConfig, keep_dense: bool) -> bool:
+def uses_traced_driver(solver: StepSolver, config: IntegrationConfig, keep_dense: bool) -> bool:
     """Whether an adaptive solve runs on the traced driver: ``driver="traced"``, or ``"auto"`` while
     ``torch.compile`` traces it and it needs nothing only the eager driver does."""
     if config.driver == "traced":
         return True
     return (config.driver == "auto" and torch.compiler.is_compiling()
-            and not traced_unsupported(config, keep_dense))
+            and not traced_unsupported(solver, config, keep_dense))

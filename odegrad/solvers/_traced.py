@@ -62,14 +62,16 @@ def traced_constants(solver: Any, config: IntegrationConfig) -> tuple[float, ...
             *DRIVER_CONSTANTS, *first_step)
 
 
-def traced_unsupported(config: IntegrationConfig, keep_dense: bool) -> list[str]:
-    """The settings of ``config`` the traced driver cannot honour (each needs a value read or a
-    Python callback per step): per-step observers (event search among them), ``jump_t``,
-    ``perturb`` and the dense output."""
-    unsupported = [name for name, value in (("per-step observers (events, local regularization, gq's nodes, "
-                   "interp's windows)", config.observers), ("jump_t", config.jumps),
-                   ("perturb", config.perturb), ("dense=True", keep_dense)) if value]
-    return unsupported
+def traced_unsupported(solver: Any, config: IntegrationConfig, keep_dense: bool) -> list[str]:
+    """What of ``solver`` and ``config`` the traced driver cannot honour (each needs a value read
+    or a Python callback per step): a solver that is not ``traceable`` (implicit methods: Newton's
+    iteration count depends on the values), per-step observers (event search among them),
+    ``jump_t``, ``perturb`` and the dense output."""
+    method = f"the method {getattr(solver, 'name', solver)!r} (its steps read tensor values)"
+    observers = "per-step observers (events, local regularization, gq's nodes, interp's windows)"
+    return [name for name, value in ((method, not getattr(solver, "traceable", False)),
+                                     (observers, config.observers), ("jump_t", config.jumps),
+                                     ("perturb", config.perturb), ("dense=True", keep_dense)) if value]
 
 
 def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config: IntegrationConfig,
@@ -96,7 +98,7 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
         MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow: as the eager driver (outside
             ``torch.compile`` and with ``raise_on_failure``).
     """
-    unsupported = traced_unsupported(config, keep_dense)
+    unsupported = traced_unsupported(solver, config, keep_dense)
     if unsupported:
         raise UnsupportedCombination(f"the traced adaptive loop cannot run with {', '.join(unsupported)}: "
                                      "they need the eager driver (options={'driver': 'eager'})")
