@@ -373,9 +373,12 @@ def check_gradients(func: Callable, y0: State, t: Tensor, *,
         reference_problem = _converted(original, y0, t, torch.float64)
     reference = converged_gradients(*reference_problem, loss, params=params) if ok else None
     comparisons = []
+    # every backend's forward solve takes the method's steps: one that takes more (a wrong
+    # backend disturbing the solve) must not loosen its own bound
+    fewest = {r.method: min(o.steps for o in ok if o.method == r.method) for r in ok}
     for r in ok:
         tol = tolerance if tolerance is not None else (
-            expected_error(r.method, r.extrapolated or settings[r.method], span, scale, steps=2 * r.steps,
+            expected_error(r.method, r.extrapolated or settings[r.method], span, scale, steps=2 * fewest[r.method],
                            extrapolated=r.extrapolated is not None)
             + _dtype_roundoff(dtype) + reference.change)
         error, where = reference_error(r.grads, reference.grads)
