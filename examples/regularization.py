@@ -16,6 +16,8 @@ on the test set (dopri5 at the training tolerances), its time, and the test loss
     python examples/regularization.py                         # digits, one seed, ~1-2 minutes on 2 cores
     python examples/regularization.py --task lotka-volterra
     python examples/regularization.py --quick                 # smoke run
+
+It plots the NFE of every training forward pass, per regularizer, to ``examples_out/regularization.png``.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import digits_classification
 import lotka_volterra
 import torch
-from _harness import Run, timed_iterations
+from _harness import Run, colour, place_legend, save_figure, timed_iterations
 from torch import Tensor, nn
 
 import odegrad
@@ -161,7 +164,8 @@ TASKS = {
 @dataclass
 class Result:
     """One trained model: training seconds, NFE and median seconds of one test-set prediction,
-    test loss and accuracy (NaN for regression)."""
+    test loss and accuracy (NaN for regression), and the NFE of each training forward pass
+    (the regularizer's evaluations included)."""
 
     name: str
     seed: int
@@ -170,6 +174,7 @@ class Result:
     predict_seconds: float
     test_loss: float
     accuracy: float
+    training_nfe: list[int]
 
 
 def train(task: Task, name: str, seed: int, *, weight: float | None = None, iterations: int | None = None,
@@ -184,10 +189,14 @@ def train(task: Task, name: str, seed: int, *, weight: float | None = None, iter
     optimizer = torch.optim.Adam(setup.parameters, lr=task.lr)
     iterations = task.iterations if iterations is None else iterations
     run = Run(name)
+    training_nfe = []
     # training seconds only: the test metrics are measured once, after training
     for _ in timed_iterations(run, iterations, lambda: math.nan, eval_every=iterations, progress=progress):
         optimizer.zero_grad()
-        setup.loss().backward()
+        setup.field.nfe = 0
+        loss = setup.loss()
+        training_nfe.append(setup.field.nfe)
+        loss.backward()
         optimizer.step()
     seconds = []
     with torch.no_grad():
@@ -197,7 +206,21 @@ def train(task: Task, name: str, seed: int, *, weight: float | None = None, iter
             prediction = setup.predict()
             seconds.append(time.perf_counter() - start)
     test_loss, accuracy = setup.score(prediction)
-    return Result(name, seed, run.train_seconds, setup.field.nfe, statistics.median(seconds), test_loss, accuracy)
+    return Result(name, seed, run.train_seconds, setup.field.nfe, statistics.median(seconds), test_loss, accuracy,
+                  training_nfe)
+
+
+def plot(task: Task, results: list[Result], out: Path) -> Path:
+    """NFE of each training forward pass against the iteration, one line per regularizer."""
+    import matplotlib.pyplot as plt  # after _harness chose the Agg backend
+
+    fig, ax = plt.subplots(figsize=(8.5, 4))
+    for index, result in enumerate(results):
+        ax.plot(range(1, len(result.training_nfe) + 1), result.training_nfe, color=colour(index), label=result.name)
+    ax.set(xlabel="training iteration", ylabel="NFE of the forward pass",
+           title=f"{task.name}: evaluations per training forward pass (regularizer's step included)")
+    place_legend(ax)
+    return save_figure(fig, out / "regularization.png")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few iterations only (smoke run)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--out", type=Path, default=Path("examples_out"), help="folder for the plot")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     task = TASKS[args.task]
@@ -213,10 +237,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{task.name}: {iterations} iterations, dopri5 rtol={task.rtol:g} atol={task.atol:g}, seed {args.seed}")
     print("| regularizer | weight | train time [s] | NFE/prediction | prediction [ms] | test loss | accuracy |")
     print("|---|---|---|---|---|---|---|")
+    results = []
     for name in NAMES:
         r = train(task, name, args.seed, iterations=iterations, progress=not args.no_progress)
+        results.append(r)
         print(f"| {name} | {task.weights.get(name, 0):g} | {r.train_seconds:.2f} | {r.nfe} | "
               f"{1e3 * r.predict_seconds:.1f} | {r.test_loss:.4g} | {r.accuracy:.4f} |")
+    print(f"\nsaved {plot(task, results, args.out)}")
 
 
 if __name__ == "__main__":
