@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 from _harness import save_figure
+from odegrad.export import MLPField, OnnxModel, to_onnx
 from torch import Tensor
 
-from odegrad.export import MLPField, OnnxModel, to_onnx
 from odegrad.models import NeuralODE
 
 DAMPING = 0.3
@@ -87,7 +87,8 @@ def plot(outputs: dict[str, tuple[Tensor, Tensor]], out: Path) -> Path:
     for index, (name, (reference, served)) in enumerate(outputs.items()):
         difference = (served - reference).abs().flatten().clamp_min(1e-12)
         ax.hist(difference.log10(), bins=40, alpha=0.6, color=f"C{index}", label=name)
-    ax.set(title="|onnxruntime − PyTorch|, float32", xlabel="log10 absolute difference (identical: −12)", ylabel="outputs")
+    ax.set(title="|onnxruntime − PyTorch|, float32", xlabel="log10 absolute difference (identical: −12)",
+           ylabel="outputs")
     ax.legend(fontsize="small")
     return save_figure(fig, out / "export_onnx.png")
 

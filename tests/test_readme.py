@@ -56,6 +56,25 @@ def test_readme_has_python_blocks():
     assert python_blocks(DOCUMENTS[0].read_text(encoding="utf-8"))
 
 
+INSTALL_AND_DEMO = "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/odegrad demo"
+INSTALL_AND_TEST = ('python3 -m venv .venv && .venv/bin/pip install -q -e ".[dev]" && .venv/bin/ruff check . '
+                    "&& .venv/bin/python -m pytest -q")
+
+
+def test_readme_keeps_its_two_quick_start_commands_and_ci_runs_the_second():
+    readme = DOCUMENTS[0].read_text(encoding="utf-8")
+    bash_blocks = re.findall(r"^```bash\n(.*?)^```$", readme, re.MULTILINE | re.DOTALL)
+    assert f"{INSTALL_AND_DEMO}\n" in bash_blocks and f"{INSTALL_AND_TEST}\n" in bash_blocks
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    # .ci/run creates the venv first (then may pin a CPU torch), then runs the rest of the command verbatim
+    create, rest = INSTALL_AND_TEST.split(" && ", 1)
+    assert f"{create} || exit 1" in ci and rest in ci.splitlines()
+
+
+def test_readme_is_a_five_minute_read():
+    assert len(DOCUMENTS[0].read_text(encoding="utf-8").splitlines()) <= 250
+
+
 @pytest.mark.parametrize("document", [path for path in DOCUMENTS if python_blocks(path.read_text(encoding="utf-8"))],
                          ids=lambda path: str(path.relative_to(ROOT)))
 def test_python_blocks_run_in_order(document, tmp_path):
