@@ -73,14 +73,14 @@ def number(cell: str) -> float:
 
 def write(table: Table, stem: Path) -> tuple[Path, Path]:
     """``stem``.csv and ``stem``.json (heading, columns and the rows as records)."""
-    with stem.with_suffix(".csv").open("w", newline="", encoding="utf-8") as file:
+    csv_path, json_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")
+    with csv_path.open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(table.columns)
         writer.writerows(table.rows)
-    stem.with_suffix(".json").write_text(json.dumps({"heading": table.heading, "columns": table.columns,
-                                                     "rows": table.records()}, ensure_ascii=False, indent=1),
-                                         encoding="utf-8")
-    return stem.with_suffix(".csv"), stem.with_suffix(".json")
+    json_path.write_text(json.dumps({"heading": table.heading, "columns": table.columns, "rows": table.records()},
+                                    ensure_ascii=False, indent=1), encoding="utf-8")
+    return csv_path, json_path
 
 
 def main(argv: list[str] | None = None) -> None:
