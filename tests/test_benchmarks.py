@@ -5,6 +5,7 @@ missing (the benchmark numbers themselves are never asserted)."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import math
 import sys
@@ -78,3 +79,15 @@ def test_printed_tables_become_csv_and_json_with_their_heading(tables, tmp_path)
     assert (tmp_path / "run.2.csv").read_text(encoding="utf-8").splitlines() == ["a,b", "1,2"]
     assert tables.number("**21.1** (0.69x)") == 21.1 and tables.number("1.5e-06") == 1.5e-06
     assert math.isnan(tables.number("–"))
+
+
+def test_benchmark_figures_are_drawn_from_the_benchmarks_page_tables(tables, tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_figures", BENCHMARKS.parent / "tools" / "bench_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    monkeypatch.setattr(figures, "FIGURES", tmp_path)
+    figures.main()
+    committed = {path.name for path in (BENCHMARKS.parent / "docs" / "figures").glob("*.png")}
+    assert {path.name for path in tmp_path.glob("*.png")} == committed
+    page = (BENCHMARKS.parent / "docs" / "guides" / "benchmarks.md").read_text(encoding="utf-8")
+    assert all(f"(../figures/{name})" in page for name in committed)

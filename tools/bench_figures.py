@@ -85,6 +85,24 @@ def export_latency(tables: list[Table]) -> Path:
     return save(fig, "bench_export_latency.png")
 
 
+def tlnode_speed(tables: list[Table]) -> Path:
+    table = find(tables, "TL-NODE training speed", "task")
+    kinds = table.column("TL-NODE")
+    tasks = [task.split(" (")[0] for task, kind in zip(table.column("task"), kinds) if kind == "eager"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for ax, (column, goal) in zip(axes, (("vs odegrad dopri5 (goal ≥ 5x)", 5.0),
+                                         ("vs torchdiffeq dopri5 (goal ≥ 10x)", 10.0))):
+        series = {kind: [number(cell) for cell, k in zip(table.column(column), kinds) if k == kind]
+                  for kind in ("eager", "compiled")}
+        grouped_bars(ax, tasks, series, "speed-up to the target test loss, log scale")
+        ax.axhline(goal, color="k", lw=0.8, ls="--", label=f"goal {goal:g}x")
+        ax.axhline(1.0, color="0.5", lw=0.8)
+        ax.set_title(f"TL-NODE {column.split(' (')[0]}")
+        ax.legend(loc="upper left", fontsize="small")
+    fig.suptitle("TL-NODE time to target vs dopri5 (median of 3 seeds, 2 shared AMD EPYC cores)")
+    return save(fig, "bench_tlnode_speed.png")
+
+
 def save(fig, name: str) -> Path:
     FIGURES.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -95,8 +113,8 @@ def save(fig, name: str) -> Path:
 
 def main() -> None:
     tables = read_tables(PAGE.read_text(encoding="utf-8"))
-    for draw in (gpu_time, gpu_memory, export_latency):
-        print(f"wrote {draw(tables).relative_to(ROOT)}")
+    for draw in (gpu_time, gpu_memory, tlnode_speed, export_latency):
+        print(f"wrote {draw(tables)}")
 
 
 if __name__ == "__main__":
