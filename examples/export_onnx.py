@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run (seconds)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    field = train(20 if args.quick else args.iterations, args.seed)
+    field = train(5 if args.quick else args.iterations, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     outputs = parity(field, args.out)
     print(f"\nsaved {plot(outputs, args.out)}")

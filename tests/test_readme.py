@@ -20,13 +20,23 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SKIP_MARKER = "<!-- readme-test: skip -->"
 FENCE = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
-# Runs in a subprocess: each block is compiled under README.md's name and line numbers, so a
-# traceback points at the README line that failed.
+# Runs every document in one subprocess (one interpreter start and torch import for all of them),
+# each in its own namespace and its own empty folder; each block is compiled under its document's
+# name and line numbers, so a traceback points at the line that failed. Prints one JSON object:
+# document -> None (ran) or the traceback.
 RUNNER = """
-import json, sys
-namespace = {"__name__": "__main__"}
-for line, code in json.load(sys.stdin):
-    exec(compile("\\n" * (line - 1) + code, sys.argv[1], "exec"), namespace)
+import json, os, sys, traceback
+results = {}
+for document, folder, blocks in json.load(sys.stdin):
+    os.chdir(folder)
+    namespace = {"__name__": "__main__"}
+    try:
+        for line, code in blocks:
+            exec(compile("\\n" * (line - 1) + code, document, "exec"), namespace)
+        results[document] = None
+    except BaseException:
+        results[document] = traceback.format_exc()
+print(json.dumps(results))
 """
 
 
@@ -75,11 +85,25 @@ def test_readme_is_a_five_minute_read():
     assert len(DOCUMENTS[0].read_text(encoding="utf-8").splitlines()) <= 250
 
 
-@pytest.mark.parametrize("document", [path for path in DOCUMENTS if python_blocks(path.read_text(encoding="utf-8"))],
-                         ids=lambda path: str(path.relative_to(ROOT)))
-def test_python_blocks_run_in_order(document, tmp_path):
-    blocks = [(line, code) for line, code, skipped in python_blocks(document.read_text(encoding="utf-8"))
-              if not skipped]
-    result = subprocess.run([sys.executable, "-c", RUNNER, str(document.relative_to(ROOT))], input=json.dumps(blocks),
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+RUNNABLE = [path for path in DOCUMENTS if python_blocks(path.read_text(encoding="utf-8"))]
+
+
+@pytest.fixture(scope="module")
+def block_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
+    """Every runnable document's blocks, run once for all the tests below."""
+    runs = []
+    for document in RUNNABLE:
+        name = str(document.relative_to(ROOT))
+        blocks = [(line, code) for line, code, skipped in python_blocks(document.read_text(encoding="utf-8"))
+                  if not skipped]
+        runs.append((name, str(tmp_path_factory.mktemp(document.stem)), blocks))
+    result = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(runs), capture_output=True, text=True,
+                            timeout=1200)
     assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("document", RUNNABLE, ids=lambda path: str(path.relative_to(ROOT)))
+def test_python_blocks_run_in_order(document, block_runs):
+    failure = block_runs[str(document.relative_to(ROOT))]
+    assert failure is None, failure
