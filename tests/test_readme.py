@@ -90,7 +90,8 @@ RUNNABLE = [path for path in DOCUMENTS if python_blocks(path.read_text(encoding=
 
 @pytest.fixture(scope="module")
 def block_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
-    """Every runnable document's blocks, run once for all the tests below."""
+    """Every runnable document's blocks, run once for all the tests below: document -> None or its
+    traceback, and "stderr" -> what the documents wrote there."""
     runs = []
     for document in RUNNABLE:
         name = str(document.relative_to(ROOT))
@@ -100,10 +101,10 @@ def block_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None
     result = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(runs), capture_output=True, text=True,
                             timeout=1200)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.splitlines()[-1])
+    return {**json.loads(result.stdout.splitlines()[-1]), "stderr": result.stderr}
 
 
 @pytest.mark.parametrize("document", RUNNABLE, ids=lambda path: str(path.relative_to(ROOT)))
 def test_python_blocks_run_in_order(document, block_runs):
     failure = block_runs[str(document.relative_to(ROOT))]
-    assert failure is None, failure
+    assert failure is None, f"{failure}\nstderr of all documents (tail):\n{block_runs['stderr'][-3000:]}"
