@@ -99,7 +99,9 @@ def index() -> str:
                        f"[![{example.title}]({example.name}.png)]({example.name}.md)\n")
     return ("# Example gallery\n\nComplete training scripts from `examples/`, each with the output of a quick run "
             "and the figure it draws. Run one from a clone with `python examples/<script>.py` "
-            "(`--quick` for a smoke run).\n\n" + "\n".join(entries))
+            "(`--quick` for a smoke run). Each page shows the script as it is in the repository; "
+            "`python tools/gallery.py` reruns every example in its quick mode and refreshes the "
+            "outputs shown here.\n\n" + "\n".join(entries))
 
 
 def on_files(files, config):
