@@ -88,6 +88,9 @@ def _reference_call(model: nn.Module, x: Tensor) -> Any:
     run on the example is an ExportError naming the example, not a stack trace from inside it."""
     try:
         return model(x)
+    except InvalidInput as error:  # an odeint inside the model refused what this input led to
+        raise InvalidInput("example_input", f"a tensor of shape {tuple(x.shape)}", "an input the model "
+                           "accepts, Tensor[batch, *state]", hint=f"running the model on it raised: {error}") from error
     except OdegradError:
         raise
     except Exception as error:  # whatever the user's model raises on this input
@@ -135,8 +138,26 @@ def record_solves(module: nn.Module, job: ExportJob) -> StaticTimes:
         leaf = x.clone().requires_grad_(True)  # what the times must not depend on
         with torch.enable_grad(), static.record(leaf):
             _reference_call(module, leaf.clone())  # a non-leaf copy: the model may change its input in place
+    _record_probe(static, module, job.example)
     job.info = with_solves(job.info, static.solves)
     return static
+
+
+def _record_probe(static: StaticTimes, module: nn.Module, example: Tensor) -> None:
+    """One more recording pass, on the example perturbed at random (seeded): output times read off
+    the input's values — even detached, which autograd cannot see — differ there, and the
+    recording refuses them. A model that fails on the perturbed input (outside its domain) leaves
+    the check to the examples."""
+    noise = torch.randn(example.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    scale = 0.1 * (1.0 + float(example.detach().abs().max()))
+    probe = (example.detach().double() + scale * noise.to(example.device)).to(example.dtype).requires_grad_(True)
+    try:
+        with torch.enable_grad(), static.record(probe):
+            module(probe.clone())
+    except ExportError:
+        raise
+    except Exception:  # noqa: BLE001, S110 - the model's own failure on an input it was not given: no evidence
+        return
 
 
 def _dims(shape: torch.Size, axis: int | None, dynamic: bool) -> list[int | str]:

@@ -26,7 +26,7 @@ from odegrad.errors import ExportError, InvalidInput, MaxStepsExceeded, OdegradE
 from odegrad.models import TLNODE, NeuralODE
 from odegrad.solvers import StaticSolve, StepSolver, fixed_grid, get_solver, make_config, require_unrollable, unroll
 
-from ._adaptive import ADAPTIVE_METHODS, AdaptiveNeuralODE, loop_exportable
+from ._adaptive import AdaptiveNeuralODE, loop_exportable
 
 _FIXED_HINT = ("export a NeuralODE with a fixed-step method (euler, midpoint, heun, rk4) and "
                "options={'step_size': h} or {'grid': [...]}, or a TLNODE")
@@ -69,7 +69,7 @@ class UnrolledNeuralODE(nn.Module):
 def _fixed_step_solver(block: NeuralODE) -> StepSolver:
     solver = get_solver(block.method)
     return require_unrollable(solver, f"NeuralODE(method={getattr(solver, 'name', block.method)!r})",
-                              _FIXED_HINT, f" (to_onnx exports {', '.join(ADAPTIVE_METHODS)} as an ONNX Loop)")
+                              _FIXED_HINT, " (to_onnx exports adaptive methods such as dopri5 as an ONNX Loop)")
 
 
 @dataclass
@@ -139,7 +139,7 @@ def _unrolled(block: nn.Module, adaptive: bool) -> nn.Module:
 def _describe_block(block: nn.Module) -> GraphInfo:
     if loop_exportable(block):
         loop = AdaptiveNeuralODE(block)
-        return GraphInfo("neural_ode", method=loop.tableau.name, order=loop.tableau.order,
+        return GraphInfo("neural_ode", method=loop.solver.name, order=loop.solver.order,
                          extra={"step_control": "loop", "max_steps": loop.config.max_steps})
     if isinstance(block, NeuralODE):
         unrolled = UnrolledNeuralODE(block)

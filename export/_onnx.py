@@ -75,6 +75,9 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLi
     for name, value in (("input_name", input_name), ("output_name", output_name)):
         if not isinstance(value, str) or not value:
             raise InvalidInput(name, value, "a non-empty string")
+    if input_name == output_name:
+        raise InvalidInput("output_name", output_name, f"a name other than input_name ({input_name!r}): an "
+                           "ONNX graph's input and output values need distinct names")
     output_path(path)  # an unwritable target fails now, not after the export
     job = prepare_job(model, example_input, dynamic_batch=dynamic_batch, atol=atol, rtol=rtol)
     with inference_module(model, adaptive=True) as module:

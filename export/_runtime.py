@@ -133,7 +133,11 @@ class OnnxModel:
             raise ExportError(f"{self.path} takes {inputs[0].type}, which OnnxModel does not serve")
         self.dtype = np.dtype(_ORT_DTYPES[inputs[0].type])
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.output_batch_axis = int(self.metadata.get("odegrad.output_batch_axis", 0))
+        axis = self.metadata.get("odegrad.output_batch_axis", "0")
+        if not axis.isdigit() or int(axis) >= 16:
+            raise ExportError(f"{self.path} has corrupted odegrad metadata: odegrad.output_batch_axis is "
+                              f"{axis[:40]!r}; expected a small non-negative integer")
+        self.output_batch_axis = int(axis)
 
     @property
     def providers(self) -> list[str]:
@@ -150,7 +154,11 @@ class OnnxModel:
         out = dict(self.metadata)
         for key in ("odegrad.inputs", "odegrad.outputs"):
             if key in out:
-                out[key] = json.loads(out[key])
+                try:
+                    out[key] = json.loads(out[key])
+                except (json.JSONDecodeError, RecursionError) as error:
+                    raise ExportError(f"{self.path} has corrupted odegrad metadata: {key} is not readable "
+                                      f"JSON ({type(error).__name__})") from None
         return out
 
     def _check(self, x: np.ndarray) -> None:
@@ -186,6 +194,8 @@ class OnnxModel:
         array = x.detach().cpu().numpy() if is_tensor else x
         if not isinstance(array, np.ndarray) or array.ndim == 0:
             raise InvalidInput("input", type(x).__name__, "a numpy array or torch.Tensor with a batch dimension")
+        if array.shape[0] == 0:
+            raise InvalidInput("input shape", str(tuple(array.shape)), "a non-empty batch (at least one row)")
         if not self.dynamic_batch:
             batch_size = self.input_shape[0]
         chunks = []

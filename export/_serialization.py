@@ -27,18 +27,19 @@ from odegrad.solvers import LearnedMidpoint
 
 from ._fields import MLPField
 from ._files import atomic_write, existing_file
+from ._limits import ACTIVATION_ARGUMENTS, check_architecture, check_input_shape
 
 FORMAT = "odegrad.model"
 VERSION = 1
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16}
-_ACTIVATIONS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
-    "Tanh": (nn.Tanh, ()), "ReLU": (nn.ReLU, ()), "Sigmoid": (nn.Sigmoid, ()), "SiLU": (nn.SiLU, ()),
-    "GELU": (nn.GELU, ("approximate",)), "ELU": (nn.ELU, ("alpha",)), "Identity": (nn.Identity, ()),
-    "Softplus": (nn.Softplus, ("beta", "threshold")), "LeakyReLU": (nn.LeakyReLU, ("negative_slope",)),
+_ACTIVATION_CLASSES: dict[str, type[nn.Module]] = {
+    "Tanh": nn.Tanh, "ReLU": nn.ReLU, "Sigmoid": nn.Sigmoid, "SiLU": nn.SiLU, "GELU": nn.GELU, "ELU": nn.ELU,
+    "Identity": nn.Identity, "Softplus": nn.Softplus, "LeakyReLU": nn.LeakyReLU,
 }
+_ACTIVATIONS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
+    name: (cls, tuple(ACTIVATION_ARGUMENTS[name])) for name, cls in _ACTIVATION_CLASSES.items()}
 _REGISTERED: dict[str, type[nn.Module]] = {"MLPField": MLPField}
-MAX_SAMPLE_ELEMENTS = 2**24  # elements of one input sample (64 MiB in float32) a saved config may ask for
 
 
 def register_module(cls: type[nn.Module], name: str | None = None) -> type[nn.Module]:
@@ -153,9 +154,17 @@ def save_model(model: nn.Module, path: str | os.PathLike, example_input: Tensor)
     if not isinstance(example_input, Tensor) or not example_input.is_floating_point() or example_input.dim() == 0:
         raise InvalidInput("example_input", example_input, "a floating-point Tensor[batch, *state]")
     dtype = str(example_input.dtype).removeprefix("torch.")
-    config = {"architecture": describe_module(model), "input_shape": list(example_input.shape[1:]),
-              "dtype": dtype, "odegrad_version": __version__}
-    payload = {"format": FORMAT, "version": VERSION, "config": json.dumps(config),
+    try:
+        architecture = describe_module(model)
+        check_architecture(architecture)  # what load_model would refuse is not written
+        config = {"architecture": architecture, "input_shape": check_input_shape("input_shape",
+                                                                                 list(example_input.shape[1:])),
+                  "dtype": dtype, "odegrad_version": __version__}
+        text = json.dumps(config)
+    except RecursionError:
+        raise ExportError("cannot save the model: its config (an export_config() of a registered module?) "
+                          "is nested too deeply to write as JSON") from None
+    payload = {"format": FORMAT, "version": VERSION, "config": text,
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     with atomic_write(path) as tmp:
         torch.save(payload, tmp)
@@ -168,6 +177,12 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     ``config["input_shape"]`` / ``config["dtype"]`` describe one input sample.
     """
     source = existing_file(path, "a model saved by odegrad.export.save_model")
+    with open(source, "rb") as handle:
+        header = handle.read(4)
+    if header != b"PK\x03\x04":  # torch.save writes zip archives
+        raise ExportError(f"{source} is not a model saved by odegrad.export.save_model: not a torch.save "
+                          f"archive (it starts with {header!r}, not a zip header; an .onnx or TorchScript "
+                          "file, or another format?)")
     try:
         payload = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's message suggests weights_only=False: never do that
@@ -185,11 +200,18 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     try:
         config = json.loads(payload["config"])
         dtype = _DTYPES[config["dtype"]]
-        shape = [int(n) for n in config["input_shape"]]
+        shape = config["input_shape"]
         state_dict = payload["state_dict"]
         architecture = config["architecture"]
+    except RecursionError:
+        raise ExportError(f"{source} has a corrupted config: JSON nested too deeply to read") from None
     except (KeyError, TypeError, ValueError) as error:
         raise ExportError(f"{source} has a corrupted config: {type(error).__name__}: {error}") from error
+    try:
+        check_architecture(architecture)
+        shape = check_input_shape("input_shape", shape)
+    except ExportError as error:
+        raise ExportError(f"{source}: {error}") from None
     _check_sizes(source, architecture, shape, state_dict)
     model = build_module(architecture).to(dtype)
     try:
@@ -222,12 +244,9 @@ def _input_width(spec: Any) -> int | None:
 
 def _check_sizes(source: Path, architecture: Any, input_shape: list[int], state_dict: Any) -> None:
     """Refuse a config whose sizes disagree with the stored tensors, before anything is allocated:
-    the architecture is built on the meta device (no memory) and its parameter shapes compared
-    with the stored ones; the input shape must fit the model's first layer and stay below
-    :data:`MAX_SAMPLE_ELEMENTS`."""
-    if any(n < 1 for n in input_shape) or math.prod(input_shape) > MAX_SAMPLE_ELEMENTS:
-        raise ExportError(f"{source} has a corrupted config: input_shape {input_shape} (each size >= 1, at most "
-                          f"{MAX_SAMPLE_ELEMENTS} elements per sample)")
+    the architecture (already within :mod:`._limits`) is built on the meta device (no memory)
+    and its parameter shapes compared with the stored ones; the input shape must fit the model's
+    first layer."""
     width = _input_width(architecture)
     if width is not None and (not input_shape or input_shape[-1] != width):
         raise ExportError(f"{source} has a corrupted config: input_shape {input_shape} does not end in the "

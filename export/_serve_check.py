@@ -100,10 +100,19 @@ def _load(path: Path, providers: str | Sequence[str],
     """(format, runtime name, numpy->numpy callable, input shape with "batch", dtype, metadata)."""
     if _is_zip(path):
         module, meta = load_torchscript(path)
-        inputs = json.loads(meta["odegrad.inputs"]) if "odegrad.inputs" in meta else None
+        try:
+            inputs = json.loads(meta["odegrad.inputs"]) if "odegrad.inputs" in meta else None
+        except (json.JSONDecodeError, TypeError, RecursionError) as error:
+            raise ExportError(f"{path} has corrupted odegrad metadata: odegrad.inputs is not readable JSON "
+                              f"({type(error).__name__})") from None
         if not inputs:
             raise ExportError(f"{path} is a TorchScript archive without odegrad metadata (or a file saved with "
                               "torch.save); serve-check needs a file written by odegrad export")
+        shape = inputs[0].get("shape") if isinstance(inputs, list) and isinstance(inputs[0], dict) else None
+        if not isinstance(shape, list) or not all(d == "batch" or (type(d) is int and 0 < d <= 2 ** 20)
+                                                  for d in shape):
+            raise ExportError(f"{path} has corrupted odegrad metadata: the input shape {str(shape)[:60]} is "
+                              "not a list of sizes (positive integers or 'batch')")
 
         def run(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():

@@ -88,5 +88,7 @@ def load_torchscript(path: str | os.PathLike,
         meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ExportError(f"{source} has a corrupted {METADATA_FILE} entry: {error}") from error
+    except RecursionError:
+        raise ExportError(f"{source} has a corrupted {METADATA_FILE} entry: JSON nested too deeply to read") from None
     module.eval()
     return module, meta

@@ -3,6 +3,7 @@ naming the argument, what it got and what was expected."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -30,6 +31,12 @@ def _within(value: float, low: float | None, high: float | None, low_open: bool,
     return not (high is not None and (value >= high if high_open else value > high))
 
 
+def _finite(value: float) -> bool:
+    """``math.isfinite`` by comparisons, which ``torch.compile`` also traces for a float it has
+    made symbolic (a tolerance that differs between two compiled models)."""
+    return -math.inf < value < math.inf
+
+
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
     """``value`` as an int in ``[low, high]`` (bools are not integers here)."""
     if isinstance(value, bool) or not isinstance(value, int) or not _within(value, low, high, False, False):
@@ -40,7 +47,7 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
 def check_in_range(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                    low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a finite float within the bounds (open or closed at each end)."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value)
             or not _within(value, low, high, low_open, high_open)):
         raise InvalidInput(name, value, "a finite number" + _bounds(low, high, low_open, high_open))
     return float(value)
@@ -111,3 +118,24 @@ def check_times(t: Any, y0: Tensor, open_end: bool = False, increasing: bool = F
                            "strictly increasing times" if increasing else
                            "strictly increasing or strictly decreasing times")
     return t
+
+
+def check_signature(func: Any) -> None:
+    """Refuse a ``func`` that is not callable as ``func(t, y)`` (two positional arguments), naming
+    the signature found; callables whose signature Python cannot inspect are accepted.
+
+    Raises:
+        InvalidInput: ``func`` is not callable, or its signature cannot take (t, y).
+    """
+    if not callable(func):
+        raise InvalidInput("func", type(func).__name__, "a callable func(t, y)")
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # builtins, some C extensions
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        name = getattr(func, "__qualname__", type(func).__name__)
+        raise InvalidInput("func", f"{name}{signature}", "a callable accepting (t, y): the time and the "
+                           "state, as torchdiffeq's func(t, y)") from None

@@ -23,7 +23,10 @@ def is_tracing() -> bool:
 
 def active_transforms() -> frozenset[str]:
     """Names of the ``torch.func`` transforms the caller runs under (``"vmap"``, ``"grad"``,
-    ``"jvp"``, ...; ``jacrev`` runs its function under ``"grad"``), empty outside them."""
+    ``"jvp"``, ...; ``jacrev`` runs its function under ``"grad"``), empty outside them (and while
+    ``torch.compile`` traces: its graph cannot read the interpreter stack)."""
+    if torch.compiler.is_compiling():
+        return frozenset()
     return frozenset(interpreter.key().name.lower() for interpreter in retrieve_all_functorch_interpreters())
 
 
@@ -102,8 +105,10 @@ class CountedFunc(nn.Module):
             out = self.func(self.time(t, y), y)
         except RuntimeError as error:
             if self.nfe == 1 and isinstance(y, Tensor) and _is_shape_error(error):
-                raise InvalidInput("y0 shape", tuple(y.shape), "a state shape func accepts",
-                                   hint=f"the first call of func failed: {error}") from error
+                raise InvalidInput("func", f"a shape error on its first call, func(t, y) with y of shape "
+                                   f"{tuple(y.shape)}: {error}", "a func that accepts the state's shape",
+                                   hint=f"either func has a shape bug or the y0 shape {tuple(y.shape)} is "
+                                        "not one func accepts") from error
             raise
         if isinstance(y, Tensor):
             return check_func_output(out, y)

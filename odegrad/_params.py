@@ -25,18 +25,10 @@ def resolve_params(func: Callable, params: Any, adjoint: bool) -> tuple[Tensor, 
     names, defaults, ``functools.partial``) is refused: they would get no gradient.
     """
     if params is None:
-        if isinstance(func, nn.Module):
-            return tuple(p for p in func.parameters() if p.requires_grad)
+        owned = tuple(p for p in func.parameters() if p.requires_grad) if isinstance(func, nn.Module) else ()
         if adjoint:
-            found = trainable_tensors_reachable_from(func)
-            if found:
-                raise InvalidInput(
-                    "params", None, "the tensors to differentiate, e.g. params=net.parameters()",
-                    hint=f"func is not an nn.Module but uses {len(found)} tensor(s) that require grad "
-                         f"({_describe(found)}); adjoint-type gradient backends differentiate only "
-                         "params, so these would get no gradient. Pass params=..., make func an "
-                         "nn.Module, or use gradient='direct'")
-        return ()
+            _refuse_untracked(func, owned)
+        return owned
     if isinstance(params, Tensor):
         params = (params,)
     elif isinstance(params, (str, bytes)) or not isinstance(params, Iterable):
@@ -45,11 +37,27 @@ def resolve_params(func: Callable, params: Any, adjoint: bool) -> tuple[Tensor, 
     for i, p in enumerate(given):
         if not isinstance(p, Tensor):
             raise InvalidInput(f"params[{i}]", type(p).__name__, "a Tensor")
-    chosen = tuple(p for p in given if p.requires_grad)
+    chosen = tuple({id(p): p for p in given if p.requires_grad}.values())  # a tensor listed twice counts once
     if given and not chosen:
         raise InvalidInput("params", f"{len(given)} tensor(s), none with requires_grad=True",
                            "tensors that require grad (the ones to differentiate)")
     return chosen
+
+
+def _refuse_untracked(func: Callable, owned: tuple[Tensor, ...]) -> None:
+    """Raise if ``func`` reaches trainable tensors beyond ``owned`` (its own parameters, none for
+    a plain callable): adjoint-type backends would leave them without a gradient."""
+    ids = {id(p) for p in owned}
+    found = [t for t in trainable_tensors_reachable_from(func) if id(t) not in ids]
+    if not found:
+        return
+    what = ("an nn.Module that also uses" if isinstance(func, nn.Module) else "not an nn.Module but uses")
+    raise InvalidInput(
+        "params", None, "the tensors to differentiate, e.g. params=net.parameters()",
+        hint=f"func is {what} {len(found)} tensor(s) that require grad and are not its registered "
+             f"parameters ({_describe(found)}); adjoint-type gradient backends differentiate only "
+             "params, so these would get no gradient. Pass params=[...] listing every tensor to "
+             "differentiate, register them (nn.Parameter attributes, submodules), or use gradient='direct'")
 
 
 def _describe(tensors: list[Tensor]) -> str:
@@ -62,6 +70,8 @@ def trainable_tensors_reachable_from(func: Any) -> list[Tensor]:
     its closure, bound ``self``, defaults, ``functools.partial`` arguments and the globals it names."""
     found: dict[int, Tensor] = {}
     _search(func, found, _SEARCH_DEPTH, set())
+    if isinstance(func, nn.Module):
+        _search(type(func).forward, found, _SEARCH_DEPTH, set())  # the globals its forward names
     return list(found.values())
 
 
@@ -73,11 +83,18 @@ def _search(value: Any, found: dict[int, Tensor], depth: int, seen: set[int]) ->
         if value.requires_grad:
             found[id(value)] = value
     elif isinstance(value, nn.Module):
-        for p in value.parameters():
-            if p.requires_grad:
-                found[id(p)] = p
+        for module in value.modules():
+            for p in module.parameters(recurse=False):
+                if p.requires_grad:
+                    found[id(p)] = p
+            for name, item in vars(module).items():
+                if name not in _MODULE_INTERNALS:
+                    _search_attribute(item, found, depth - 1, seen)
     elif isinstance(value, (list, tuple)):
         for item in value:
+            _search(item, found, depth - 1, seen)
+    elif isinstance(value, dict):
+        for item in value.values():
             _search(item, found, depth - 1, seen)
     elif isinstance(value, functools.partial):
         for item in (value.func, *value.args, *value.keywords.values()):
@@ -85,6 +102,29 @@ def _search(value: Any, found: dict[int, Tensor], depth: int, seen: set[int]) ->
     elif callable(value):
         for item in _referenced(value):
             _search(item, found, depth - 1, seen)
+
+
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))
+"""The attributes every nn.Module has (registries of parameters, buffers, submodules, hooks)."""
+
+
+def _search_attribute(value: Any, found: dict[int, Tensor], depth: int, seen: set[int]) -> None:
+    """Search a module's plain attribute: a leaf tensor that requires grad (a parameter kept
+    unregistered), containers, and plain objects' attributes (a parameter reached through another
+    object). Non-leaf tensors are left out: a module may keep its last output."""
+    if isinstance(value, Tensor):
+        if value.is_leaf and value.requires_grad:
+            found[id(value)] = value
+    elif isinstance(value, nn.Module):
+        _search(value, found, depth, seen)
+    elif isinstance(value, (list, tuple, dict)) and depth >= 0:
+        for item in value.values() if isinstance(value, dict) else value:
+            _search_attribute(item, found, depth - 1, seen)
+    elif hasattr(value, "__dict__") and not callable(value) and not isinstance(value, type) and depth >= 0:
+        if id(value) not in seen:
+            seen.add(id(value))
+            for item in vars(value).values():
+                _search_attribute(item, found, depth - 1, seen)
 
 
 def _referenced(func: Any) -> list[Any]:
@@ -95,10 +135,19 @@ def _referenced(func: Any) -> list[Any]:
     items = [cell.cell_contents for cell in (func.__closure__ or ()) if _filled(cell)]
     items += list(func.__defaults__ or ())
     namespace = getattr(func, "__globals__", {})
-    items += [namespace[name] for name in code.co_names if name in namespace]
+    items += [namespace[name] for name in _global_names(code) if name in namespace]
     if bound is not None:
         items.append(bound)
     return items
+
+
+def _global_names(code: Any) -> set[str]:
+    """The global names ``code`` and the functions defined inside it (lambdas, comprehensions) use."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _global_names(const)
+    return names
 
 
 def _filled(cell: Any) -> bool:

@@ -11,12 +11,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_state, check_times
+from ._checks import check_signature, check_state, check_times
 from ._counting import active_transforms, check_func_output
 from ._params import resolve_params
 from .errors import ExportError, InvalidInput, UnsupportedCombination
 from .events import Event, check_events, solve_events
-from .gradients import AdjointBackend, Backend, Backsolve, GaussQuadrature, Interpolation, Problem, get_backend
+from .gradients import BACKEND_ALIASES, AdjointBackend, Backend, Problem, backend_names, get_backend
 from .regularization import Regularizer, check_regularizer
 from .solvers import IntegrationConfig, Integrator, Solution, StaticTimes, get_solver, make_config
 
@@ -126,6 +126,15 @@ def _solve_problem(backend: Backend, problem: Problem, t: Tensor) -> Solution:
     return _with_time_gradient(backend, problem, t) if t.requires_grad else backend.solve(problem)
 
 
+def _batch_size(shapes: list[torch.Size]) -> int:
+    """Batch entries of a state with parts of these shapes: their common first dimension when one
+    part has two or more dimensions (a tuple state ``(x [B, d], logp [B])`` has B entries), else 1."""
+    firsts = {shape[0] if len(shape) else None for shape in shapes}
+    if len(firsts) == 1 and None not in firsts and any(len(shape) >= 2 for shape in shapes):
+        return max(1, firsts.pop())
+    return 1
+
+
 def _dynamic_solution(backend: Backend, solver: Integrator, func: Callable, y0: Tensor, t: Tensor,
                       config: IntegrationConfig, params: tuple[Tensor, ...], regularization: Regularizer | None,
                       dense: bool, events: tuple[Event, ...]) -> Solution:
@@ -136,8 +145,9 @@ def _dynamic_solution(backend: Backend, solver: Integrator, func: Callable, y0: 
         if regularization is not None:
             solution.regularization = y0.new_zeros(())
         return solution
+    shapes = func.shapes if isinstance(func, _FlatTupleFunc) else [y0.shape]
     problem = Problem(func=func, y0=y0, t=t.detach(), solver=solver, config=config, params=params,
-                      keep_dense=dense)
+                      keep_dense=dense, batch_size=_batch_size(shapes))
     if regularization is not None:
         problem, finish = regularization.attach(problem)
     run = partial(_solve_problem, backend)
@@ -240,6 +250,7 @@ def _solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator, gr
     solver = get_solver(method)
     backend = get_backend(gradient)
     params = resolve_params(func, params, adjoint=isinstance(backend, AdjointBackend))
+    check_signature(func)
     events = () if events is None else check_events(events)
     _check_capabilities(solver, backend, dense, events, regularization)
     flat_y0, parts = _check_state(y0)
@@ -260,7 +271,7 @@ def _solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator, gr
     if isinstance(flat_func, _FlatTupleFunc):
         solution.ys = flat_func.unflatten(solution.ys)
         if solution.dense is not None:
-            solution.dense.unflatten = flat_func.unflatten
+            solution.dense.map_output(flat_func.unflatten)
     return solution
 
 
@@ -323,15 +334,15 @@ def odeint_event(func: Callable, y0: State, t0: Tensor | float, *, event_fn: Cal
     return odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)
 
 
-_ADJOINT_GRADIENTS: dict[str, type[AdjointBackend]] = {
-    "backsolve": Backsolve, "adjoint": Backsolve, "gq": GaussQuadrature, "interp": Interpolation}
-
-
 def _adjoint_backend(gradient: str, rtol: float | None, atol: float | None,
                      method: str | Integrator | None, options: Mapping[str, Any] | None) -> AdjointBackend:
-    """The adjoint-type backend ``odeint_adjoint``'s ``adjoint_*`` arguments describe."""
-    if not isinstance(gradient, str) or gradient not in _ADJOINT_GRADIENTS:
-        raise InvalidInput("gradient", gradient, "one of " + ", ".join(map(repr, _ADJOINT_GRADIENTS))
+    """The adjoint-type backend ``odeint_adjoint``'s ``adjoint_*`` arguments describe: any backend
+    of the one registry (``register_backend``) that is an :class:`AdjointBackend`."""
+    backend = get_backend(gradient) if isinstance(gradient, str) else None
+    if not isinstance(backend, AdjointBackend):
+        adjoint_names = [name for name in (*backend_names(), *BACKEND_ALIASES)
+                         if isinstance(get_backend(name), AdjointBackend)]
+        raise InvalidInput("gradient", gradient, "one of " + ", ".join(map(repr, adjoint_names))
                            + " (odeint_adjoint computes gradients by an adjoint method)")
     if options is None:
         options = {}
@@ -348,10 +359,7 @@ def _adjoint_backend(gradient: str, rtol: float | None, atol: float | None,
                                "'seminorm' (leave the parameter-gradient integral out of the backward "
                                "error norm) or 'default'; a norm callable over the augmented state is not "
                                "supported")
-    settings: dict[str, Any] = {"rtol": rtol, "atol": atol, "method": method}
-    if gradient != "gq":  # gq's backward state [y, a] holds no parameter integral: always a seminorm
-        settings["seminorm"] = options.get("norm") == "seminorm"
-    return _ADJOINT_GRADIENTS[gradient](**settings)
+    return backend.with_settings(rtol=rtol, atol=atol, method=method, seminorm=options.get("norm") == "seminorm")
 
 
 def odeint_adjoint(func: Callable, y0: State, t: Tensor, *, rtol: Tolerance = 1e-7, atol: Tolerance = 1e-9,
@@ -372,8 +380,9 @@ def odeint_adjoint(func: Callable, y0: State, t: Tensor, *, rtol: Tolerance = 1e
             forward ``options``, so other keys are refused.
         adjoint_params: the tensors to differentiate (``params`` of :func:`odeint`; default:
             ``func.parameters()`` when func is an ``nn.Module``).
-        gradient: ``"backsolve"`` (alias ``"adjoint"``: torchdiffeq's classic adjoint), ``"gq"``
-            or ``"interp"``, built with the ``adjoint_*`` settings.
+        gradient: ``"backsolve"`` (alias ``"adjoint"``: torchdiffeq's classic adjoint), ``"gq"``,
+            ``"interp"`` or any adjoint-type backend added with ``register_backend`` (the one
+            registry ``odeint(gradient=...)`` reads), built with the ``adjoint_*`` settings.
         event_fn: torchdiffeq's event mode, as for :func:`odeint`: returns ``(event_t, ys)``.
 
     Returns:

@@ -55,6 +55,9 @@ def import_module(name: str, argument: str) -> ModuleType:
         sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(name)
+    except SystemExit as error:  # sys.exit() at import would end the command as if it had succeeded
+        raise InvalidInput(argument, name, f"an importable module (it called sys.exit({error.code!r}) while "
+                           "being imported)") from None
     except Exception as error:  # noqa: BLE001 - a SyntaxError or any exception at import: bad input
         raise InvalidInput(argument, name, f"an importable module ({type(error).__name__}: {error})") from None
 
@@ -87,15 +90,16 @@ def call_target(target: str, argument: str, returns: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``odegrad`` command; returns its exit status (2 when an ``--import`` fails)."""
+    """Run the ``odegrad`` command; returns its exit status (2, with one line on stderr, for bad
+    input: an ``--import`` that fails, or an :class:`InvalidInput` from the subcommand)."""
     args = build_parser().parse_args(argv)
     try:
         for name in getattr(args, "imports", ()):
             import_module(name, "--import")
+        return int(args.run(args) or 0)
     except InvalidInput as error:
         print(f"odegrad {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return int(args.run(args) or 0)
 
 
 if __name__ == "__main__":

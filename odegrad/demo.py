@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ._checks import check_positive
 from .api import odeint
 from .errors import InvalidInput
 from .models import TLNODE
@@ -99,9 +100,14 @@ def plot(path: Path, ys: Tensor, rollouts: dict[str, Rollout], curves: dict[str,
 
 def run(args: argparse.Namespace) -> int:
     """``odegrad demo``: train, compare, plot, export and serve; exit status 0 when served outputs match."""
-    for flag in ("iters", "order", "steps"):
+    for flag in ("iters", "order", "steps", "threads"):
         if getattr(args, flag) < 1:
             raise InvalidInput(f"--{flag}", getattr(args, flag), "a positive integer")
+    check_positive("--rtol", args.rtol)
+    check_positive("--atol", args.atol)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InvalidInput("--out", args.out, "a folder (new or existing) for the plot and the ONNX file, "
+                           "not an existing file")
     from odegrad.export import serve_and_compare  # the core never imports export; the demo composes both
 
     torch.set_num_threads(args.threads)

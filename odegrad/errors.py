@@ -138,13 +138,21 @@ class MaxStepsExceeded(IntegrationFailure):
     """More accepted + rejected steps were needed than ``options['max_steps']`` allows."""
 
 
+class EventNotFound(IntegrationFailure):
+    """A solve over an unbounded span (``odeint(..., event_fn=...)``, ``odeint_event``, a
+    terminal event with ``t[-1] = ±inf``) ended without its terminal event firing: ``max_steps``
+    ran out, or the time came within a factor 16 of the largest number t's dtype holds (past
+    that the next step would overflow)."""
+
+
 class ReverseSolveDrift(OdegradError, RuntimeError):
     """A backward solve that rebuilds y(t) in reverse time (backsolve, gq) drifted off the stored
     forward trajectory: its gradients would be wrong. ``message`` says where and by how much.
 
     Attributes:
         segment: index of the observation segment [t[segment], t[segment + 1]] whose start was missed.
-        drift: the miss in tolerance units, max |Δy| / (atol + rtol·|y|).
+        drift: the miss in tolerance units, max |Δy| / (atol + rtol·max|y|), the unit at least the
+            dtype's rounding over the steps rebuilt, eps·√(2·steps)·max|y|.
     """
 
     def __init__(self, message: str, segment: int, drift: float):
@@ -164,3 +172,17 @@ class ExportError(OdegradError):
 class ParityMismatch(ExportError):
     """An exported graph does not reproduce PyTorch within the tolerance (the file is not written).
     ``odegrad export`` exits 1 on it, 2 on any other error."""
+
+
+class JacobianUnavailable(UnsupportedCombination):
+    """An implicit method could not form the Jacobian of ``func`` with ``torch.func`` (a func using
+    ops without autograd/vmap support, ``.item()``, numpy, in-place writes to its input...).
+
+    The message names the solver option that avoids forming it (``jacobian="fd"``: finite
+    differences, or ``jacobian="krylov"``: matrix-free).
+    """
+
+
+class LinearSolveFailure(OdegradError, RuntimeError):
+    """An iterative linear solve of an implicit method (GMRES) did not reach its tolerance; the
+    message gives the residual reached and the iterations spent."""

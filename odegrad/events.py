@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._counting import check_func_output
-from .errors import InvalidInput
+from ._counting import CountedFunc, check_func_output, counted
+from .errors import EventNotFound, InvalidInput, MaxStepsExceeded, NonFiniteValue
 from .gradients import Problem
-from .solvers import Solution
+from .solvers import AcceptedStep, Solution, bad_batch_entries
 
 BISECTIONS = 200
 """Most bisection steps per crossing (float64 times are resolved to adjacent floats well before)."""
@@ -90,6 +90,9 @@ class _Surface:
         if not isinstance(out, Tensor) or not out.is_floating_point() or out.numel() == 0:
             raise InvalidInput("event_fn output", getattr(out, "dtype", type(out).__name__),
                                "a non-empty floating-point Tensor")
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(out.detach()).all()):
+            # NaN has no sign: it would read as a crossing (or hide one)
+            raise NonFiniteValue("the output of event_fn", t=float(time), bad_indices=bad_batch_entries(out))
         return out
 
     def __call__(self, t: float | Tensor, y: Tensor) -> Tensor:
@@ -101,19 +104,27 @@ class _Surface:
 
 
 class _Search:
-    """The event hook of the searching solve (``IntegrationConfig.event``): per accepted step,
+    """The observer of the searching solve (``IntegrationConfig.observers``): per accepted step,
     finds the crossings, records them (non-terminal ones up to the end) and returns the time the
     first terminal crossing ends the solve at. ``points`` collects the step ends (the grid a
     fixed-step method repeats)."""
 
-    def __init__(self, surfaces: list[_Surface], terminal: list[bool], t0: float, y0: Tensor):
-        self.surfaces, self.terminal = surfaces, terminal
+    def __init__(self, surfaces: list[_Surface], terminal: list[bool], t0: float, y0: Tensor, func: CountedFunc,
+                 time_dtype: torch.dtype):
+        self.surfaces, self.terminal, self.func, self.time_dtype = surfaces, terminal, func, time_dtype
+        self.horizon = torch.finfo(time_dtype).max / 16
         self.signs = [surface.sign(t0, y0) for surface in surfaces]
         self.found: list[list[float]] = [[] for _ in surfaces]
         self.points = [t0]
         self.end: float | None = None
 
-    def __call__(self, t0: float, t1: float, y0: Tensor, y1: Tensor, at: Callable[[float], Tensor]) -> float | None:
+    def __call__(self, step: AcceptedStep) -> float | None:
+        t0, t1, y1, at = step.t0, step.t1, step.y1, step.at
+        if abs(t1) > self.horizon:
+            raise EventNotFound(f"no terminal event fired before the time came near the largest {self.time_dtype} "
+                                f"({self.horizon:.3g}; the next steps would overflow): event_fn never crosses "
+                                "zero along this solution. Give t an end time (t = [t0, t_end]) or check "
+                                "event_fn", t=t1, t_end=math.copysign(math.inf, t1 - t0), nfe=self.func.nfe)
         self.points.append(t1)
         roots = []
         for k, surface in enumerate(self.surfaces):
@@ -191,9 +202,18 @@ def solve_events(problem: Problem, t: Tensor, events: Sequence[Event], unflatten
     y0 = problem.y0.detach()
     with torch.no_grad():
         surfaces = [_Surface(event.fn, unflatten, dtype, times[0], y0) for event in events]
-        search = _Search(surfaces, [event.terminal for event in events], times[0], y0)
-        first = problem.solver.integrate(problem.func, y0, problem.t,
-                                         replace(problem.config, observer=None, event=search))
+        func = counted(problem.func, dtype)  # (the loop counts in this wrapper: the search reads its nfe)
+        search = _Search(surfaces, [event.terminal for event in events], times[0], y0, func, dtype)
+        try:
+            first = problem.solver.integrate(func, y0, problem.t,
+                                             replace(problem.config, observers=(search,)))
+        except MaxStepsExceeded as error:
+            if math.isfinite(times[-1]):
+                raise
+            raise EventNotFound("no terminal event fired within options['max_steps'] steps: event_fn may "
+                                "never cross zero along this solution. Give t an end time (t = [t0, t_end]), "
+                                "raise options['max_steps'], or check event_fn", t=error.t, t_end=error.t_end,
+                                nfe=error.nfe) from None
     limit = search.points[-1]
     found = [[_as_time(root, dtype, limit, direction) for root in roots] for roots in search.found]
     end = None if search.end is None else _as_time(search.end, dtype, limit, direction)

@@ -14,7 +14,8 @@
   coefficients (:mod:`odegrad.jet`), integrated as an extra state.
 
 The terms are averaged over the batch (the first dimension of a state with two or more
-dimensions) so that their weights do not depend on the batch size.
+dimensions, or the common first dimension of a tuple state's parts) so that their weights do not
+depend on the batch size or on how the state is split into parts.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ._counting import counted
 from .errors import InvalidInput, UnsupportedCombination
 from .gradients import Problem
 from .jet import taylor_coefficients
-from .solvers import ExplicitRK, PIController, Solution
+from .solvers import AcceptedStep, Solution, StepSolver, controller_of
 
 SAMPLING = ("unbiased", "biased")
 
@@ -49,10 +50,6 @@ class Regularizer(ABC):
     @abstractmethod
     def attach(self, problem: Problem) -> tuple[Problem, Callable[[Solution], tuple[Solution, Tensor]]]:
         """Prepare ``problem`` for this regularizer; see the class docstring."""
-
-
-def _batch_size(y0: Tensor, shape: torch.Size) -> int:
-    return shape[0] if len(shape) >= 2 and shape[0] > 0 else 1
 
 
 @dataclass
@@ -80,16 +77,16 @@ class _Sampler:
     def __post_init__(self) -> None:
         self.draws = [None] * self.samples
 
-    def __call__(self, t0: float, t1: float, h: float, y0: Tensor, y1: Tensor, next_h: float) -> None:
+    def __call__(self, step: AcceptedStep) -> None:
         if self.biased:
             self.accepted += 1
             keep = torch.rand(self.samples, generator=self.generator) * self.accepted < 1.0
             for i in keep.nonzero().flatten().tolist():
-                self.draws[i] = Draw(t0, y0, h)
+                self.draws[i] = Draw(step.t0, step.y0.detach(), step.h)
         else:
             for i, t in enumerate(self.times):
-                if t1 == t:
-                    self.draws[i] = Draw(t1, y1, next_h)
+                if step.t1 == t:
+                    self.draws[i] = Draw(step.t1, step.y1.detach(), step.next_h)
 
 
 class LocalRegularization(Regularizer):
@@ -133,7 +130,7 @@ class LocalRegularization(Regularizer):
         """Sample t₁ (unbiased: as forced stops) and observe the forward solve; the returned
         function re-executes the sampled steps and returns their mean weighted estimate."""
         solver = problem.solver
-        if not (isinstance(solver, ExplicitRK) and solver.error_estimate):
+        if not (isinstance(solver, StepSolver) and solver.error_estimate and solver.evaluations_per_step):
             name = getattr(solver, "name", solver)
             raise UnsupportedCombination(
                 f"local regularization re-executes one step of an adaptive method with its embedded "
@@ -146,12 +143,12 @@ class LocalRegularization(Regularizer):
             u = torch.rand(self.samples, generator=self.generator, dtype=torch.float64).tolist()
             times = [t0 + (t_end - t0) * float(x) for x in u]
         sampler = _Sampler(times, self.samples, self.sampling == "biased", self.generator)
-        config = replace(problem.config, stops=(*problem.config.stops, *times), observer=sampler)
+        config = replace(problem.config, stops=(*problem.config.stops, *times)).with_observer(sampler)
 
         def finish(solution: Solution) -> tuple[Solution, Tensor]:
             self.last_draws = [draw for draw in sampler.draws if draw is not None]
             terms = [self._term(problem, draw) for draw in self.last_draws]
-            solution.stats.nfe_forward += len(terms) * _step_cost(solver)
+            solution.stats.nfe_forward += len(terms) * (solver.evaluations_per_step + 1)  # init + one step
             if not terms:  # a solve of zero length takes no step
                 return solution, problem.y0.new_zeros(())
             return solution, torch.stack(terms).mean()
@@ -159,26 +156,18 @@ class LocalRegularization(Regularizer):
         return replace(problem, config=config), finish
 
     def _term(self, problem: Problem, draw: Draw) -> Tensor:
-        solver: ExplicitRK = problem.solver
+        solver: StepSolver = problem.solver
         config = problem.config
         func = counted(problem.func, problem.t.dtype)
         with torch.enable_grad():
             y = draw.y.detach()
             result = solver.step(func, draw.t, draw.h, y, solver.init(func, draw.t, y))
-            controller = config.controller or PIController()
-            error = controller.scaled_error(y, result.y1, result.error, config.rtol, config.atol, config.norm)
+            error = controller_of(config).scaled_error(y, result.y1, result.error, config.rtol, config.atol,
+                                                       config.norm)
             term = self.error * error * abs(draw.h)
             if self.stiffness:
-                y_start, stages = result.dense_info
-                inputs = solver.stage_inputs(y_start, stages, draw.h)
-                term = term + self.stiffness * solver.stiffness(inputs, stages, draw.h)
+                term = term + self.stiffness * result.stiffness()
         return term
-
-
-def _step_cost(solver: ExplicitRK) -> int:
-    """Evaluations of func in one re-executed step: init plus the stages after the first."""
-    tab = solver.tableau
-    return len(tab.c) + (0 if tab.fsal else 1)
 
 
 class _AugmentedField:
@@ -215,14 +204,17 @@ def _augment(problem: Problem, terms: int, integrand: Callable[[Tensor, Tensor, 
     shape = problem.y0.shape
     field_ = _AugmentedField(problem.func, shape, integrand, needs_y_graph)
     y0 = torch.cat([problem.y0.reshape(-1), problem.y0.new_zeros(terms)])
-    batch = _batch_size(problem.y0, shape)
+    def state(augmented: Tensor) -> Tensor:  # [*lead, size + terms] -> [*lead, *shape]
+        return augmented[..., :field_.size].reshape(*augmented.shape[:-1], *shape)
 
     def finish(solution: Solution) -> tuple[Solution, Tensor]:
         ys = solution.ys
         accumulated = ys[-1, field_.size:]
-        solution.ys = ys[:, :field_.size].reshape(len(ys), *shape)
+        solution.ys = state(ys)
+        if solution.dense is not None:
+            solution.dense.map_output(state)
         direction = 1.0 if float(problem.t[-1]) >= float(problem.t[0]) else -1.0
-        return solution, direction * (weights.to(accumulated) * accumulated).sum() / batch
+        return solution, direction * (weights.to(accumulated) * accumulated).sum() / problem.batch_size
 
     return replace(problem, func=field_, y0=y0), finish
 

@@ -1,5 +1,9 @@
 """(5) Batch independence: solving a batch gives each sample's own gradient with respect to its
-y0, and the sum of the per-sample gradients with respect to parameters and t."""
+y0, and the sum of the per-sample gradients with respect to parameters and t. Fixed-step methods
+take the same steps for a batch as for each sample, so they agree to round-off — except with
+``interp``, which fits its Chebyshev pieces to a tolerance over the whole batch (measured: 1.8e-7
+on rk4); adaptive methods share one step size across the batch. Those agree within their error
+bounds."""
 
 from __future__ import annotations
 
@@ -9,12 +13,16 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from odegrad.solvers import get_solver
 from odegrad.testing import RandomProjectionLoss, expected_error, relative_disagreement, run_pair
 from odegrad.testing.strategies import ODECase, ode_cases
 
-from ._support import Check, check_pairs
+from ._support import Check, check_pairs, fits_to_tolerance
 
 BATCHES = st.one_of(st.tuples(st.integers(2, 3)), st.just((2, 2)))
+ROUNDOFF = 1e-11
+"""Relative float64 round-off of ≤ 10⁴ operations whose summation order differs between a batched
+and an unbatched solve."""
 
 
 def _sample(x, index, lead: int):
@@ -53,6 +61,8 @@ def test_batch_independence(case: ODECase):
             worst_single = max(worst_single, expected_error(method, settings, case.span, case.scale,
                                                             steps=2 * one.steps))
         disagreement, where = relative_disagreement(whole.grads, assembled)
+        if not (get_solver(method).error_estimate or fits_to_tolerance(gradient)):
+            return [Check("batch gradient vs per-sample gradients (same steps)", disagreement, ROUNDOFF, where)]
         tolerance = worst_single + expected_error(method, settings, case.span, case.scale, steps=2 * whole.steps)
         return [Check("batch gradient vs per-sample gradients", disagreement, tolerance, where)]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -15,7 +17,7 @@ from torch import nn
 from odegrad import solve
 from odegrad.errors import ExportError
 from odegrad.models import NeuralODE
-from odegrad.solvers import PIController
+from odegrad.solvers import ALL_TABLEAUX, ExplicitRK, PIController
 
 RTOL, ATOL = 1e-5, 1e-8
 
@@ -67,6 +69,18 @@ def test_first_step_option_and_pi_gains_are_followed():
         torch.testing.assert_close(ys, model(x), rtol=1e-12, atol=1e-12)
     assert (int(accepted), int(rejected)) == _eager_steps(model, x)
     assert int(rejected) > 0  # a first step of 1.0 is too long at this tolerance
+
+
+def test_step_t_and_a_tableau_that_is_not_fsal_take_the_eager_steps():
+    """The traced driver lands on step_t stops as the eager one does, and drives any adaptive
+    step solver: here Heun–Euler 2(1), an embedded pair whose last stage is not reused."""
+    heun_euler = ExplicitRK(replace(ALL_TABLEAUX["heun"], name="heun_euler", b_error=(-0.5, 0.5)))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    for model in (_model("dopri5", 14, step_t=[0.7, 0.2]), _model(heun_euler, 15)):
+        with torch.no_grad():
+            ys, accepted, rejected = AdaptiveNeuralODE(model, with_counts=True)(x)
+            torch.testing.assert_close(ys, model(x), rtol=1e-12, atol=1e-12)
+        assert (int(accepted), int(rejected)) == _eager_steps(model, x)
 
 
 def test_max_steps_leaves_unreached_times_nan():
@@ -122,7 +136,7 @@ def test_to_onnx_exports_adaptive_neural_ode(method, options, tmp_path):
 def test_unsupported_adaptive_exports_are_refused(tmp_path):
     with pytest.raises(ExportError, match="adaptive"):
         to_torchscript(_model("dopri5", 11), torch.randn(2, 3, dtype=torch.float64), tmp_path / "m.pt")
-    with pytest.raises(ExportError, match="step_t"):
-        AdaptiveNeuralODE(_model("dopri5", 12, step_t=[0.5]))
+    with pytest.raises(ExportError, match="jump_t"):
+        AdaptiveNeuralODE(_model("dopri5", 12, jump_t=[0.5]))
     with pytest.raises(ExportError, match="supported methods"):
         AdaptiveNeuralODE(_model("rk4", 13))

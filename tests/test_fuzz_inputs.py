@@ -222,7 +222,8 @@ def test_tlnode_raises_only_odegrad_errors(order, steps, horizon, t0, remainder,
 _ARGV = st.lists(st.sampled_from([
     "demo", "export", "serve-check", "check", "--help", "--version", "--iters", "0", "-1", "x",
     "/nonexistent/model.pt", "/dev/null", ".", "--format", "onnx", "torchscript", "--batch-sizes",
-    "--rtol", "nan", "--dtype", "float16", "mymodule:make", ".mymodel:make", "os:getcwd",
+    "--rtol", "nan", "--dtype", "float16", "mymodule:make", ".mymodel:make", "os:getcwd", "--threads",
+    "--out", "--atol", "--import", "exits_at_import",
 ]), max_size=5)
 
 
@@ -231,9 +232,11 @@ _ARGV = st.lists(st.sampled_from([
 def test_cli_exits_with_a_status_never_a_traceback(argv, tmp_path_factory):
     from odegrad.cli import main
 
-    if argv[:1] == ["demo"] and not any(a in argv for a in ("--help", "x", "-1", "nan", "--version")):
+    if argv[:1] == ["demo"] and not any(a in argv for a in ("--help", "x", "-1", "nan", "--version", "0",
+                                                            "/dev/null", "exits_at_import")):
         return  # a real demo run trains for tens of seconds; tests/test_tlnode.py covers it
     out = tmp_path_factory.mktemp("cli")
+    (out / "exits_at_import.py").write_text("import sys\nsys.exit()\n")
     cwd = os.getcwd()
     TRIED["cli"] += 1
     os.chdir(out)
@@ -278,3 +281,130 @@ def test_export_and_save_raise_only_odegrad_errors(model, example, target, kind,
         return (to_onnx if kind == "onnx" else to_torchscript)(net, x, path)
 
     _only_odegrad_errors("export/save", run)
+
+
+class _Unowned(nn.Module):
+    """Uses a trainable tensor it does not register."""
+
+    def __init__(self, scale: torch.Tensor):
+        super().__init__()
+        self.lin = nn.Linear(2, 2).double()
+        self.scale = scale
+
+    def forward(self, t, y):
+        return self.scale * torch.tanh(self.lin(y))
+
+
+def _gradient_case(case: str, gradient: str):
+    """One of issue 24's gradient inputs; returns (dL/dw by ``gradient``, by direct) or raises."""
+    from odegrad.regularization import Kinetic
+
+    d = torch.float64
+    w = torch.tensor([[-1.0, 0.3], [0.2, -0.5]], dtype=d, requires_grad=True)
+    y0, t = torch.ones(3, 2, dtype=d), torch.tensor([0.0, 0.5, 1.0], dtype=d)
+
+    def grad(gradient_):
+        w.grad = None
+        if case == "twice":
+            ys = odegrad.odeint(lambda tt, y: torch.tanh(y @ w.T), y0, t, gradient=gradient_, params=[w, w])
+        elif case == "unowned":
+            ys = odegrad.odeint(_Unowned(w), y0, t, gradient=gradient_)
+        elif case == "double_backward":
+            ys = odegrad.odeint(lambda tt, y: torch.tanh(y @ w.T), y0, t, gradient=gradient_, params=w)
+            (g,) = torch.autograd.grad(ys.sum(), w, create_graph=True)
+            return torch.autograd.grad(g.pow(2).sum(), w)[0]
+        elif case == "non_leaf":
+            m = 2 * w
+            ys = odegrad.odeint(lambda tt, y: y @ m.T, y0, t, gradient=gradient_, params=[w])
+        elif case == "float64_output":
+            ys = odegrad.odeint(lambda tt, y: torch.tanh(y @ w.T.float()).double(), y0.float(), t.float(),
+                                gradient=gradient_, params=[w])
+        elif case == "jump":
+            ys = odegrad.odeint(lambda tt, y: torch.tanh(y @ w.T) * torch.where(tt < 0.3, 1.0, -1.0), y0, t,
+                                gradient=gradient_, params=w, options={"jump_t": [0.3]})
+        elif case == "kinetic_tuple":
+            sol = odegrad.solve(lambda tt, y: (torch.tanh(y[0] @ w.T), -y[1]), (y0, y0[:, :1]), t,
+                                gradient=gradient_, params=w, regularization=Kinetic(jacobian=0.0))
+            return torch.autograd.grad(sol.regularization, w)[0]
+        return torch.autograd.grad(ys.sum(), w)[0]
+
+    return grad(gradient), grad("direct")
+
+
+@FUZZ
+@given(case=st.sampled_from(["twice", "unowned", "double_backward", "non_leaf", "float64_output", "jump",
+                             "kinetic_tuple"]),
+       gradient=st.sampled_from(["backsolve", "gq", "interp"]))
+def test_gradient_inputs_give_the_direct_gradient_or_an_odegrad_error(case, gradient):
+    result = _only_odegrad_errors("gradients", lambda: _gradient_case(case, gradient))
+    if result is not None:
+        got, expected = result
+        assert torch.allclose(got.double(), expected.double(), rtol=1e-3, atol=1e-5), (case, gradient)
+
+
+_NAN = float("nan")
+
+
+@FUZZ
+@given(event=st.sampled_from(["nan", "nan_later", "never", "fires"]),
+       field=st.sampled_from(["decay", "still", "oscillating"]),
+       span=st.sampled_from([[0.0], [0.0, 2.0], [0.0, -1.0]]),
+       evaluate=st.sampled_from([None, [], [0.5], [[0.1, 0.2]]]))
+def test_events_and_dense_output_raise_only_odegrad_errors(event, field, span, evaluate):
+    d = torch.float64
+    fn = {"nan": lambda t, y: y[0] * _NAN,
+          "nan_later": lambda t, y: torch.where(t.abs() < 0.5, y[0] + 2.0, torch.full((), _NAN, dtype=d)),
+          "never": lambda t, y: y[0] + 2.0, "fires": lambda t, y: y[0] - 0.5}[event]
+    func = {"decay": _decay, "still": lambda t, y: torch.zeros_like(y),
+            "oscillating": lambda t, y: torch.sin(20 * t) * y}[field]
+
+    def run():
+        et, ys = odegrad.odeint(func, torch.ones(2, dtype=d), torch.tensor(span, dtype=d), event_fn=fn,
+                                options={"max_steps": 500})
+        assert math.isfinite(float(et)) and bool(torch.isfinite(ys).all())
+        if evaluate is not None:
+            sol = odegrad.solve(func, torch.ones(2, dtype=d), torch.tensor([0.0, 1.0], dtype=d), dense=True)
+            out = sol.evaluate(torch.tensor(evaluate, dtype=d))
+            assert out.shape == (*torch.tensor(evaluate).shape, 2)
+
+    _only_odegrad_errors("events/dense", run)
+
+
+def _crafted_file(root, edit: str):
+    from odegrad.export import MLPField, save_model
+
+    path = root / "m.pt"
+    if edit == "random_bytes":
+        path.write_bytes(bytes(range(256)) * 8)
+        return path
+    model = nn.Sequential(nn.Linear(2, 3), nn.GELU(), TLNODE(MLPField(3, hidden=4, layers=1)), nn.Linear(3, 1))
+    save_model(model, path, torch.randn(2, 2))
+    payload = torch.load(path, weights_only=True)
+    config = json.loads(payload["config"])
+    arch = config["architecture"]
+    nested = {"type": "Identity"}
+    for _ in range(450):
+        nested = {"type": "Sequential", "layers": [nested]}
+    {"input_shape": lambda: config.update(input_shape=[2.9]),
+     "huge_input": lambda: config.update(input_shape=[2 ** 20, 16]),
+     "gelu": lambda: arch["layers"][1].update(approximate="evil"),
+     "keyword": lambda: arch["layers"][1].update(inplace=True),
+     "layers": lambda: arch["layers"][2]["func"]["config"].update(layers=10 ** 7),
+     "order": lambda: arch["layers"][2].update(order=10 ** 6),
+     "deep": lambda: config.update(architecture=nested),
+     "valid": lambda: None, "deep_json": lambda: None}[edit]()
+    payload["config"] = "[" * 50_000 + "]" * 50_000 if edit == "deep_json" else json.dumps(config)
+    torch.save(payload, path)
+    return path
+
+
+@settings(max_examples=40 if DEV else 10, deadline=None, derandomize=not DEV, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(edit=st.sampled_from(["input_shape", "huge_input", "gelu", "keyword", "layers", "order", "deep",
+                             "deep_json", "random_bytes", "valid"]))
+def test_crafted_model_files_raise_only_odegrad_errors(edit, tmp_path_factory):
+    from odegrad.export import load_model
+
+    path = _crafted_file(tmp_path_factory.mktemp("crafted"), edit)
+    loaded = _only_odegrad_errors("crafted files", lambda: load_model(path))
+    assert (loaded is not None) == (edit == "valid"), edit

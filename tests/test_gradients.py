@@ -188,3 +188,32 @@ def test_adjoint_backends_follow_an_explicit_fixed_grid(gradient, mlp_field):
     adjoint = _grads(mlp_field, y0, t, gradient, "rk4", options=options)
     for a, b in zip(direct, adjoint):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_registered_adjoint_backend_is_reached_from_odeint_adjoint(monkeypatch):
+    """One registry serves odeint and odeint_adjoint: a backend added with register_backend is
+    built by both, odeint_adjoint's adjoint_* settings applied to it."""
+    from odegrad.gradients import Backsolve, register_backend
+
+    class Counting(Backsolve):
+        built: list = []
+
+        def backward_pass(self, problem, ys, context, grad_ys):
+            Counting.built.append((self.rtol, self.seminorm))
+            return super().backward_pass(problem, ys, context, grad_ys)
+
+    monkeypatch.setattr(odegrad.gradients, "_REGISTRY", dict(odegrad.gradients._REGISTRY))
+    register_backend("counting", Counting)
+    field = torch.nn.Linear(2, 2).double()
+    y0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    ys = odegrad.odeint_adjoint(lambda t, y: field(y), y0, t, gradient="counting", adjoint_rtol=1e-8,
+                                adjoint_options={"norm": "seminorm"}, adjoint_params=tuple(field.parameters()))
+    ys.sum().backward()
+    assert Counting.built == [(1e-8, True)]
+    expected = odegrad.odeint_adjoint(lambda t, y: field(y), y0, t, adjoint_rtol=1e-8,
+                                      adjoint_params=tuple(field.parameters()))
+    (expected_grad,) = torch.autograd.grad(expected.sum(), y0)
+    torch.testing.assert_close(y0.grad, expected_grad)
+    with pytest.raises(odegrad.errors.InvalidInput, match="'counting'"):
+        odegrad.odeint_adjoint(lambda t, y: field(y), y0, t, gradient="direct")

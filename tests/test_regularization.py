@@ -55,8 +55,7 @@ def _reexecuted_term(field, draw, stiffness: float = 0.0) -> torch.Tensor:
     term = PIController.scaled_error(draw.y, result.y1, result.error, 1e-6, 1e-8, odegrad.solvers.rms_norm)
     term = term * abs(draw.h)
     if stiffness:
-        y_start, stages = result.dense_info
-        term = term + stiffness * solver.stiffness(solver.stage_inputs(y_start, stages, draw.h), stages, draw.h)
+        term = term + stiffness * result.stiffness()
     return term
 
 

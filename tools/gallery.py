@@ -54,6 +54,7 @@ EXAMPLES = (
     Example("regularization.py", "Local regularization: fewer solver steps", ("--quick", "--no-progress")),
     Example("sde_ou_gbm.py", "Neural SDEs: an OU process and a GBM"),
     Example("export_onnx.py", "Export to ONNX and serve with onnxruntime"),
+    Example("stiff_robertson.py", "Stiff kinetics: Robertson's rate constants with an implicit solver"),
 )
 
 

@@ -25,7 +25,8 @@ property suite does not run an alias twice."""
 
 
 def register_backend(name: str, factory: Callable[[], Backend]) -> None:
-    """Make ``odeint(gradient=name)`` build ``factory()``; property tests pick it up."""
+    """Make ``odeint(gradient=name)`` build ``factory()`` (and ``odeint_adjoint(gradient=name)``,
+    with the ``adjoint_*`` settings, when it is an :class:`AdjointBackend`); property tests pick it up."""
     _REGISTRY[name] = factory
 
 

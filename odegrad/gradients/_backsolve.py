@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice
-from ..solvers import Solution
+from ..solvers import JacobianStructure, Solution
 from ._base import (
     AdjointBackend,
     BlockNorm,
@@ -38,6 +38,7 @@ class Backsolve(AdjointBackend):
     """
 
     name = "backsolve"
+    seminorm_option = True
 
     def __init__(self, rtol: float | None = None, atol: float | None = None,
                  method=None, seminorm: bool = False, on_drift: str = "raise"):
@@ -63,6 +64,8 @@ class Backsolve(AdjointBackend):
             f, vjp_y, vjp_params = func_vjp(func, tt, y, a, params)
             return torch.cat([f.reshape(-1), -vjp_y.reshape(-1), -flat_cat(vjp_params, state)])
 
+        augmented.jacobian_structure = JacobianStructure(implicit_size=2 * n)  # implicit methods: g is a tail
+
         times = t.tolist()
         a = grad_ys[-1]
         g = problem.y0.new_zeros(sizes[2])
@@ -75,7 +78,7 @@ class Backsolve(AdjointBackend):
             config = continue_steps(solver, config, sol, problem.config)
             end = sol.ys[-1]
             check_reverse_drift(self.name, end[:n].view(shape), ys, i - 1, times[i - 1], problem,
-                                config, self.on_drift)
+                                config, self.on_drift, sol.stats.steps_accepted)
             a = end[n:2 * n].view(shape) + grad_ys[i - 1]
             g = end[2 * n:]
         return a, split_like(g, params), nfe

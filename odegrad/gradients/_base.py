@@ -14,6 +14,7 @@ zero gradients for unused parameters — lives here once.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from .._checks import check_non_negative
 from .._counting import check_func_output
-from ..errors import NonFiniteValue, ReverseSolveDrift, UnsupportedCombination
+from ..errors import InvalidInput, NonFiniteValue, ReverseSolveDrift, UnsupportedCombination
 from ..solvers import IntegrationConfig, Integrator, Solution, bad_batch_entries, fixed_grid, get_solver, rms_norm
 
 
@@ -41,6 +42,9 @@ class Problem:
         config: the forward solve's configuration.
         params: the tensors gradients are taken with respect to (func's parameters).
         keep_dense: the forward solve also returns its dense output (``Solution.dense``).
+        batch_size: the number of batch entries of the user's state (the first dimension of a
+            state, or of every part of a tuple state, with two or more dimensions; else 1), by
+            which batch-averaged terms (regularizers) divide.
     """
 
     func: Any
@@ -50,6 +54,7 @@ class Problem:
     config: IntegrationConfig
     params: tuple[Tensor, ...]
     keep_dense: bool = False
+    batch_size: int = 1
 
     def with_y0(self, y0: Tensor) -> Problem:
         """The same problem from another initial state."""
@@ -78,10 +83,30 @@ def func_vjp(func, t: Tensor, y: Tensor, a: Tensor, params: tuple[Tensor, ...]
         f = check_func_output(func(t, y), y)
         if not f.requires_grad:
             return f.detach(), torch.zeros_like(y), tuple(torch.zeros_like(p) for p in params)
-        grads = torch.autograd.grad(f, (y, *params), a, allow_unused=True)
+        grads = vjp(f, (y, *params), a)
     vjp_y = grads[0] if grads[0] is not None else torch.zeros_like(y)
     vjp_params = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads[1:], params))
     return f.detach(), vjp_y, vjp_params
+
+
+def vjp(f: Tensor, inputs: tuple[Tensor, ...] | list[Tensor], v: Tensor) -> tuple[Tensor | None, ...]:
+    """``vᵀ ∂f/∂inputs`` by ``torch.autograd.grad`` (None for inputs f does not use).
+
+    Raises:
+        InvalidInput: f reaches ``inputs`` through a graph built before the solve (func closes over
+            a non-leaf tensor computed from params), which the first backward pass freed.
+    """
+    try:
+        return torch.autograd.grad(f, inputs, v, allow_unused=True)
+    except RuntimeError as error:
+        if "backward through the graph a second time" not in str(error):
+            raise
+        raise InvalidInput(
+            "func", "a func that uses a tensor computed from params before the solve (a non-leaf "
+            "tensor, e.g. m = 2 * W in its closure)", "a func that computes everything from params "
+            "on each call", hint="adjoint-type backends backpropagate through func once per "
+            "evaluation, and the graph behind such a tensor is freed after the first. Compute it "
+            "inside func, pass that tensor itself in params=, or use gradient='direct'") from None
 
 
 def require_finite(x: Tensor, what: str, *, t: float | None = None, phase: str = "backward") -> None:
@@ -91,36 +116,57 @@ def require_finite(x: Tensor, what: str, *, t: float | None = None, phase: str =
 
 
 REVERSE_DRIFT_FACTOR = 1e3
-"""How far (in tolerance units, |Δy| / (atol + rtol·|y|)) the state rebuilt by a backward solve may
-miss the stored forward state at a segment start. A stable reverse solve misses by the forward
-plus backward global errors, each a few local tolerances per step, so tens to hundreds of units;
-an unstable one (dissipative dynamics run backwards) misses by 1e6 to 1e40."""
+"""How many tolerance units (see :func:`drift_unit`) the state rebuilt by a backward solve may miss
+the stored forward state by. The miss relative to the trajectory's magnitude is, to first order,
+the relative error it puts into the gradient (the vector–Jacobian products are evaluated at the
+rebuilt state: for a field linear in y the parameter gradient ∫ a yᵀ dt errs by exactly
+∫ a Δyᵀ dt), and a unit is the relative accuracy the solves can deliver; so 1000 units allow a
+gradient three orders of magnitude less accurate than the solve before refusing. A stable reverse
+solve misses by the forward plus backward errors of one stretch, a few units (measured on
+torchdiffeq's y' = y³A test: about 3.5 in float64, up to 15 in float32); an unstable one
+(dissipative dynamics run backwards) by 1e5 to 1e49 (y' = diag(−1, −λ) y, λ = 10 / 30 / 60)."""
 FIXED_STEP_DRIFT_RTOL = 1e-3
 """Tolerance unit of the drift check for fixed-step methods, whose accuracy no tolerance states."""
 
 
+def drift_unit(rtol: float, atol: float, scale: float, dtype: torch.dtype, steps: int) -> float:
+    """The absolute miss one tolerance unit of the drift check stands for, on a trajectory of
+    magnitude ``scale`` (max |y| over the stored outputs) rebuilt by ``steps`` backward steps.
+
+    It is the larger of what the tolerances ask for, ``atol + rtol·scale`` (on the trajectory's
+    magnitude, not per component: the global error of a component passing through zero holds the
+    errors of the components it couples to), and what ``dtype`` can represent over the solve:
+    each step rounds the state once, by about eps·|y|, so ``steps`` backward steps and the about
+    as many forward steps over the same stretch accumulate ``eps·sqrt(2·steps)·scale`` (rounding
+    errors add as a random walk; the factor :data:`REVERSE_DRIFT_FACTOR` covers systematic
+    rounding). Without this floor a float32 solve at rtol 1e-7 — finer than float32 resolves —
+    reads its rounding as drift."""
+    roundoff = torch.finfo(dtype).eps * math.sqrt(2 * max(steps, 1)) * scale
+    return max(atol + rtol * scale, roundoff, torch.finfo(dtype).tiny)
+
+
 def check_reverse_drift(backend: str, rebuilt: Tensor, ys: Tensor, segment: int, t_start: float,
-                        problem: Problem, config: IntegrationConfig, on_drift: str) -> None:
-    """Compare the state a backward solve (configured by ``config``) rebuilt at the start of
-    observation segment ``segment`` (time ``t_start``) with the stored forward state
-    ``ys[segment]``; past :data:`REVERSE_DRIFT_FACTOR` tolerance units raise
-    :class:`ReverseSolveDrift` (or warn). The unit is the looser of the forward and backward
-    tolerances (the miss holds both solves' errors); for fixed-step methods it is
-    :data:`FIXED_STEP_DRIFT_RTOL` relative to the state and to the largest stored state (their
-    error scales with the trajectory, also where it passes near zero)."""
+                        problem: Problem, config: IntegrationConfig, on_drift: str, steps: int) -> None:
+    """Compare the state a backward solve (configured by ``config``) rebuilt at output time
+    ``t_start`` with the stored forward state ``ys[segment]``, after ``steps`` accepted backward
+    steps since y was last taken from the stored outputs; past :data:`REVERSE_DRIFT_FACTOR` units
+    of :func:`drift_unit` raise :class:`ReverseSolveDrift` (or warn). The tolerances are the
+    looser of the forward and backward ones (the miss holds both solves' errors); for fixed-step
+    methods, whose accuracy no tolerance states, :data:`FIXED_STEP_DRIFT_RTOL`."""
     stored = ys[segment]
     if problem.solver.error_estimate:
         (rtol, atol), (forward_rtol, forward_atol) = config.scalar_tolerances(), problem.config.scalar_tolerances()
         rtol, atol = max(rtol, forward_rtol), max(atol, forward_atol)
     else:
-        rtol, atol = FIXED_STEP_DRIFT_RTOL, FIXED_STEP_DRIFT_RTOL * float(ys.abs().max())
-    scale = atol + rtol * stored.abs()
-    drift = float(((rebuilt - stored).abs() / scale.clamp_min(torch.finfo(stored.dtype).tiny)).max())
+        rtol, atol = FIXED_STEP_DRIFT_RTOL, 0.0
+    unit = drift_unit(rtol, atol, float(ys.abs().max()), stored.dtype, steps)
+    drift = float((rebuilt - stored).abs().max()) / unit
     if drift <= REVERSE_DRIFT_FACTOR:
         return
     message = (f"gradient={backend!r}: the state rebuilt by solving backwards misses the forward "
                f"state at the start of observation segment {segment} (t={t_start:.6g}) by {drift:.3g} "
-               f"tolerance units (allowed {REVERSE_DRIFT_FACTOR:g}): the dynamics are unstable in "
+               f"tolerance units (allowed {REVERSE_DRIFT_FACTOR:g}; a unit is atol + rtol·max|y|, "
+               f"at least the {stored.dtype} rounding of {steps} steps): the dynamics are unstable in "
                f"reverse time (e.g. dissipative), so these gradients would be wrong. Use "
                f"gradient='interp' (no reverse solve of y) or 'direct'")
     if on_drift == "raise":
@@ -215,10 +261,32 @@ class AdjointBackend(Backend):
         self.atol = atol
         self.method = method
 
+    seminorm_option: bool = False
+    """Whether the backend has a ``seminorm`` setting (its backward state holds a parameter
+    integral that the error norm may leave out); a backend without it always uses a seminorm or
+    needs none."""
+
     def with_method(self, method: str | Integrator) -> AdjointBackend:
         """A copy of this backend whose backward solves use ``method``."""
+        return self.with_settings(method=method)
+
+    def with_settings(self, *, rtol: float | None = None, atol: float | None = None,
+                      method: str | Integrator | None = None, seminorm: bool | None = None) -> AdjointBackend:
+        """A copy of this backend with the given backward-solve settings (None keeps the current
+        one): what ``odeint_adjoint``'s ``adjoint_rtol``/``adjoint_atol``/``adjoint_method`` and
+        ``adjoint_options={"norm": "seminorm"}`` set on any registered adjoint-type backend.
+
+        Raises:
+            InvalidInput: a negative tolerance.
+        """
         configured = copy.copy(self)
-        configured.method = method
+        for name, value in (("rtol", rtol), ("atol", atol)):
+            if value is not None:
+                setattr(configured, name, check_non_negative(f"{type(self).__name__} {name}", value))
+        if method is not None:
+            configured.method = method
+        if seminorm is not None and self.seminorm_option:
+            configured.seminorm = bool(seminorm)
         return configured
 
     def backward_solver(self, problem: Problem) -> Integrator:
@@ -256,6 +324,7 @@ class AdjointBackend(Backend):
                       ) -> tuple[Tensor, tuple[Tensor, ...], int]:
         """Return (dL/dy0, dL/dθ per param, NFE spent) given dL/dys of shape [len(t), *y0.shape]."""
 
+    @torch.compiler.disable(recursive=True)
     def solve(self, problem: Problem) -> Solution:
         """Solve by ``forward_pass`` inside an autograd Function whose backward calls
         ``backward_pass``; its NFE is added to ``Solution.stats.nfe_backward`` when it runs.
@@ -286,6 +355,12 @@ class _AdjointFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys: Tensor):
+        if torch.is_grad_enabled():  # autograd enables grad in backward only for create_graph=True
+            raise UnsupportedCombination(
+                f"gradient={ctx.backend.name!r} with a differentiable backward pass (create_graph=True, "
+                "e.g. torch.autograd.grad for a gradient penalty or a Hessian-vector product): its "
+                "hand-written backward pass is not differentiable, so the second-order terms would "
+                "silently be missing; use gradient='direct'")
         (ys,) = ctx.saved_tensors
         require_finite(grad_ys, "the incoming gradient dL/dys (from the loss, upstream of odeint)",
                        phase="incoming gradient")

@@ -52,7 +52,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_int, check_non_negative
 from ..errors import InterpolationError, InvalidInput
-from ..solvers import CountedFunc, IntegrationConfig, Solution, fixed_grid
+from ..solvers import AcceptedStep, CountedFunc, IntegrationConfig, JacobianStructure, Solution, fixed_grid
 from ._barycentric import ChebyshevInterpolant, chebyshev_extrema, to_interval
 from ._base import (
     AdjointBackend,
@@ -78,7 +78,7 @@ _FIXED_STEP_CHECK_ATOL = 1e-6
 
 
 class _StepWindows:
-    """The ``IntegrationConfig.event`` hook of the forward solve (integrators with dense output):
+    """The observer (``IntegrationConfig.observers``) of the forward solve (integrators with dense output):
     keeps the accepted steps not yet covered by fitted pieces — each step's end and interpolant
     ``at`` — and fits pieces as the solve goes: an observation segment when its end is reached,
     and a piece of a long segment whenever ``backend.window`` steps have gathered; the steps
@@ -106,10 +106,11 @@ class _StepWindows:
         self.stretches: deque[tuple[int, int, Tensor, float | None]] = deque()
         self.checkpoints = 0
 
-    def __call__(self, t0: float, t1: float, y0: Tensor, y1: Tensor, at) -> None:
+    def __call__(self, step: AcceptedStep) -> None:
+        t1 = step.t1
         self.ends.append(self.direction * t1)
-        self.steps.append(at)
-        self.last_step = abs(t1 - t0)
+        self.steps.append(step.at)
+        self.last_step = abs(t1 - step.t0)
         while self.segment < len(self.times) - 1 and self.direction * (self.times[self.segment + 1] - t1) <= 0:
             self._fit(self.times[self.segment + 1])
             self.segment, self.first_count = self.segment + 1, None
@@ -283,6 +284,8 @@ class _AdjointSystem:
         self.trajectory = trajectory
         self.params = problem.params
         self.shape, self.size = problem.y0.shape, problem.y0.numel()
+        # implicit methods: Jacobian by finite differences (func_vjp), over a only (g is a quadrature tail)
+        self.jacobian_structure = JacobianStructure(implicit_size=self.size)
 
     def __call__(self, t: float | Tensor, state: Tensor) -> Tensor:
         y = self.trajectory(t)
@@ -374,6 +377,7 @@ class Interpolation(AdjointBackend):
     """
 
     name = "interp"
+    seminorm_option = True
 
     def __init__(self, nodes: int | None = None, *, min_nodes: int = 4, max_nodes: int = 64,
                  max_pieces: int = 64, window: int = 8, node_memory: int | None = None,
@@ -450,7 +454,7 @@ class Interpolation(AdjointBackend):
             budget = self.node_memory or adjoint_state_bytes(problem.y0, problem.params, NODE_MEMORY_STATES)
             windows = _StepWindows(self, times, rtol, atol, trajectory, problem.y0.detach(), budget)
             solution = problem.solver.integrate(problem.func, problem.y0, problem.t,
-                                                replace(problem.config, event=windows),
+                                                problem.config.with_observer(windows),
                                                 keep_dense=problem.keep_dense)
             trajectory.refit = partial(self._refit, problem, rtol, atol, trajectory)
         else:
@@ -476,7 +480,7 @@ class Interpolation(AdjointBackend):
         span = torch.tensor([checkpoint.a, checkpoint.b], dtype=torch.float64, device=checkpoint.y.device)
         with torch.no_grad():
             sol = problem.solver.integrate(CountedFunc(problem.func, problem.t.dtype), checkpoint.y, span,
-                                           replace(config, event=windows, observer=None, record_stiffness=False))
+                                           replace(config, observers=(windows,), record_stiffness=False))
         trajectory.refit_nfe += sol.stats.nfe_forward
         return part
 

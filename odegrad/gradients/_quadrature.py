@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -41,7 +40,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_int, check_positive
 from ..errors import InvalidInput, OdegradError
-from ..solvers import Integrator
+from ..solvers import AcceptedStep, Integrator, JacobianStructure
 from ._base import (
     AdjointBackend,
     BlockNorm,
@@ -51,6 +50,7 @@ from ._base import (
     continue_steps,
     func_vjp,
     same_steps_config,
+    vjp,
 )
 
 NODE_MEMORY_STATES = 8
@@ -75,6 +75,19 @@ def segment_rule(t_start: float, t_end: float, n: int) -> tuple[np.ndarray, np.n
     half = (t_start - t_end) / 2.0
     mid = (t_start + t_end) / 2.0
     return (mid + half * x)[::-1].copy(), (half * w)[::-1].copy()
+
+
+def piecewise_rule(t_start: float, t_end: float, jumps: tuple[float, ...], count) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`segment_rule` on each piece of ``[t_end, t_start]`` between the ``jumps`` inside it
+    (func, so the integrand aᵀ∂f/∂θ, may be discontinuous there: one Gauss–Legendre rule across a
+    jump converges slowly), ``count(length)`` nodes on a piece of that length; nodes ordered from
+    ``t_start`` towards ``t_end``."""
+    direction = 1.0 if t_start > t_end else -1.0
+    inside = sorted((j for j in jumps if direction * (t_start - j) > 0 and direction * (j - t_end) > 0),
+                    key=lambda j: -direction * j)
+    ends = [t_start, *inside, t_end]
+    rules = [segment_rule(a, b, count(abs(a - b))) for a, b in zip(ends[:-1], ends[1:])]
+    return np.concatenate([r[0] for r in rules]), np.concatenate([r[1] for r in rules])
 
 
 class GaussQuadrature(AdjointBackend):
@@ -172,20 +185,22 @@ class GaussQuadrature(AdjointBackend):
             f, vjp_y, _ = func_vjp(func, tt, state[:n].view(shape), state[n:].view(shape), ())
             return torch.cat([f.reshape(-1), -vjp_y.reshape(-1)])
 
+        adjoint_dynamics.jacobian_structure = JacobianStructure(implicit_size=2 * n)  # implicit methods
+
         times = t.tolist()
         span = abs(times[-1] - times[0])
         a = grad_ys[-1]
         nfe = 0
         for i in range(len(times) - 1, 0, -1):
-            k = self.node_count(abs(times[i] - times[i - 1]) / span, context)
-            node_times, weights = segment_rule(times[i], times[i - 1], k)
+            node_times, weights = piecewise_rule(times[i], times[i - 1], problem.config.jumps,
+                                                 lambda length: self.node_count(length / span, context))
             nodes = _SegmentNodes(torch.tensor(node_times, dtype=t.dtype, device=t.device), weights,
                                   times[i - 1] - times[i], quadrature if problem.params else None, shape)
             state = torch.cat([ys[i].reshape(-1), a.reshape(-1)])
             segment_config = same_steps_config(config, solver, times, times[i], times[i - 1])
             if solver.has_dense_output:
                 sol = solver.integrate(adjoint_dynamics, state, t[i - 1:i + 1].flip(0),
-                                       replace(segment_config, event=nodes.reached))
+                                       segment_config.with_observer(nodes.reached))
                 nodes.require_all_fed(solver)
             else:
                 # Nodes rounded to t's dtype may coincide (float32, many nodes): solve at distinct times.
@@ -197,7 +212,7 @@ class GaussQuadrature(AdjointBackend):
             nfe += sol.stats.nfe_forward
             config = continue_steps(solver, config, sol, problem.config)
             check_reverse_drift(self.name, sol.ys[-1, :n].view(shape), ys, i - 1, times[i - 1],
-                                problem, config, self.on_drift)
+                                problem, config, self.on_drift, sol.stats.steps_accepted)
             a = sol.ys[-1, n:].view(shape) + grad_ys[i - 1]
         grads = quadrature.result()
         return a, grads, nfe + quadrature.evaluations
@@ -219,19 +234,19 @@ class _SegmentNodes:
         self.size = shape.numel()
         self.next = 0
 
-    def reached(self, t0: float, t1: float, y0: Tensor, y1: Tensor, at) -> None:
-        """``IntegrationConfig.event`` hook, called after every accepted step: feed the nodes up
-        to the step's end ``t1`` (those the loop would output there), read off the step's
-        interpolant ``at``; returns None, so the solve never stops early."""
-        while self.next < len(self.floats) and self.direction * (self.floats[self.next] - t1) <= 0:
-            self.feed(at(self.floats[self.next]))
+    def reached(self, step: AcceptedStep) -> None:
+        """Observer (``IntegrationConfig.observers``), called after every accepted step: feed the
+        nodes up to the step's end (those the loop would output there), read off the step's
+        interpolant; returns None, so the solve never stops early."""
+        while self.next < len(self.floats) and self.direction * (self.floats[self.next] - step.t1) <= 0:
+            self.feed(step.at(self.floats[self.next]))
 
     def require_all_fed(self, solver: Integrator) -> None:
         """Raise if the solve skipped nodes (an integrator that never calls the ``event`` hook):
         the parameter gradient would silently miss their terms."""
         if self.next != len(self.floats):
             raise OdegradError(f"gq: the backward integrator {solver!r} handed over {self.next} of "
-                               f"{len(self.floats)} quadrature nodes; it must call IntegrationConfig.event "
+                               f"{len(self.floats)} quadrature nodes; it must call its IntegrationConfig.observers "
                                f"after every accepted step (or declare has_dense_output = False)")
 
     def feed(self, state: Tensor) -> None:
@@ -317,7 +332,9 @@ class _ParamQuadrature:
         wanted = [self.params[i] for i in self.wanted]
         if not f.requires_grad:
             return tuple(None for _ in wanted)
-        return torch.autograd.grad(f.to(weighted.dtype), wanted, weighted, allow_unused=True)  # f cast as y
+        with torch.enable_grad():  # the backward pass runs under no_grad: cast f (as y) on the graph
+            f = f.to(weighted.dtype)
+        return vjp(f, wanted, weighted)
 
 
 def _saved_bytes(evaluate, existing: tuple[Tensor, ...]):

@@ -14,15 +14,32 @@ from collections.abc import Callable
 from .._checks import bad_batch_entries
 from .._counting import CountedFunc, check_func_output, counted, is_tracing
 from ..errors import InvalidInput, UnknownName
-from ._base import DenseOutput, IntegrationConfig, Integrator, Solution, Stats, StepRecord, StepResult, rms_norm
-from ._controller import AdaptiveStepping, FixedStepping, PIController, fixed_grid
+from ._base import (
+    AcceptedStep,
+    DenseOutput,
+    IntegrationConfig,
+    Integrator,
+    Solution,
+    Stats,
+    StepRecord,
+    StepResult,
+    rms_norm,
+)
+from ._controller import AdaptiveStepping, FixedStepping, PIController, controller_of, fixed_grid
+from ._esdirk import ESDIRK, esdirk_factory, make_esdirk
+from ._implicit_base import ImplicitSolver
+from ._implicit_tableaux import ESDIRK_TABLEAUX
+from ._jacobian import JACOBIAN_MODES, JacobianStructure
 from ._loop import integrate_on_times, unroll
 from ._options import VALID_OPTIONS, make_config, times_option
 from ._rk import ExplicitRK, make_rk
+from ._rosenbrock import Rosenbrock, rodas4
+from ._scalars import exact_constants
 from ._static import StaticSolve, StaticTimes, require_unrollable
 from ._step_solver import StepSolver
 from ._tableaux import ALL_TABLEAUX, ButcherTableau
 from ._taylor import LearnedMidpoint, Taylor
+from ._traced import Status, integrate_traced, traced_constants, traced_unsupported
 
 _REGISTRY: dict[str, Callable[[], Integrator]] = {
     name: (lambda name=name: make_rk(name)) for name in ALL_TABLEAUX
@@ -35,6 +52,9 @@ def register_solver(name: str, factory: Callable[[], Integrator]) -> None:
 
 
 register_solver("taylor", Taylor)
+for _name in ESDIRK_TABLEAUX:
+    register_solver(_name, lambda name=_name: make_esdirk(name))
+register_solver("rodas4", rodas4)
 
 
 def solver_names() -> tuple[str, ...]:
@@ -73,15 +93,24 @@ rk4 = _rk_factory("rk4", "The classic Runge–Kutta method (order 4, fixed step)
 bosh3 = _rk_factory("bosh3", "Bogacki–Shampine 3(2) (adaptive)")
 dopri5 = _rk_factory("dopri5", "Dormand–Prince 5(4) (adaptive)")
 tsit5 = _rk_factory("tsit5", "Tsitouras 5(4) (adaptive)")
+kvaerno3 = esdirk_factory("kvaerno3", "Kværnø's ESDIRK 3(2), L-stable, for stiff problems (adaptive)")
+kvaerno4 = esdirk_factory("kvaerno4", "Kværnø's ESDIRK 4(3), L-stable, for stiff problems (adaptive)")
+kvaerno5 = esdirk_factory("kvaerno5", "Kværnø's ESDIRK 5(4), L-stable, for stiff problems (adaptive)")
+implicit_euler = esdirk_factory("implicit_euler", "The implicit Euler method (order 1, fixed step, L-stable)")
+trapezoid = esdirk_factory("trapezoid", "The trapezoidal rule (order 2, fixed step, A-stable)")
 
 
 __all__ = [
-    "ALL_TABLEAUX", "AdaptiveStepping", "ButcherTableau", "CountedFunc", "DenseOutput", "ExplicitRK",
+    "ALL_TABLEAUX", "AcceptedStep", "AdaptiveStepping", "ButcherTableau", "CountedFunc", "DenseOutput", "ESDIRK",
+    "ESDIRK_TABLEAUX", "ExplicitRK", "ImplicitSolver", "JACOBIAN_MODES", "JacobianStructure", "Rosenbrock",
     "FixedStepping", "IntegrationConfig", "Integrator", "LearnedMidpoint", "PIController", "Solution",
-    "StaticSolve", "StaticTimes", "Stats", "StepRecord", "StepResult", "StepSolver", "Taylor", "VALID_OPTIONS",
+    "StaticSolve", "StaticTimes", "Stats", "Status", "StepRecord", "StepResult", "StepSolver", "Taylor",
+    "VALID_OPTIONS",
     "bad_batch_entries",
-    "bosh3", "check_func_output", "counted", "dopri5", "euler", "fixed_grid", "get_solver", "heun",
-    "integrate_on_times", "is_tracing", "make_config", "make_rk", "midpoint", "register_solver",
+    "bosh3", "check_func_output", "controller_of", "counted", "dopri5", "euler", "fixed_grid", "get_solver", "heun",
+    "implicit_euler", "kvaerno3", "kvaerno4", "kvaerno5", "make_esdirk", "rodas4", "trapezoid",
+    "exact_constants", "integrate_on_times", "integrate_traced", "is_tracing", "make_config", "make_rk",
+    "midpoint", "register_solver",
     "require_unrollable", "rk4",
-    "rms_norm", "solver_names", "times_option", "tsit5", "unroll",
+    "rms_norm", "solver_names", "times_option", "traced_constants", "traced_unsupported", "tsit5", "unroll",
 ]

@@ -43,12 +43,19 @@ class Stats:
         nfe_forward: evaluations of func during the forward solve.
         nfe_backward: evaluations of func (and of the adjoint system) during the backward pass.
         steps_accepted, steps_rejected: accepted / rejected steps of the forward solve.
+        jacobian_evals, lu_factorizations, newton_iterations, newton_failures: implicit methods'
+            Jacobians formed, iteration matrices factored, Newton iterations and failed Newton
+            solves (each rejects its step) in the forward solve; 0 for explicit methods.
     """
 
     nfe_forward: int = 0
     nfe_backward: int = 0
     steps_accepted: int = 0
     steps_rejected: int = 0
+    jacobian_evals: int = 0
+    lu_factorizations: int = 0
+    newton_iterations: int = 0
+    newton_failures: int = 0
 
 
 @dataclass
@@ -61,6 +68,20 @@ class StepRecord:
     h: Tensor
     error: Tensor
     stiffness: Tensor
+
+
+class AcceptedStep(NamedTuple):
+    """What a per-step observer sees of an accepted step from ``t0`` to ``t1 = t0 + h``: the
+    states at its ends, ``at(t)`` (its interpolant at a float time in it) and the controller's
+    next proposed step size ``next_h`` (None for fixed-step methods)."""
+
+    t0: float
+    t1: float
+    h: float
+    y0: Tensor
+    y1: Tensor
+    at: Callable[[float], Tensor]
+    next_h: float | None
 
 
 @dataclass
@@ -84,15 +105,18 @@ class IntegrationConfig:
             the FSAL derivative) is recomputed just after it (``jump_t``, as torchdiffeq).
         check_backward: ``direct`` backend: raise NonFiniteValue when a NaN/Inf gradient flows
             back through an evaluation of func (adjoint-type backends always check).
-        observer: adaptive methods: called after every accepted step as
-            ``observer(t0, t1, h, y0, y1, next_h)`` with detached states and the controller's
-            next proposed step (local regularization samples steps with it).
+        observers: per-step hooks that compose (events, gq's node reader, interp's window
+            fitter, the local-regularization sampler): each is called after every accepted step
+            with an :class:`AcceptedStep` and returns None, or a time inside the step at which
+            the solve ends (event search: outputs before it are kept and the state at it is the
+            last output; the earliest such time wins). Add one with :meth:`with_observer`.
         interp: fixed-step methods: how a step is evaluated between its ends (output times,
             dense output, event search): ``"cubic"`` (the method's cubic Hermite extension) or
             ``"linear"`` (torchdiffeq's ``interp`` option, whose default is ``"linear"``).
-        event: called after every accepted step as ``event(t0, t1, y0, y1, at)``, ``at(t)`` the
-            step's interpolant at a float time in it; a time it returns ends the solve there:
-            outputs before it are kept and the state at it is the last output (event search).
+        driver: adaptive methods: ``"eager"`` (a Python loop: raises errors, runs observers,
+            records per-step data), ``"traced"`` (one ``torch.while_loop``: compiles and exports
+            as one graph) or ``"auto"`` (traced while ``torch.compile`` traces the solve and it
+            needs nothing only the eager driver does; eager otherwise).
         record_stiffness: compute each accepted step's stiffness estimate for
             ``Solution.steps`` (else NaN there): off where nobody reads the records
             (``odeint``, ``unroll``, backward solves), which saves its ops on every step.
@@ -110,21 +134,28 @@ class IntegrationConfig:
     stops: tuple[float, ...] = ()
     jumps: tuple[float, ...] = ()
     check_backward: bool = False
-    observer: Callable[..., None] | None = None
+    observers: tuple[Callable[[AcceptedStep], float | None], ...] = ()
     interp: str = "cubic"
-    event: Callable[..., float | None] | None = None
     record_stiffness: bool = True
+    driver: str = "auto"
 
     def scalar_tolerances(self) -> tuple[float, float]:
         """``(rtol, atol)`` as floats: per-element tolerances give their strictest (smallest) entry."""
         return _strictest(self.rtol), _strictest(self.atol)
 
     def for_backward(self) -> IntegrationConfig:
-        """This configuration for a backward solve: without the forward solve's observer, event
-        search and forced stops (jumps, discontinuities of func, stay), with
-        :meth:`scalar_tolerances` (a backward state is not shaped like y) and no stiffness records."""
+        """This configuration for a backward solve: without the forward solve's observers and
+        forced stops (jumps, discontinuities of func, stay), with :meth:`scalar_tolerances` (a
+        backward state is not shaped like y), no stiffness records and the ``"auto"`` driver (an
+        adjoint system calls ``torch.autograd.grad``, which a ``torch.while_loop`` body cannot;
+        adjoint backends run eagerly under ``torch.compile``)."""
         rtol, atol = self.scalar_tolerances()
-        return replace(self, observer=None, event=None, stops=(), rtol=rtol, atol=atol, record_stiffness=False)
+        return replace(self, observers=(), stops=(), rtol=rtol, atol=atol, record_stiffness=False,
+                       driver="auto")
+
+    def with_observer(self, observer: Callable[[AcceptedStep], float | None]) -> IntegrationConfig:
+        """A copy with ``observer`` added after the current observers."""
+        return replace(self, observers=(*self.observers, observer))
 
     def with_updates(self, **changes: Any) -> IntegrationConfig:
         """A copy with the given fields replaced; ``None`` values keep the current setting."""
@@ -153,6 +184,10 @@ class Solution:
             terminal event ended the solve, None when none fired.
         event_times: with ``solve(..., events=...)``: per event, in order, a 1-D tensor of the
             times it fired (differentiable; a terminal event fires at most once).
+        status: solves by the traced driver: how the solve ended, a 0-dim int64 tensor holding a
+            :class:`~odegrad.solvers.Status` (0: success; under ``torch.compile`` a failed solve
+            returns NaN for the outputs it did not reach instead of raising). None for the eager
+            driver, which raises.
     """
 
     ys: Any
@@ -163,6 +198,7 @@ class Solution:
     regularization: Tensor | None = None
     event_t: Tensor | None = None
     event_times: list[Tensor] | None = None
+    status: Tensor | None = None
 
     def evaluate(self, t: float | Tensor) -> Any:
         """The solution at time(s) ``t`` inside the solved span from the dense output (see
@@ -193,13 +229,15 @@ class Solution:
 class StepResult(NamedTuple):
     """What one step of a :class:`~odegrad.solvers.StepSolver` returns; ``stiffness`` computes the
     step's stiffness estimate when called (the loop calls it only when the solve records it), or
-    is None for methods without one."""
+    is None for methods without one. ``converged`` is False (or a False 0-dim tensor) when an
+    implicit method's Newton iteration failed: the step is rejected and h shrinks."""
 
     y1: Tensor
     error: Tensor | None
     dense_info: Any
     state: Any
     stiffness: Callable[[], Tensor] | None
+    converged: bool | Tensor = True
 
 
 class DenseOutput:
@@ -224,6 +262,12 @@ class DenseOutput:
         self.unflatten: Callable[[Tensor], Any] | None = None
         self._starts: list[float] = []
         self._steps: list[tuple[float, float, Any]] = []
+
+    def map_output(self, fn: Callable[[Any], Any]) -> None:
+        """Apply ``fn`` to what ``evaluate``/``derivative`` return, after :attr:`unflatten` (e.g.
+        cut a regularizer's accumulators off an augmented state, then split a tuple state)."""
+        inner = self.unflatten
+        self.unflatten = fn if inner is None else lambda out: fn(inner(out))
 
     def append(self, t0: float, h: float, dense_info: Any) -> None:
         """Record the accepted step ``[t0, t0 + h]`` (in solve order) and its ``dense_info``."""
@@ -272,6 +316,9 @@ class DenseOutput:
         if not isinstance(t, Tensor):
             return self._one(rule, float(t))
         values = [self._one(rule, v) for v in t.detach().reshape(-1).tolist()]
+        if not values:  # no times: an empty result shaped like the states
+            state = self._one(rule, self._steps[0][0])
+            return state.new_empty((*t.shape, *state.shape))
         return torch.stack(values).reshape(*t.shape, *values[0].shape)
 
     def _one(self, rule: Callable[..., Tensor], t: float) -> Tensor:

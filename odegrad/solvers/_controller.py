@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 
 from .._checks import bad_batch_entries, check_in_range
-from ..errors import InvalidInput, MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow
+from ..errors import IntegrationFailure, InvalidInput, MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow
 from ._base import IntegrationConfig, StepResult
+from ._scalars import Scalar, absolute, as_float64, const, finite, maximum, minimum, power, quotient, where
 
 
 @dataclass(frozen=True)
@@ -54,24 +55,28 @@ class PIController:
         0-dim tensor: a step is accepted when it is at most 1 (local regularization trains on it)."""
         return norm(error / (atol + rtol * torch.maximum(y0.abs(), y1.abs())))
 
-    def next_step(self, h: float, ratio: float, previous_ratio: float | None, order: int,
-                  accepted: bool) -> float:
-        """Signed size of the next step after a step of size ``h`` with error ratio ``ratio``.
+    def next_step(self, h: Scalar, ratio: Scalar, previous_ratio: Scalar, order: int,
+                  accepted: bool | Tensor) -> Scalar:
+        """Signed size of the next step after a step of size ``h`` with error ratio ``ratio``;
+        Python floats (eager driver) or 0-dim float64 tensors (traced driver) alike.
 
         Args:
             h: the signed size of the step just judged.
             ratio: its scaled error (≤ 1: accepted).
-            previous_ratio: the last accepted step's ratio (used when ``beta2`` > 0), or None.
+            previous_ratio: the last accepted step's ratio (used when ``beta2`` > 0), 0 if none.
             order: the method's order q.
             accepted: whether the step was accepted (then the step never shrinks).
         """
-        if ratio == 0.0:
-            return h * self.ifactor
-        factor = self.safety * ratio ** (-self.beta1 / order)
-        if self.beta2 and previous_ratio:
-            factor *= previous_ratio ** (self.beta2 / order)
-        lower = 1.0 if accepted else self.dfactor
-        return h * min(self.ifactor, max(factor, lower))
+        factor = const(self.safety) * power(ratio, const(-self.beta1 / order))  # ratio 0: inf, clipped to ifactor
+        if self.beta2:
+            factor = where(previous_ratio > 0, factor * power(previous_ratio, const(self.beta2 / order)), factor)
+        clipped = where(accepted, maximum(factor, const(1.0)), maximum(factor, const(self.dfactor)))
+        return h * minimum(clipped, const(self.ifactor))
+
+    def constants(self, order: int) -> tuple[float, ...]:
+        """The float constants :meth:`next_step` uses for a method of ``order`` (see
+        :func:`~odegrad.solvers._scalars.exact_constants`)."""
+        return (self.safety, -self.beta1 / order, self.beta2 / order, 1.0, self.dfactor, self.ifactor)
 
 
 def norm_value(norm, x: Tensor) -> float:
@@ -88,22 +93,33 @@ def _scalar(value) -> float:
                        "a callable mapping a tensor to a scalar (a 0-dim tensor or a float)")
 
 
-def initial_step(func, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: float, atol: float,
-                 norm) -> float:
-    """Hairer–Wanner starting step size (Solving ODEs I, II.4); costs one evaluation of func."""
+def initial_step(func, t0: Scalar, y0: Tensor, f0: Tensor, order: int, rtol: float | Tensor,
+                 atol: float | Tensor, norm) -> Scalar:
+    """Hairer–Wanner starting step size (Solving ODEs I, II.4), unsigned; costs one evaluation of
+    func. A float for a float ``t0`` (the eager driver), a 0-dim float64 tensor for a tensor one
+    (the traced driver: nothing is read from a tensor)."""
+    traced = isinstance(t0, Tensor)
+
+    def measure(x: Tensor) -> Scalar:
+        return as_float64(norm(x)) if traced else _scalar(norm(x))
+
     with torch.no_grad():
         scale = atol + y0.abs() * rtol
-        d0 = norm_value(norm, y0 / scale)
-        d1 = norm_value(norm, f0 / scale)
-        h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+        d0, d1 = measure(y0 / scale), measure(f0 / scale)
+        h0 = where((d0 < const(1e-5)) | (d1 < const(1e-5)), const(1e-6), const(0.01) * quotient(d0, d1))
         f1 = func(t0 + h0, y0 + h0 * f0)
-        d2 = norm_value(norm, (f1 - f0) / scale) / h0
-        if max(d1, d2) <= 1e-15:
-            h1 = max(1e-6, h0 * 1e-3)
-        else:
-            h1 = (0.01 / max(d1, d2)) ** (1.0 / order)
-        h = min(100 * h0, h1)
-    return h if math.isfinite(h) and h > 0 else 1e-6
+        d2 = quotient(measure((f1 - f0) / scale), h0)
+        largest = maximum(d1, d2)
+        h1 = where(largest <= const(1e-15), maximum(h0 * const(1e-3), const(1e-6)),
+                   power(quotient(const(0.01), largest), const(1.0 / order)))
+        h = minimum(const(100.0) * h0, h1)
+        return where(finite(h) & (h > 0), h, const(1e-6))
+
+
+def initial_step_constants(order: int) -> tuple[float, ...]:
+    """The float constants :func:`initial_step` uses for a method of ``order`` (see
+    :func:`~odegrad.solvers._scalars.exact_constants`)."""
+    return (1e-5, 1e-6, 0.01, 1e-15, 1e-3, 100.0, 1.0 / order)
 
 
 def fixed_grid(times: list[float], config: IntegrationConfig) -> list[float]:
@@ -188,7 +204,15 @@ class FixedStepping:
         return t0, t1, t1 - t0
 
     def judge(self, y0: Tensor, result: StepResult, t0: float, t1: float, h: float, nfe: int) -> bool:
-        """Accept the step (always) and move to the next grid point; returns True."""
+        """Accept the step and move to the next grid point; returns True.
+
+        Raises:
+            IntegrationFailure: an implicit method's Newton iteration failed (a fixed step cannot shrink).
+        """
+        if not bool(result.converged):
+            raise IntegrationFailure("the Newton iteration of an implicit stage did not converge at "
+                                     f"the fixed step h={h:.3g}; use a smaller step_size or an adaptive "
+                                     "implicit method (e.g. kvaerno5)", t=t0, t_end=self.grid[-1], nfe=nfe)
         self.index += 1
         return True
 
@@ -211,7 +235,7 @@ class AdaptiveStepping:
     """
 
     def __init__(self, solver_order: int, times: list[float], config: IntegrationConfig):
-        self.controller = config.controller or PIController()
+        self.controller = controller_of(config)
         self.config = config
         self.order = solver_order
         self.t, self.t_end = times[0], times[-1]
@@ -223,7 +247,7 @@ class AdaptiveStepping:
         self.jumps = {float(s) for s in config.jumps}
         self.h = math.nan
         self.ratio = math.nan
-        self.previous_ratio: float | None = None
+        self.previous_ratio = 0.0
         self.jumped = False
 
     @property
@@ -242,23 +266,10 @@ class AdaptiveStepping:
     def propose(self) -> tuple[float, float, float]:
         """The next step ``(t0, t1, h)``: the controller's step, shortened to end exactly on the
         next forced stop when it would reach or pass it."""
-        t1 = self.t + self.h
         index = bisect.bisect_right(self.stop_keys, self.direction * self.t)
-        if index < len(self.stops) and self.direction * (t1 - self.stops[index]) >= 0:
-            stop = self.stops[index]
-            return self.t, stop, stop - self.t
-        return self.t, t1, self.h
-
-    def _next_step(self, h: float, ratio: float, accepted: bool) -> float:
-        """The controller's next step after step ``h``. An accepted step that was clipped to land
-        on a stop (h shorter than the proposal ``self.h``) does not shrink the proposal: the
-        clip, not the error, set its size, and a sliver before a stop (down to a subnormal
-        h = stop − t) would otherwise throttle or underflow the steps after it (as diffrax's
-        controllers keep the unclipped step across jumps)."""
-        proposal = self.controller.next_step(h, ratio, self.previous_ratio, self.order, accepted)
-        if accepted and h != self.h:
-            return self.direction * max(abs(proposal), abs(self.h))
-        return proposal
+        stop = self.stops[index] if index < len(self.stops) else self.direction * math.inf
+        t1, h = clip_to_stop(self.t, self.h, stop, self.direction)
+        return self.t, t1, h
 
     def judge(self, y0: Tensor, result: StepResult, t0: float, t1: float, h: float, nfe: int) -> bool:
         """Accept (error ratio ≤ 1) or reject the step ``result`` from ``(t0, y0)`` to ``t1`` and
@@ -272,17 +283,49 @@ class AdaptiveStepping:
             StepSizeUnderflow: the next step size no longer moves ``t`` before the end.
         """
         c = self.config
+        failed = not bool(result.converged)  # an implicit stage's Newton failed: reject, shrink by dfactor
         with torch.no_grad():
-            ratio = _scalar(self.controller.scaled_error(y0, result.y1, result.error, c.rtol, c.atol, c.norm))
-        if not math.isfinite(ratio):
+            ratio = math.inf if failed else _scalar(
+                self.controller.scaled_error(y0, result.y1, result.error, c.rtol, c.atol, c.norm))
+        if not math.isfinite(ratio) and not failed:
             raise NonFiniteValue("a value produced by func", t=t0, nfe=nfe,
                                  bad_indices=bad_batch_entries(result.y1.detach()))
         accepted = ratio <= 1.0
         if accepted:
             self.t, self.ratio, self.jumped = t1, ratio, t1 in self.jumps
             self.previous_ratio = ratio
-        self.h = self._next_step(h, ratio, accepted)
-        if self.direction * (self.t_end - self.t) > 0 and (self.t + self.h == self.t or abs(self.h) < 1e-300):
+        self.h = stepped_size(self.controller, h, self.h, ratio, self.previous_ratio, self.order, accepted,
+                              self.direction)
+        if underflow(self.t, self.h, self.t_end, self.direction):
             raise StepSizeUnderflow(f"step size underflow: h={self.h:.3g} at error ratio {ratio:.3g}",
                                     t=self.t, t_end=self.t_end, nfe=nfe)
         return accepted
+
+
+def controller_of(config: IntegrationConfig) -> PIController:
+    """The step-size controller of an adaptive solve: ``config.controller``, or the default one."""
+    return config.controller or PIController()
+
+
+def stepped_size(controller: PIController, h: Scalar, proposal: Scalar, ratio: Scalar, previous_ratio: Scalar,
+                 order: int, accepted: bool | Tensor, direction: Scalar) -> Scalar:
+    """The controller's next step after the step ``h`` judged with error ``ratio``, for both
+    drivers. An accepted step that was clipped to land on a stop (``h`` shorter than the
+    controller's ``proposal``) does not shrink the proposal: the clip, not the error, set its
+    size, and a sliver before a stop (down to a subnormal h = stop − t) would otherwise throttle
+    or underflow the steps after it (as diffrax's controllers keep the unclipped step across jumps)."""
+    following = controller.next_step(h, ratio, previous_ratio, order, accepted)
+    kept = direction * maximum(absolute(following), absolute(proposal))
+    return where(accepted & (h != proposal), kept, following)
+
+
+def underflow(t: Scalar, h: Scalar, t_end: Scalar, direction: Scalar) -> bool | Tensor:
+    """Whether the step size ``h`` no longer moves ``t`` before the end ``t_end``."""
+    return (direction * (t_end - t) > 0) & ((t + h == t) | (absolute(h) < const(1e-300)))
+
+
+def clip_to_stop(t: Scalar, h: Scalar, stop: Scalar, direction: Scalar) -> tuple[Scalar, Scalar]:
+    """``(t1, h)`` of the step from ``t`` of size ``h``, shortened to end exactly on the forced stop
+    ``stop`` when it would reach or pass it (``stop`` ±inf in the direction of the solve: none)."""
+    clipped = direction * (t + h - stop) >= 0
+    return where(clipped, stop, t + h), where(clipped, stop - t, h)

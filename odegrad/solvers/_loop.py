@@ -16,7 +16,16 @@ from torch import Tensor
 from .._checks import bad_batch_entries
 from .._counting import CountedFunc, counted, is_tracing
 from ..errors import MaxStepsExceeded, NonFiniteValue
-from ._base import DenseOutput, IntegrationConfig, Solution, Stats, StepRecord, StepResult, step_interpolation
+from ._base import (
+    AcceptedStep,
+    DenseOutput,
+    IntegrationConfig,
+    Solution,
+    Stats,
+    StepRecord,
+    StepResult,
+    step_interpolation,
+)
 from ._controller import AdaptiveStepping, FixedStepping
 
 
@@ -117,7 +126,8 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
     if len(times) == 1:
         return Solution(ys=y0.unsqueeze(0), stats=Stats())
     counted_func = counted(func, time_dtype)
-    nfe_before = counted_func.nfe
+    costs = getattr(solver, "cost_snapshot", dict)  # implicit methods' Jacobian/LU/Newton counters
+    nfe_before, costs_before = counted_func.nfe, costs()
     direction = 1.0 if times[-1] > times[0] else -1.0
     stepping = (AdaptiveStepping(solver.order, times, config) if solver.error_estimate
                 else FixedStepping(times, config))
@@ -144,13 +154,12 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
             stats.steps_rejected += 1
             continue
         at = partial(_state_at, interpolation, result, t0, h, t1)
-        stop = None if config.event is None else config.event(t0, t1, y, result.y1, at)
+        step = AcceptedStep(t0, t1, h, y, result.y1, at, stepping.next_step)
+        stop = _first_stop(direction, [observer(step) for observer in config.observers])
         while out < len(times) and _is_output(direction, times[out], t1, stop):
             ys.append(at(times[out]))
             out += 1
         recorder.add(t0, h, stepping.ratio, result.stiffness if config.record_stiffness else None)
-        if config.observer is not None:
-            config.observer(t0, t1, h, y.detach(), result.y1.detach(), stepping.next_step)
         if dense is not None:
             dense.append(t0, h, result.dense_info)
         stats.steps_accepted += 1
@@ -162,6 +171,8 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
             one_sided.step(t1, math.nan)
             state = solver.init(func, t1, y)
     stats.nfe_forward = counted_func.nfe - nfe_before
+    for name, count in costs().items():
+        setattr(stats, name, count - costs_before[name])
     out_ys = torch.stack(ys)
     if not solver.error_estimate and not is_tracing():
         _check_finite_outputs(out_ys, times, stats.nfe_forward)
@@ -182,6 +193,12 @@ def unroll(solver: Any, func: Callable, y0: Tensor, times: list[float], config: 
 def _state_at(interpolation: Any, result: StepResult, t0: float, h: float, t1: float, t: float) -> Tensor:
     """The accepted step ``result`` from ``t0`` to ``t1`` read at ``t``: its end state at ``t1``."""
     return result.y1 if t == t1 else interpolation.interpolate(result.dense_info, t0, h, t)
+
+
+def _first_stop(direction: float, stops: list[float | None]) -> float | None:
+    """The earliest (in the direction of the solve) of the stop times observers returned, if any."""
+    times = [stop for stop in stops if stop is not None]
+    return min(times, key=lambda stop: direction * stop) if times else None
 
 
 def _is_output(direction: float, t: float, t1: float, stop: float | None) -> bool:

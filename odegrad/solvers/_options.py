@@ -17,7 +17,9 @@ from ._controller import PIController
 
 _CONTROLLER_OPTIONS = ("safety", "ifactor", "dfactor")
 _FIXED_OPTIONS = ("step_size", "grid", "grid_constructor", "perturb", "interp")
-_ADAPTIVE_OPTIONS = ("first_step", "controller", "norm", "jump_t", "step_t", *_CONTROLLER_OPTIONS)
+_ADAPTIVE_OPTIONS = ("first_step", "controller", "norm", "jump_t", "step_t", "driver", *_CONTROLLER_OPTIONS)
+DRIVERS = ("auto", "eager", "traced")
+"""``options['driver']`` of adaptive methods (see :class:`IntegrationConfig`)."""
 _ALIASES = {"max_num_steps": "max_steps", "grid_points": "grid"}
 VALID_OPTIONS = ("max_steps", "check_backward", *_FIXED_OPTIONS, *_ADAPTIVE_OPTIONS, *_ALIASES)
 """Every key ``odeint(options=...)`` accepts, aliases (``max_num_steps``, ``grid_points``) included;
@@ -184,6 +186,9 @@ def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, 
         if not callable(opts["norm"]):
             raise InvalidInput("options['norm']", opts["norm"], "a callable mapping a tensor to a scalar")
         config.norm = opts["norm"]
+    if "driver" in opts:
+        config.driver = check_choice("options['driver']", opts["driver"], DRIVERS)
+        _check_driver(config, solver)
     controller_args = {k: opts[k] for k in _CONTROLLER_OPTIONS if k in opts}
     if "controller" in opts:
         if controller_args or not isinstance(opts["controller"], PIController):
@@ -193,3 +198,19 @@ def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, 
     elif controller_args:
         config.controller = PIController(**controller_args)
     return config
+
+
+def _check_driver(config: IntegrationConfig, solver: Integrator) -> None:
+    """Refuse ``driver="traced"`` for a solver or settings the traced loop cannot run."""
+    if config.driver != "traced":
+        return
+    from ._step_solver import StepSolver  # the step-solver layer builds on this module
+    from ._traced import traced_unsupported
+
+    if not isinstance(solver, StepSolver):
+        raise UnsupportedCombination(f"options['driver'] = 'traced' needs an odegrad step solver; "
+                                     f"{getattr(solver, 'name', solver)!r} integrates by itself")
+    unsupported = traced_unsupported(solver, config, keep_dense=False)
+    if unsupported:
+        raise UnsupportedCombination(f"options['driver'] = 'traced' cannot run with {', '.join(unsupported)}: "
+                                     "they need the eager driver (options['driver'] = 'eager' or 'auto')")

@@ -10,25 +10,55 @@ from torch import Tensor
 
 from ..errors import UnknownName
 from ._base import StepResult
+from ._scalars import Scalar, const, exact
 from ._step_solver import StepSolver
 from ._tableaux import ALL_TABLEAUX, ButcherTableau
 
 
-def _add_scaled(base: Tensor | None, scale: float, coefficients: Sequence[float],
+def _add_scaled(base: Tensor | None, scale: Scalar, coefficients: Sequence[float],
                 terms: Sequence[Tensor]) -> Tensor:
-    """``base + scale · Σ_i coefficients[i] · terms[i]`` skipping zero coefficients
-    (one fused add per term keeps the autograd graph of direct backprop small)."""
+    """``base + scale · Σ_i coefficients[i] · terms[i]`` skipping zero coefficients (one fused add
+    per term keeps the autograd graph of direct backprop small). ``scale`` is a float (eager
+    driver) or a 0-dim float64 tensor (traced driver: each ``scale · coefficient`` is rounded to
+    the terms' dtype, as the fused add rounds its float ``alpha``)."""
     result = base
+    exact_scale = isinstance(scale, Tensor)
     for coefficient, term in zip(coefficients, terms):
         if coefficient == 0.0:
             continue
-        if result is None:
+        if exact_scale:
+            scaled = term * (scale * const(coefficient)).to(term.dtype)
+            result = scaled if result is None else result + scaled
+        elif result is None:
             result = term * (scale * coefficient)
         else:
             result = result.add(term, alpha=scale * coefficient)
     if result is None:
         return torch.zeros_like(terms[0])
     return result
+
+
+def _theta(t0: Scalar, h: Scalar, t: Scalar, like: Tensor) -> Scalar:
+    """``(t − t0) / h``; for a 1-D tensor of times ``Tensor[n, 1, ..., 1]`` (broadcast against a
+    state like ``like``), so a step is read at every output time at once."""
+    theta = (t - t0) / h
+    if isinstance(theta, Tensor) and theta.dim() == 1:
+        return theta.reshape(-1, *([1] * like.dim()))
+    return theta
+
+
+def _weighted(base: Tensor | None, h: Scalar, weights: Sequence[Scalar], terms: Sequence[Tensor],
+              rows: Sequence[Sequence[Scalar]]) -> Tensor:
+    """``base + h · Σ_i weights[i] · terms[i]`` over the rows of the dense-output matrix that are
+    not all zero; weights are floats (one time) or tensors (times as a tensor, or exact constants)."""
+    if not isinstance(weights[0], Tensor):
+        return _add_scaled(base, h, weights, terms)
+    result = base
+    for weight, term, row in zip(weights, terms, rows):
+        if any(isinstance(x, Tensor) or x != 0.0 for x in row):
+            scaled = term * (h * weight).to(term.dtype)
+            result = scaled if result is None else result + scaled
+    return torch.zeros_like(terms[0]) if result is None else result
 
 
 class ExplicitRK(StepSolver):
@@ -47,6 +77,7 @@ class ExplicitRK(StepSolver):
         self.name = tableau.name
         self.order = tableau.order
         self.error_estimate = tableau.b_error is not None
+        self.evaluations_per_step = len(tableau.c) - (1 if tableau.fsal else 0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -67,7 +98,7 @@ class ExplicitRK(StepSolver):
         tab = self.tableau
         stages = [state]
         inputs = [y0]
-        for c, row in zip(tab.c[1:], tab.a[1:]):
+        for c, row in zip(exact((tab.c,))[0][1:], tab.a[1:]):
             y_stage = _add_scaled(y0, h, row, stages)
             stages.append(func(t0 + c * h, y_stage))
             inputs.append(y_stage)
@@ -87,25 +118,28 @@ class ExplicitRK(StepSolver):
         return (torch.linalg.vector_norm(stages[-1] - stages[-2])
                 / torch.linalg.vector_norm(inputs[-1] - inputs[-2]).clamp_min(1e-300) * abs(h))
 
-    def stage_inputs(self, y0: Tensor, stages: list[Tensor], h: float) -> list[Tensor]:
-        """The states the stages of a step from ``y0`` were evaluated at (from its dense info)."""
-        tab = self.tableau
-        inputs = [y0] + [_add_scaled(y0, h, row, stages) for row in tab.a[1:]]
-        return inputs if tab.fsal else [*inputs, _add_scaled(y0, h, tab.b, stages)]
-
-    def interpolate(self, dense_info, t0: float, h: float, t: float) -> Tensor:
-        """The tableau's continuous extension of the step ``[t0, t0 + h]`` at ``t``."""
+    def interpolate(self, dense_info, t0: Scalar, h: Scalar, t: Scalar) -> Tensor:
+        """The tableau's continuous extension of the step ``[t0, t0 + h]`` at ``t``:
+        ``Tensor[*y0.shape]``, or ``Tensor[n, *y0.shape]`` for a 1-D tensor of ``n`` times."""
         y0, stages = dense_info
-        theta = (t - t0) / h
-        weights = [sum(w * theta ** (p + 1) for p, w in enumerate(row)) for row in self.tableau.dense]
-        return _add_scaled(y0, h, weights, stages)
+        theta = _theta(t0, h, t, y0)
+        rows = exact(self.tableau.dense)
+        weights = [sum(w * theta ** (p + 1) for p, w in enumerate(row)) for row in rows]
+        return _weighted(y0, h, weights, stages, rows)
 
-    def interpolate_derivative(self, dense_info, t0: float, h: float, t: float) -> Tensor:
+    def interpolate_derivative(self, dense_info, t0: Scalar, h: Scalar, t: Scalar) -> Tensor:
         """d/dt of :meth:`interpolate`: ``Σ_i (Σ_p (p + 1) dense[i][p] θ^p) K_i``."""
-        _, stages = dense_info
-        theta = (t - t0) / h
+        y0, stages = dense_info
+        theta = _theta(t0, h, t, y0)
         weights = [sum((p + 1) * w * theta ** p for p, w in enumerate(row)) for row in self.tableau.dense]
-        return _add_scaled(None, 1.0, weights, stages)
+        return _weighted(None, 1.0, weights, stages, self.tableau.dense)
+
+    def constants(self) -> tuple[float, ...]:
+        """The float constants a step and its dense output use (see
+        :func:`~odegrad.solvers._scalars.exact_constants`)."""
+        tab = self.tableau
+        return (*tab.c, *(x for row in tab.a for x in row), *tab.b, *(tab.b_error or ()),
+                *(x for row in tab.dense for x in row))
 
 
 def make_rk(name: str) -> ExplicitRK:

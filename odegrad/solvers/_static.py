@@ -92,7 +92,10 @@ class StaticTimes:
 
     @staticmethod
     def active() -> StaticTimes | None:
-        """The hook enabled in this context, or None (the usual case)."""
+        """The hook enabled in this context, or None (the usual case; always under
+        ``torch.compile``, whose tracer cannot read a context variable and which export never uses)."""
+        if torch.compiler.is_dynamo_compiling():
+            return None
         return _ACTIVE.get()
 
     @contextlib.contextmanager

@@ -112,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "check", help="check a model's gradients across integrators and gradient backends",
-        description="Run every (method, gradient) pair on your model in float64 (or --dtype), compare the "
-                    "gradients pairwise and with finite differences, print the table; exit 1 "
+        description="Run every (method, gradient) pair on your model in float64 (or --dtype), compare each "
+                    "pair's gradients with a converged reference (itself checked by finite differences "
+                    "along every gradient group), print the table; exit 1 "
                     "on disagreement, 2 on a bad target. A non-smooth field (ReLU, abs, max, ...) "
                     "is named beside the verdict with what tolerance or activation would pass.")
     add_import_option(parser)
@@ -137,6 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="precision of the checked runs (default: float64; float32 adds its round-off "
                              "to the tolerances)")
     parser.add_argument("--fd-directions", type=int, default=3,
-                        help="random directions of the finite-difference check (0 skips it)")
+                        help="random directions of the finite-difference check of the reference, "
+                             "besides one along each gradient group (0 skips the check)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the default loss and FD directions")
     parser.set_defaults(run=run)

@@ -70,7 +70,7 @@ class LinearField(nn.Module):
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         """``y Aᵀ (+ b)``: ``Tensor[*batch, dim]`` (t is ignored)."""
-        out = y @ self.A.T
+        out = y @ self.A.t()  # .t(), not .T: torch.while_loop refuses a body reading .T twice (torch 2.13)
         return out + self.b if self.b is not None else out
 
     def describe(self) -> str:

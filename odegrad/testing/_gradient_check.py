@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import itertools
 import math
 import textwrap
 from collections.abc import Callable, Sequence
@@ -29,17 +28,18 @@ from .._checks import check_choice, check_int, check_non_negative, check_positiv
 from ..errors import InvalidInput
 from ..gradients import backend_names
 from ..solvers import get_solver
+from ._convergence import ConvergedReference, converged_gradients, run_converging
 from ._runs import (
+    GROUP_FLOOR,
     FiniteDifferences,
     Loss,
     PairRun,
     RandomProjectionLoss,
     State,
     finite_differences,
-    relative_disagreement,
-    run_pair,
+    reference_error,
 )
-from ._tolerances import ROUNDOFF, Settings, accurate_settings, expected_error
+from ._tolerances import Settings, accurate_settings, expected_error
 
 # torch functions / Tensor methods with a kink or a jump (named as ``func.__name__`` without
 # underscores, so ``Tensor.__abs__`` and ``relu_`` count too).
@@ -55,15 +55,21 @@ _KINKED_UNLESS_ALPHA_ONE = frozenset({"elu", "celu"})
 _DTYPES = (torch.float64, torch.float32)
 _NOTE_WIDTH = 70
 _SMOOTH_ALTERNATIVES = "Softplus with a large beta, SiLU, GELU or Tanh"
+# The converged reference against central differences (float64, eps = 1e-5): ε² truncation and
+# round-off/ε are each ≲ 1e-10 of a group; a wrong reference is off by the error it carries.
+_FD_TOLERANCE = 1e-7
 
 
 @dataclass
 class Comparison:
-    """Disagreement between two pairs (``other`` = ``"finite differences"`` for the FD check).
+    """A pair's gradient error against the converged reference (``other`` = ``"converged
+    reference"``), or the reference's against finite differences (``first`` = ``"converged
+    reference"``, ``other`` = ``"finite differences"``).
 
     Attributes:
-        first, other: the labels of the two compared runs.
-        disagreement: their largest relative gradient difference.
+        first, other: the labels of the two compared computations.
+        disagreement: the largest relative error of ``first``, per gradient group relative to
+            the reference's size (:func:`~odegrad.testing.reference_error`).
         where: the gradient group where it occurs.
         tolerance: the error-model bound it is checked against.
     """
@@ -85,11 +91,13 @@ class GradientReport:
     """Result of :func:`check_gradients`.
 
     Attributes:
-        runs: one :class:`PairRun` per (method, gradient) pair (with NFE and seconds).
-        comparisons: every pair against every other pair, then every pair against finite
-            differences; each with its max relative disagreement and tolerance.
+        runs: one :class:`PairRun` per (method, gradient) pair (with NFE and seconds; for
+            fixed-step methods the Richardson value of two nested grids, costs summed).
+        comparisons: every pair against the converged reference, then the reference against
+            finite differences; each with its max relative error and tolerance.
         scale: the rate scale Λ (estimated ‖∂f/∂y‖) used by the error model.
-        fd: the finite-difference reference (None when it was not computed).
+        reference: the converged reference gradient (None when no pair ran).
+        fd: the finite-difference check of the reference (None when it was not computed).
         notes: lines printed under the tables (precision, settings, finite-difference setup,
             and what to do about a non-smooth func).
         nonsmooth: the non-smooth operations ``func`` ran, e.g. ``"relu in net.1 (ReLU)"``
@@ -99,6 +107,7 @@ class GradientReport:
     runs: list[PairRun]
     comparisons: list[Comparison]
     scale: float
+    reference: ConvergedReference | None = None
     fd: FiniteDifferences | None = None
     notes: list[str] = field(default_factory=list)
     nonsmooth: list[str] = field(default_factory=list)
@@ -288,13 +297,18 @@ def check_gradients(func: Callable, y0: State, t: Tensor, *,
                     tolerance: float | None = None,
                     fd_directions: int = 3,
                     seed: int = 0) -> GradientReport:
-    """Check that every (method, gradient) pair computes the same, correct gradients for a model.
+    """Check that every (method, gradient) pair computes correct gradients for a model.
 
     The model is copied to ``dtype`` (``nn.Module`` funcs; plain callables must accept it).
-    Each pair solves and backpropagates ``loss(ys)`` to y0, the parameters and t. Every pair is
-    compared with every other pair and with central finite differences of an RK4 reference solve
-    refined until converged (directional, like ``torch.autograd.gradcheck``'s fast mode; in
-    float64 on a float64 copy of a module func whatever ``dtype`` is). A non-smooth func (ReLU,
+    Each pair solves and backpropagates ``loss(ys)`` to y0, the parameters and t, and is held to
+    the error model against a *converged reference* that no pair under test computed
+    (:func:`odegrad.testing.converged_gradients`: RK4 backpropagation refined until converged,
+    in float64 on a float64 copy of a module func whatever ``dtype`` is), per gradient group
+    relative to the reference's size. Fixed-step methods run on nested grids of steps ≤ h and
+    ≤ h/2 and their Richardson value is held to the model at order p + 1 — a gradient whose error
+    does not shrink at the method's order fails whatever its size. The reference itself is
+    checked against central finite differences along each of its gradient groups (and
+    ``fd_directions`` random directions, as ``torch.autograd.gradcheck``'s fast mode). A non-smooth func (ReLU,
     abs, max, ... see :func:`find_nonsmooth`) is reported in ``report.nonsmooth`` and a note that
     says what tolerance or activation would pass.
 
@@ -311,9 +325,10 @@ def check_gradients(func: Callable, y0: State, t: Tensor, *,
         step_size: step of the fixed-step methods instead of the accurate default.
         dtype: precision of the checked runs, ``torch.float64`` (default) or ``torch.float32``;
             float32 adds 10⁴·eps(float32) of round-off to every tolerance.
-        tolerance: relative tolerance of every comparison (default: the error model of
-            :func:`odegrad.testing.expected_error` for each pair, summed for pair-vs-pair).
-        fd_directions: number of random directions of the finite-difference check (0: skip it).
+        tolerance: relative tolerance of every pair's comparison with the reference (default:
+            the error model of :func:`odegrad.testing.expected_error` for each pair).
+        fd_directions: random directions of the finite-difference check, besides one along
+            each gradient group (0: skip the check).
         seed: seeds the default loss and the FD directions.
 
     Returns:
@@ -350,36 +365,44 @@ def check_gradients(func: Callable, y0: State, t: Tensor, *,
         settings.setdefault(method, _user_settings(method, accurate_settings(method, span, scale),
                                                    rtol, atol, step_size))
 
-    runs = [run_pair(func, y0, t, m, g, settings=settings[m], loss=loss, params=params, catch=True)
+    runs = [run_converging(func, y0, t, m, g, settings=settings[m], loss=loss, params=params, catch=True)
             for m in methods for g in gradients]
     ok = [r for r in runs if r.status == "ok"]
-    pair_tol = {r.label: (tolerance if tolerance is not None else
-                          expected_error(r.method, settings[r.method], span, scale, steps=2 * r.steps)
-                          + _dtype_roundoff(dtype))
-                for r in ok}
+    reference_problem = (func, y0, t)
+    if dtype != torch.float64 and isinstance(original, nn.Module) and params is None:
+        reference_problem = _converted(original, y0, t, torch.float64)
+    reference = converged_gradients(*reference_problem, loss, params=params) if ok else None
     comparisons = []
-    for a, b in itertools.combinations(ok, 2):
-        worst, where = relative_disagreement(a.grads, b.grads)
-        tol = tolerance if tolerance is not None else pair_tol[a.label] + pair_tol[b.label]
-        comparisons.append(Comparison(a.label, b.label, worst, where, tol))
+    for r in ok:
+        tol = tolerance if tolerance is not None else (
+            expected_error(r.method, r.extrapolated or settings[r.method], span, scale, steps=2 * r.steps,
+                           extrapolated=r.extrapolated is not None)
+            + _dtype_roundoff(dtype) + reference.change)
+        error, where = reference_error(r.grads, reference.grads)
+        comparisons.append(Comparison(r.label, "converged reference", error, where, tol))
     fd = None
-    if fd_directions and ok:
-        reference = (func, y0, t)
-        if dtype != torch.float64 and isinstance(original, nn.Module) and params is None:
-            reference = _converted(original, y0, t, torch.float64)
-        fd = finite_differences(*reference, loss, params=params, n_directions=fd_directions, seed=seed,
-                                eps=max(1e-5, torch.finfo(reference[2].dtype).eps ** (1 / 3)))
-        for r in ok:
-            tol = pair_tol[r.label] + (0 if tolerance is not None else ROUNDOFF)
-            comparisons.append(Comparison(r.label, "finite differences", fd.error_of(r.grads),
-                                          "direction", tol))
+    if fd_directions and reference is not None:
+        fd = finite_differences(*reference_problem, loss, params=params, n_directions=fd_directions, seed=seed,
+                                eps=max(1e-5, torch.finfo(reference_problem[2].dtype).eps ** (1 / 3)),
+                                along=reference.grads)
+        floor = GROUP_FLOOR * max(float(g.norm()) for g in reference.grads.values())
+        comparisons.append(Comparison("converged reference", "finite differences",
+                                      fd.error_of(reference.grads, floor=floor), "per group",
+                                      _FD_TOLERANCE + reference.change))
     notes = [f"{str(dtype).removeprefix('torch.')}; rate scale {scale:.3g}; span {span:.3g}; settings: "
              + "; ".join(f"{m}: {settings[m].describe()}" for m in methods)]
+    if reference is not None:
+        notes.append(f"converged reference: RK4 backpropagation, Richardson value of {reference.steps // 2} and "
+                     f"{reference.steps} steps (last refinement changed it by {reference.change:.1e})")
+    if any(r.extrapolated is not None for r in ok):
+        notes.append("fixed-step pairs: Richardson value of steps <= h and <= h/2 on nested grids, held to the "
+                     "error model at order p+1: an error that does not shrink at the method's order fails")
     if fd is not None:
-        notes.append(f"finite differences: {fd_directions} directions, eps={fd.eps:g}, "
-                     f"RK4 reference on {fd.steps} steps")
+        notes.append(f"finite differences: {len(fd.directions) - fd_directions} directions along the reference's "
+                     f"gradient groups and {fd_directions} random ones, eps={fd.eps:g}, RK4 reference on "
+                     f"{fd.steps} steps")
     if nonsmooth:
         notes.extend(textwrap.wrap(_nonsmooth_note(nonsmooth, comparisons), 100, break_long_words=False,
                                    break_on_hyphens=False))
-    return GradientReport(runs=runs, comparisons=comparisons, scale=scale, fd=fd, notes=notes,
+    return GradientReport(runs=runs, comparisons=comparisons, scale=scale, reference=reference, fd=fd, notes=notes,
                           nonsmooth=nonsmooth)

@@ -91,6 +91,8 @@ class PairRun:
             forward NFE for integrators that report no accepted steps).
         seconds: wall time of solve + backward.
         message: why the pair is n/a or failed.
+        extrapolated: for a Richardson value (:func:`odegrad.testing.run_converging`), the settings
+            of its coarser grid (the finer halves every step); None for a plain run.
     """
 
     method: str
@@ -104,6 +106,7 @@ class PairRun:
     steps: int = 0
     seconds: float = 0.0
     message: str = ""
+    extrapolated: Settings | None = None
 
     @property
     def label(self) -> str:
@@ -167,6 +170,27 @@ def relative_disagreement(a: dict[str, Tensor], b: dict[str, Tensor]) -> tuple[f
             continue
         scale = max(float(a[name].abs().max()), float(b[name].abs().max()), GROUP_FLOOR * overall, 1e-300)
         error = float((a[name] - b[name]).abs().max()) / scale
+        if not math.isfinite(error):
+            return math.inf, name
+        if error > worst:
+            worst, where = error, name
+    return worst, where
+
+
+def reference_error(grads: dict[str, Tensor], reference: dict[str, Tensor]) -> tuple[float, str]:
+    """Largest relative error of ``grads`` against ``reference`` over the gradient groups, and the
+    group where it is. Each group's ‖g − ref‖∞ is divided by the *reference's* ‖ref‖∞, floored at
+    :data:`GROUP_FLOOR` times the reference's largest entry: a wrong answer cannot enlarge its own
+    denominator (as it can in :func:`relative_disagreement`, which divides by the larger of two)."""
+    if grads.keys() != reference.keys():
+        raise InvalidInput("gradient groups", sorted(grads), f"the reference's groups {sorted(reference)}")
+    overall = max((float(g.abs().max()) for g in reference.values() if g.numel()), default=0.0)
+    worst, where = 0.0, ""
+    for name, ref in reference.items():
+        if ref.numel() == 0:
+            continue
+        scale = max(float(ref.abs().max()), GROUP_FLOOR * overall, 1e-300)
+        error = float((grads[name].to(ref.dtype) - ref).abs().max()) / scale
         if not math.isfinite(error):
             return math.inf, name
         if error > worst:
@@ -242,14 +266,19 @@ class FiniteDifferences:
     steps: int
     eps: float
 
-    def error_of(self, grads: dict[str, Tensor], floor: float = 0.0) -> float:
-        """Largest |⟨g, v⟩ − FD| / (max(‖g‖₂, floor) ‖v‖₂) over the directions (normwise
-        relative; g restricted to the groups the directions move)."""
+    def error_of(self, grads: dict[str, Tensor], floor: float = 0.0,
+                 reference: dict[str, Tensor] | None = None) -> float:
+        """Largest |⟨g, v⟩ − FD| / (max(‖r‖₂, floor) ‖v‖₂) over the directions (normwise
+        relative), r = ``reference`` when given (a size a wrong ``grads`` cannot inflate), else g;
+        both restricted to the groups each direction moves, so a direction along one group
+        measures that group's error relative to that group."""
         worst = 0.0
+        sizes = grads if reference is None else reference
         for v, fd in zip(self.directions, self.derivatives):
-            dot = sum(float((grads[k] * v[k]).sum()) for k in v)
-            g_norm = math.sqrt(sum(float(grads[k].pow(2).sum()) for k in v))
-            v_norm = math.sqrt(sum(float(v[k].pow(2).sum()) for k in v))
+            moved = [k for k in v if bool(v[k].any())]
+            dot = sum(float((grads[k] * v[k]).sum()) for k in moved)
+            g_norm = math.sqrt(sum(float(sizes[k].pow(2).sum()) for k in moved))
+            v_norm = math.sqrt(sum(float(v[k].pow(2).sum()) for k in moved))
             scale = max(max(g_norm, floor) * v_norm, abs(fd), 1e-300)
             worst = max(worst, abs(dot - fd) / scale)
         return worst
@@ -258,38 +287,53 @@ class FiniteDifferences:
 def finite_differences(func: Callable, y0: State, t: Tensor, loss: Loss, *,
                        params: Sequence[Tensor] | None = None, n_directions: int = 3,
                        seed: int = 0, eps: float = 1e-5, steps: int | None = None,
-                       only_t: bool = False) -> FiniteDifferences:
-    """Directional central differences in random directions over (y0, params, t).
+                       only_t: bool = False, along: dict[str, Tensor] | None = None) -> FiniteDifferences:
+    """Directional central differences over (y0, params, t): one direction per gradient group
+    along ``along`` (when given), then ``n_directions`` random ones.
 
-    The t-direction is scaled by the smallest gap in t so perturbed times stay monotone;
-    ``only_t=True`` perturbs (and checks) the times alone.
+    A direction along one group's gradient measures that whole group — an error confined to one
+    parameter group cannot hide in it, as it is diluted by ~1/√n in a random direction. The
+    random directions' t-part is scaled by the smallest gap in t so perturbed times stay
+    monotone; ``only_t=True`` perturbs (and checks) the times alone.
 
     Args:
         func, y0, t: the problem (``func(t, y)``; its parameters are perturbed in place and restored).
         loss: maps the solution ``ys`` to a scalar.
         params: the tensors to perturb (None: ``func``'s parameters when it is an nn.Module).
-        n_directions: number of random directions.
+        n_directions: number of random directions (may be 0 when ``along`` is given).
         seed: seed of the directions.
         eps: step of the central differences along each unit direction.
         steps: RK4 steps of the reference solve (None: doubled until the loss converges).
+        along: gradient groups by name (``"y0"``, parameter names, ``"t"``, as
+            :attr:`PairRun.grads`), e.g. a converged reference gradient: one direction per
+            nonzero group, along it.
 
     Raises:
-        InvalidInput: ``n_directions`` < 1.
+        InvalidInput: ``n_directions`` < 0, or < 1 without ``along``; ``along`` lacks a group.
     """
-    if n_directions < 1:
-        raise InvalidInput("n_directions", n_directions, "a positive integer")
+    if n_directions < (0 if along else 1):
+        raise InvalidInput("n_directions", n_directions,
+                           "a non-negative integer" if along else "a positive integer")
     named = named_params(func, params)
     if steps is None:
         steps = converged_reference_steps(func, y0, t, loss)
     generator = torch.Generator().manual_seed(seed)
     gaps = (t[1:] - t[:-1]).abs().min() if t.numel() > 1 else torch.tensor(1.0)
-    leaves = {**_y0_leaves(y0), **named}
-    directions, derivatives = [], []
+    leaves = {**_y0_leaves(y0), **named, "t": t}
+    unit = []
+    if along is not None:
+        if not set(leaves) <= set(along):
+            raise InvalidInput("along", sorted(along), f"gradient groups including {sorted(leaves)}")
+        unit = [{k: (along[name].to(p) if k == name else torch.zeros_like(p)) for k, p in leaves.items()}
+                for name in leaves if float(along[name].abs().max()) > 0]
     for _ in range(n_directions):
-        v = {k: (torch.zeros_like(p) if only_t else
+        v = {k: (torch.zeros_like(p) if only_t and k != "t" else
                  torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p))
              for k, p in leaves.items()}
-        v["t"] = torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t) * float(gaps)
+        v["t"] = v["t"] * float(gaps)
+        unit.append(v)
+    directions, derivatives = [], []
+    for v in unit:
         # Unit length: the step eps·v then has size eps in every case (ε² truncation ≈ 1e-10).
         norm = math.sqrt(sum(float(x.pow(2).sum()) for x in v.values()))
         v = {k: x / max(norm, 1e-300) for k, x in v.items()}

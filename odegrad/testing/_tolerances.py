@@ -60,11 +60,12 @@ _STEP_SCALE = {1: 0.01, 2: 0.03, 3: 0.05, 4: 0.1}
 _STEP_SCALE_HIGH = 0.2
 # Adaptive rtol per order: tight enough for ≲ 1e-5 relative gradients, loose enough that a
 # low-order method needs only tens of steps.
-_RTOL = {1: 1e-4, 2: 1e-5, 3: 1e-6, 4: 1e-8}
+_RTOL = {1: 1e-4, 2: 1e-5, 3: 1e-8, 4: 1e-8}
 _RTOL_HIGH = 1e-9
 _MAX_FIXED_STEPS = 400
 _ESTIMATE_FACTOR = 10.0     # true local error / embedded estimate
 _SENSITIVITY_FACTOR = 10.0  # uncontrolled sensitivities of the frozen-step solution
+_ADAPTIVE_FACTOR = _ESTIMATE_FACTOR * _SENSITIVITY_FACTOR
 
 
 @dataclass(frozen=True)
@@ -114,24 +115,41 @@ def accurate_settings(method: str | Integrator, span: float, scale: float) -> Se
     return Settings(options={"step_size": span / steps})
 
 
+def step_of(settings: Settings) -> float:
+    """The largest step of fixed-step ``settings``: ``step_size``, or the widest gap of ``grid``.
+
+    Raises:
+        InvalidInput: the settings have neither (fixed-step methods are only accurate on a fine grid).
+    """
+    options = settings.options
+    if "step_size" in options:
+        return abs(float(options["step_size"]))
+    grid = options.get("grid")
+    if grid is None or len(grid) < 2:
+        raise InvalidInput("settings.options['step_size']", None,
+                           "a step size or a grid: fixed-step methods are only accurate on a fine grid")
+    return max(abs(float(b) - float(a)) for a, b in zip(grid, grid[1:]))
+
+
 def expected_error(method: str | Integrator, settings: Settings, span: float, scale: float,
-                   steps: int = 0) -> float:
+                   steps: int = 0, extrapolated: bool = False) -> float:
     """Relative error bound of values/gradients computed with ``method`` under ``settings``
     (see the module docstring); ``steps`` = accepted steps forward plus backward: N + N' for
     adaptive methods, and for fixed-step methods the time they cover, ``steps · h``, in place of
-    the span T when it is longer (a gradient: forward and backward solve, 2T)."""
+    the span T when it is longer (a gradient: forward and backward solve, 2T).
+    ``extrapolated``: the bound of a fixed-step method's Richardson value from ``settings``' grid
+    and its halving (see :mod:`odegrad.testing._convergence`): the model at order p + 1, divided
+    by 2(2^p − 1), the factor by which extrapolation shrinks the h^{p+1} term."""
     span, scale = _check_scale(span, scale)
     solver = get_solver(method)
     order = method_order(solver)
     growth = math.exp(min(scale * span, 2.0))
     if solver.error_estimate:
-        error = (_ESTIMATE_FACTOR * _SENSITIVITY_FACTOR * max(steps, 1)
-                 * max(settings.rtol, settings.atol) * growth)
+        error = (_ADAPTIVE_FACTOR * max(steps, 1) * max(settings.rtol, settings.atol) * growth)
     else:
-        h = settings.options.get("step_size")
-        if h is None:
-            raise InvalidInput("settings.options['step_size']", None,
-                               "a step size: fixed-step methods are only accurate on a fine grid")
-        stepped = max(span, abs(h) * steps)  # time covered by the steps whose errors add up
-        error = (abs(h) * scale) ** order * max(1.0, scale * stepped) * growth
+        h = step_of(settings)
+        stepped = max(span, h * steps)  # time covered by the steps whose errors add up
+        power = order + 1 if extrapolated else order
+        shrink = 2 * (2 ** order - 1) if extrapolated else 1
+        error = (h * scale) ** power * max(1.0, scale * stepped) * growth / shrink
     return error + ROUNDOFF
