@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU table of the README in one run (GPU time is scarce: one prepared script, ~9 minutes on
+# Every GPU table of the Benchmarks page (docs/guides/benchmarks.md) in one run (GPU time is scarce: one prepared script, ~9 minutes on
 # one H100 with 16 CPU cores). Timed CUDA benchmarks run one after another on cores 0-5; the CPU
 # TL-NODE table (single-thread processes, 3 seeds x 4 tasks) runs beside them on cores 6-15, so
 # the two never share a core. Each part has its own time limit and writes its own table, so a part
@@ -7,6 +7,7 @@
 # back at most eight): one table per part, errors.log (every part's stderr) and summary.txt.
 #
 #   bash benchmarks/gpu_suite.sh OUTDIR            # from the repository root
+#   python benchmarks/tables.py OUTDIR/*.md        # afterwards: each table as CSV and JSON
 set -u
 out=$(realpath -m "${1:-benchmarks_out/gpu}")
 mkdir -p "$out"

@@ -16,6 +16,8 @@ on the test set (dopri5 at the training tolerances), its time, and the test loss
     python examples/regularization.py                         # digits, one seed, ~1-2 minutes on 2 cores
     python examples/regularization.py --task lotka-volterra
     python examples/regularization.py --quick                 # smoke run
+
+It plots the NFE of a test-set prediction over training, per regularizer, to ``examples_out/regularization.png``.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import digits_classification
 import lotka_volterra
 import torch
-from _harness import Run, timed_iterations
+from _harness import Run, colour, place_legend, save_figure, timed_iterations
 from torch import Tensor, nn
 
 import odegrad
@@ -108,7 +111,10 @@ def digits_setup(regularization: Regularizer | None, seed: int, rtol: float, ato
 
     def predict() -> Tensor:
         model.eval()  # a training signal only: eval mode predicts without the term
-        return model(x_test)
+        try:
+            return model(x_test)
+        finally:
+            model.train()  # predictions are also taken during training
 
     def score(logits: Tensor) -> tuple[float, float]:
         return float(cross_entropy(logits, y_test)), float((logits.argmax(-1) == y_test).float().mean())
@@ -161,7 +167,8 @@ TASKS = {
 @dataclass
 class Result:
     """One trained model: training seconds, NFE and median seconds of one test-set prediction,
-    test loss and accuracy (NaN for regression)."""
+    test loss and accuracy (NaN for regression), and (iteration, NFE of one test-set prediction)
+    over training."""
 
     name: str
     seed: int
@@ -170,6 +177,7 @@ class Result:
     predict_seconds: float
     test_loss: float
     accuracy: float
+    nfe_curve: list[tuple[int, int]]
 
 
 def train(task: Task, name: str, seed: int, *, weight: float | None = None, iterations: int | None = None,
@@ -184,8 +192,15 @@ def train(task: Task, name: str, seed: int, *, weight: float | None = None, iter
     optimizer = torch.optim.Adam(setup.parameters, lr=task.lr)
     iterations = task.iterations if iterations is None else iterations
     run = Run(name)
-    # training seconds only: the test metrics are measured once, after training
-    for _ in timed_iterations(run, iterations, lambda: math.nan, eval_every=iterations, progress=progress):
+
+    def prediction_nfe() -> int:
+        setup.field.nfe = 0
+        with torch.no_grad():
+            setup.predict()
+        return setup.field.nfe
+
+    # training seconds only: the prediction NFE is counted off the clock, the test metrics once, after training
+    for _ in timed_iterations(run, iterations, prediction_nfe, eval_every=max(1, iterations // 20), progress=progress):
         optimizer.zero_grad()
         setup.loss().backward()
         optimizer.step()
@@ -197,7 +212,21 @@ def train(task: Task, name: str, seed: int, *, weight: float | None = None, iter
             prediction = setup.predict()
             seconds.append(time.perf_counter() - start)
     test_loss, accuracy = setup.score(prediction)
-    return Result(name, seed, run.train_seconds, setup.field.nfe, statistics.median(seconds), test_loss, accuracy)
+    return Result(name, seed, run.train_seconds, setup.field.nfe, statistics.median(seconds), test_loss, accuracy,
+                  [(i, int(nfe)) for _, i, nfe in run.curve])
+
+
+def plot(task: Task, results: list[Result], out: Path) -> Path:
+    """NFE of a test-set prediction (without the term) over training, one line per regularizer."""
+    import matplotlib.pyplot as plt  # after _harness chose the Agg backend
+
+    fig, ax = plt.subplots(figsize=(8.5, 4))
+    for index, result in enumerate(results):
+        ax.plot(*zip(*result.nfe_curve), "o-", ms=3, color=colour(index), label=result.name)
+    ax.set(xlabel="training iteration", ylabel="NFE of one test-set prediction",
+           title=f"{task.name}: cost of a prediction (dopri5, no regularization term) during training")
+    place_legend(ax)
+    return save_figure(fig, out / "regularization.png")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few iterations only (smoke run)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--out", type=Path, default=Path("examples_out"), help="folder for the plot")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     task = TASKS[args.task]
@@ -213,10 +243,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{task.name}: {iterations} iterations, dopri5 rtol={task.rtol:g} atol={task.atol:g}, seed {args.seed}")
     print("| regularizer | weight | train time [s] | NFE/prediction | prediction [ms] | test loss | accuracy |")
     print("|---|---|---|---|---|---|---|")
+    results = []
     for name in NAMES:
         r = train(task, name, args.seed, iterations=iterations, progress=not args.no_progress)
+        results.append(r)
         print(f"| {name} | {task.weights.get(name, 0):g} | {r.train_seconds:.2f} | {r.nfe} | "
               f"{1e3 * r.predict_seconds:.1f} | {r.test_loss:.4g} | {r.accuracy:.4f} |")
+    print(f"\nsaved {plot(task, results, args.out)}")
 
 
 if __name__ == "__main__":

@@ -175,11 +175,12 @@ def timings(model: NeuralSDE, batch: Tensor, t: Tensor, args: argparse.Namespace
 
 
 def marginal_errors(process: Process, model: NeuralSDE, t: Tensor, samples: int, seed: int) -> dict[str, Tensor]:
-    """Exact and sampled (torchsde, midpoint) marginal mean and variance ``[len(t)]`` from ``x_eval``."""
+    """Exact and sampled (torchsde, midpoint) marginal mean and variance ``[len(t)]`` from ``x_eval``,
+    and the first sampled paths ``[len(t), 20]`` for the plot."""
     x0 = torch.full((1, 1), process.x_eval)
     with torch.no_grad():
         paths = model.sample(x0, t, n=samples, dt=1e-2, generator=torch.Generator().manual_seed(seed))[:, :, 0, 0]
-    return {"mean": paths.mean(1), "variance": paths.var(1),
+    return {"mean": paths.mean(1), "variance": paths.var(1), "paths": paths[:, :20],
             "true mean": process.mean(process.x_eval, t), "true variance": process.variance(process.x_eval, t)}
 
 
@@ -226,7 +227,7 @@ def kink_cost(model: NeuralSDE, x0: Tensor, t: Tensor, seed: int) -> list[tuple[
 def plot(results: list[tuple[Process, NeuralSDE, dict[str, Tensor]]], t_plot: Tensor, out: Path) -> Path:
     import matplotlib.pyplot as plt  # after _harness chose the Agg backend
 
-    fig, axes = plt.subplots(len(results), 3, figsize=(13, 3.6 * len(results)))
+    fig, axes = plt.subplots(len(results), 4, figsize=(17, 3.6 * len(results)))
     for row, (process, model, marginals) in zip(axes, results):
         low, high = process.starts
         xs = torch.linspace(*process.plot_range, 200).view(-1, 1)
@@ -244,6 +245,17 @@ def plot(results: list[tuple[Process, NeuralSDE, dict[str, Tensor]]], t_plot: Te
             ax.plot(t_plot, marginals[f"true {key}"], style + "-", label=f"true {key}")
             ax.plot(t_plot, marginals[key], style + "--", label=f"learned {key} (torchsde)")
         ax.set(title=f"{process.name}: marginals from x0 = {process.x_eval}", xlabel="t")
+        ax.legend()
+        ax = row[3]
+        ax.plot(t_plot, marginals["paths"], color="C1", lw=0.5, alpha=0.5)
+        spread = 2 * marginals["variance"].sqrt()
+        ax.fill_between(t_plot, marginals["mean"] - spread, marginals["mean"] + spread, color="C1", alpha=0.2,
+                        label="learned mean ± 2 sd")
+        true_spread = 2 * marginals["true variance"].sqrt()
+        for sign in (-1, 1):
+            ax.plot(t_plot, marginals["true mean"] + sign * true_spread, "k--", lw=1,
+                    label="true mean ± 2 sd" if sign > 0 else None)
+        ax.set(title=f"{process.name}: 20 learned sample paths (torchsde)", xlabel="t")
         ax.legend()
     return save_figure(fig, out / "sde_ou_gbm.png")
 

@@ -209,7 +209,7 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
             tensors, or one per part of a tuple state).
         options: ``max_steps``; fixed-step: ``step_size``, ``grid`` or ``grid_constructor``,
             ``perturb``; adaptive: ``first_step``, ``norm``, ``controller`` or
-            ``safety``/``ifactor``/``dfactor``, ``step_t``, ``jump_t`` (README: Options).
+            ``safety``/``ifactor``/``dfactor``, ``step_t``, ``jump_t`` (docs: Getting started, Options).
         params: tensors to differentiate by adjoint-type backends (default: ``func.parameters()``
             when func is an ``nn.Module``).
         regularization: None or a :mod:`odegrad.regularization` term (``LocalRegularization``,

@@ -91,7 +91,7 @@ class NeuralODE(nn.Module):
         A fixed-step odegrad method with ``gradient="direct"`` (no regularization while training,
         no ``check_backward``) steps through the block's times as Python floats and reads no
         tensor value, so ``torch.compile(block, fullgraph=True)`` captures forward and backward
-        in one graph each (README: Compiling fixed-step models)."""
+        in one graph each (docs: torch.func and torch.compile)."""
         check_state("y0", y0)
         t = torch.tensor(self.times, dtype=y0.dtype, device=y0.device)
         regularize = self.regularizer is not None and self.training  # a training penalty: eval mode skips it

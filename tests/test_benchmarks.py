@@ -5,6 +5,9 @@ missing (the benchmark numbers themselves are never asserted)."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -52,3 +55,39 @@ def test_diffrax_rows_are_skipped_with_the_reason_when_the_interpreter_lacks_jax
     fake.chmod(0o755)
     assert bench_gpu.diffrax_in_subprocess("T1", 4, 1, str(fake)) == {}
     assert "diffrax rows skipped for T1" in capsys.readouterr().out
+
+
+@pytest.fixture
+def tables():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module("tables")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+        sys.modules.pop("tables", None)
+
+
+def test_printed_tables_become_csv_and_json_with_their_heading(tables, tmp_path):
+    output = tmp_path / "run.md"
+    output.write_text("## Memory\n\nintro | not a table\n\n| method | peak MiB |\n|---|---:|\n"
+                      "| gq | **21.1** (0.69x) |\n| direct | – |\n\ntext\n| a | b |\n|---|---|\n| 1 | 2 |\n",
+                      encoding="utf-8")
+    tables.main([str(output)])
+    first = json.loads((tmp_path / "run.1.json").read_text(encoding="utf-8"))
+    assert first == {"heading": "Memory", "columns": ["method", "peak MiB"],
+                     "rows": [{"method": "gq", "peak MiB": "**21.1** (0.69x)"}, {"method": "direct", "peak MiB": "–"}]}
+    assert (tmp_path / "run.2.csv").read_text(encoding="utf-8").splitlines() == ["a,b", "1,2"]
+    assert tables.number("**21.1** (0.69x)") == 21.1 and tables.number("1.5e-06") == 1.5e-06
+    assert math.isnan(tables.number("–"))
+
+
+def test_benchmark_figures_are_drawn_from_the_benchmarks_page_tables(tables, tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_figures", BENCHMARKS.parent / "tools" / "bench_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    monkeypatch.setattr(figures, "FIGURES", tmp_path)
+    figures.main()
+    committed = {path.name for path in (BENCHMARKS.parent / "docs" / "figures").glob("*.png")}
+    assert {path.name for path in tmp_path.glob("*.png")} == committed
+    page = (BENCHMARKS.parent / "docs" / "guides" / "benchmarks.md").read_text(encoding="utf-8")
+    assert all(f"(../figures/{name})" in page for name in committed)

@@ -123,6 +123,16 @@ def test_tlnode_benchmark_runs_seeds_in_parallel_and_summarises(tmp_path):
     assert sum(line.startswith("| digits | worst best + 5% | s=1 |") for line in summary) == 1
 
 
+def test_export_example_serves_both_blocks_with_onnxruntime_and_plots_parity(tmp_path):
+    result = subprocess.run([sys.executable, str(EXAMPLES / "export_onnx.py"), "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    served = [line for line in result.stdout.splitlines() if "max |onnxruntime - PyTorch| = " in line]
+    assert [line.split(":")[0] for line in served] == ["rk4, h = 0.1 (unrolled graph)", "dopri5 (ONNX Loop)"]
+    assert all(float(line.rsplit("= ", 1)[1]) < 1e-4 for line in served)  # float32 parity, as to_onnx checks
+    assert (tmp_path / "export_onnx.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_stiff_robertson_example_runs_quick_and_reports_the_fit(tmp_path):
     result = subprocess.run([sys.executable, str(EXAMPLES / "stiff_robertson.py"), "--quick", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)

@@ -20,13 +20,23 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SKIP_MARKER = "<!-- readme-test: skip -->"
 FENCE = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
-# Runs in a subprocess: each block is compiled under README.md's name and line numbers, so a
-# traceback points at the README line that failed.
+# Runs every document in one subprocess (one interpreter start and torch import for all of them),
+# each in its own namespace and its own empty folder; each block is compiled under its document's
+# name and line numbers, so a traceback points at the line that failed. Prints one JSON object:
+# document -> None (ran) or the traceback.
 RUNNER = """
-import json, sys
-namespace = {"__name__": "__main__"}
-for line, code in json.load(sys.stdin):
-    exec(compile("\\n" * (line - 1) + code, sys.argv[1], "exec"), namespace)
+import json, os, sys, traceback
+results = {}
+for document, folder, blocks in json.load(sys.stdin):
+    os.chdir(folder)
+    namespace = {"__name__": "__main__"}
+    try:
+        for line, code in blocks:
+            exec(compile("\\n" * (line - 1) + code, document, "exec"), namespace)
+        results[document] = None
+    except BaseException:
+        results[document] = traceback.format_exc()
+print(json.dumps(results))
 """
 
 
@@ -56,11 +66,45 @@ def test_readme_has_python_blocks():
     assert python_blocks(DOCUMENTS[0].read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("document", [path for path in DOCUMENTS if python_blocks(path.read_text(encoding="utf-8"))],
-                         ids=lambda path: str(path.relative_to(ROOT)))
-def test_python_blocks_run_in_order(document, tmp_path):
-    blocks = [(line, code) for line, code, skipped in python_blocks(document.read_text(encoding="utf-8"))
-              if not skipped]
-    result = subprocess.run([sys.executable, "-c", RUNNER, str(document.relative_to(ROOT))], input=json.dumps(blocks),
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+INSTALL_AND_DEMO = "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/odegrad demo"
+INSTALL_AND_TEST = ('python3 -m venv .venv && .venv/bin/pip install -q -e ".[dev]" && .venv/bin/ruff check . '
+                    "&& .venv/bin/python -m pytest -q")
+
+
+def test_readme_keeps_its_two_quick_start_commands_and_ci_runs_the_second():
+    readme = DOCUMENTS[0].read_text(encoding="utf-8")
+    bash_blocks = re.findall(r"^```bash\n(.*?)^```$", readme, re.MULTILINE | re.DOTALL)
+    assert f"{INSTALL_AND_DEMO}\n" in bash_blocks and f"{INSTALL_AND_TEST}\n" in bash_blocks
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    # .ci/run creates the venv first (then may pin a CPU torch), then runs the rest of the command verbatim
+    create, rest = INSTALL_AND_TEST.split(" && ", 1)
+    assert f"{create} || exit 1" in ci and rest in ci.splitlines()
+
+
+def test_readme_is_a_five_minute_read():
+    assert len(DOCUMENTS[0].read_text(encoding="utf-8").splitlines()) <= 250
+
+
+RUNNABLE = [path for path in DOCUMENTS if python_blocks(path.read_text(encoding="utf-8"))]
+
+
+@pytest.fixture(scope="module")
+def block_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
+    """Every runnable document's blocks, run once for all the tests below: document -> None or its
+    traceback, and "stderr" -> what the documents wrote there."""
+    runs = []
+    for document in RUNNABLE:
+        name = str(document.relative_to(ROOT))
+        blocks = [(line, code) for line, code, skipped in python_blocks(document.read_text(encoding="utf-8"))
+                  if not skipped]
+        runs.append((name, str(tmp_path_factory.mktemp(document.stem)), blocks))
+    result = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(runs), capture_output=True, text=True,
+                            timeout=1200)
     assert result.returncode == 0, result.stderr
+    return {**json.loads(result.stdout.splitlines()[-1]), "stderr": result.stderr}
+
+
+@pytest.mark.parametrize("document", RUNNABLE, ids=lambda path: str(path.relative_to(ROOT)))
+def test_python_blocks_run_in_order(document, block_runs):
+    failure = block_runs[str(document.relative_to(ROOT))]
+    assert failure is None, f"{failure}\nstderr of all documents (tail):\n{block_runs['stderr'][-3000:]}"
