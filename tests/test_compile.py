@@ -9,6 +9,8 @@ import odegrad
 from export import UnrolledNeuralODE
 from odegrad.models import NeuralODE
 
+from .support import train_step
+
 
 class Field(torch.nn.Module):
     def __init__(self, dim: int = 3):
@@ -19,21 +21,6 @@ class Field(torch.nn.Module):
         return self.net(y) * torch.cos(t)
 
 
-@pytest.fixture
-def no_recompiles():
-    torch._dynamo.reset()
-    with torch._dynamo.config.patch(error_on_recompile=True):
-        yield
-    torch._dynamo.reset()
-
-
-def _train_step(model, x):
-    model.zero_grad()
-    out = model(x)
-    out.pow(2).sum().backward()
-    return out.detach(), [p.grad.clone() for p in model.parameters()]
-
-
 @pytest.mark.parametrize("method, options", [("rk4", {"step_size": 0.25}), ("euler", {"grid": [0.0, 0.3, 1.0]}),
                                              ("midpoint", {"step_size": 0.4, "interp": "linear"})])
 def test_compiled_neural_ode_matches_eager_without_recompiling(method, options, no_recompiles):
@@ -41,8 +28,8 @@ def test_compiled_neural_ode_matches_eager_without_recompiling(method, options, 
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     for _ in range(3):  # new values, same shapes: error_on_recompile makes a recompilation fail
         x = torch.randn(5, 3)
-        out, grads = _train_step(compiled, x)
-        expected, expected_grads = _train_step(model, x)
+        out, grads = train_step(compiled, x)
+        expected, expected_grads = train_step(model, x)
         torch.testing.assert_close(out, expected)
         for grad, expected_grad in zip(grads, expected_grads):
             torch.testing.assert_close(grad, expected_grad)
