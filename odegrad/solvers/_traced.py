@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
-from .._checks import bad_batch_entries
 from .._counting import counted, is_tracing
 from ..errors import MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow, UnsupportedCombination
 from ._base import IntegrationConfig, Solution, Stats
@@ -215,7 +214,7 @@ def _raise_for(status: Status, ys: Tensor, t: float, t_end: float, h: float, sta
     if status == Status.MAX_STEPS:
         raise MaxStepsExceeded(f"max_steps={config.max_steps} steps were not enough", t=t, t_end=t_end, nfe=nfe)
     if status == Status.NON_FINITE:
-        raise NonFiniteValue("a value produced by func", t=t, nfe=nfe,
-                             bad_indices=bad_batch_entries(ys[-1].detach()) if ys.dim() > 1 else [])
+        # the non-finite step was rejected, not carried: which entries went bad is not known here
+        raise NonFiniteValue("a value produced by func", t=t, nfe=nfe)
     if status == Status.UNDERFLOW:
         raise StepSizeUnderflow(f"step size underflow: h={h:.3g}", t=t, t_end=t_end, nfe=nfe)
