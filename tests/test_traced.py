@@ -189,3 +189,9 @@ def test_implicit_methods_stay_on_the_eager_driver():
     with pytest.raises(UnsupportedCombination, match="kvaerno5"):
         odegrad.odeint(decay, y0, t, method="kvaerno5", options={"driver": "traced"})
     assert not get_solver("kvaerno5").traceable and get_solver("dopri5").traceable
+
+
+def test_a_norm_that_is_not_a_scalar_is_refused_by_name_in_the_traced_loop():
+    y0, t = torch.ones(3, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(InvalidInput, match="norm"):
+        odegrad.odeint(lambda t, y: -y, y0, t, options={"driver": "traced", "norm": lambda x: x.abs()})

@@ -21,7 +21,7 @@ from torch import Tensor
 from .._checks import bad_batch_entries, check_in_range
 from ..errors import IntegrationFailure, InvalidInput, MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow
 from ._base import IntegrationConfig, StepResult
-from ._scalars import Scalar, absolute, as_float64, const, finite, maximum, minimum, power, quotient, where
+from ._scalars import Scalar, absolute, const, finite, maximum, minimum, power, quotient, where
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,12 @@ class PIController:
         return (self.safety, -self.beta1 / order, self.beta2 / order, 1.0, self.dfactor, self.ifactor)
 
 
-def norm_value(norm, x: Tensor) -> float:
-    """``norm(x)`` as a float; a norm that does not return a scalar is refused by name."""
-    return _scalar(norm(x))
+def norm_tensor(value: Any) -> Tensor:
+    """A norm's value in a traced solve: a one-element tensor as 0-dim float64 (its shape, not its
+    value, is checked: nothing is read); anything else is refused by name."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.reshape(()).to(torch.float64)
+    return _scalar(value)
 
 
 def _scalar(value) -> float:
@@ -101,7 +104,7 @@ def initial_step(func, t0: Scalar, y0: Tensor, f0: Tensor, order: int, rtol: flo
     traced = isinstance(t0, Tensor)
 
     def measure(x: Tensor) -> Scalar:
-        return as_float64(norm(x)) if traced else _scalar(norm(x))
+        return norm_tensor(norm(x)) if traced else _scalar(norm(x))
 
     with torch.no_grad():
         scale = atol + y0.abs() * rtol

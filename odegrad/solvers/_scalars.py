@@ -119,9 +119,3 @@ def finite(x: Scalar) -> bool | Tensor:
 def absolute(x: Scalar) -> Scalar:
     """``|x|``."""
     return x.abs() if isinstance(x, Tensor) else abs(x)
-
-
-def as_float64(x: Any) -> Scalar:
-    """A norm's value as the drivers compare it: a float for a float, a 0-dim float64 tensor for
-    a tensor."""
-    return x.to(torch.float64) if isinstance(x, Tensor) else float(x)

@@ -31,6 +31,7 @@ from ._controller import (
     controller_of,
     initial_step,
     initial_step_constants,
+    norm_tensor,
     stepped_size,
     underflow,
 )
@@ -136,7 +137,7 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
         stop = direction * torch.where(stop_keys > direction * t, stop_keys, stop_keys[-1]).min()
         t1, step = clip_to_stop(t, h, stop, direction)
         result = solver.step(field, t, step, y, state)
-        ratio = controller.scaled_error(y, result.y1, result.error, rtol, atol, config.norm).detach().to(_F64)
+        ratio = norm_tensor(controller.scaled_error(y, result.y1, result.error, rtol, atol, config.norm)).detach()
         ok = ratio <= const(1.0)
         reached = ok & (index >= out) & (direction * (times - t1) <= 0)
         at = torch.where((times == t1).reshape(column), result.y1.unsqueeze(0),
