@@ -27,8 +27,7 @@ def _add_scaled(base: Tensor | None, scale: Scalar, coefficients: Sequence[float
         if coefficient == 0.0:
             continue
         if exact_scale:
-            scaled = term * (scale * const(coefficient)).to(term.dtype)
-            result = scaled if result is None else result + scaled
+            result = _plus(result, term, scale * const(coefficient))
         elif result is None:
             result = term * (scale * coefficient)
         else:
@@ -48,17 +47,24 @@ def _theta(t0: Scalar, h: Scalar, t: Scalar, like: Tensor) -> Scalar:
 
 
 def _weighted(base: Tensor | None, h: Scalar, weights: Sequence[Scalar], terms: Sequence[Tensor],
-              rows: Sequence[Sequence[Scalar]]) -> Tensor:
-    """``base + h · Σ_i weights[i] · terms[i]`` over the rows of the dense-output matrix that are
-    not all zero; weights are floats (one time) or tensors (times as a tensor, or exact constants)."""
+              rows: Sequence[Sequence[float]]) -> Tensor:
+    """``base + h · Σ_i weights[i] · terms[i]`` over the rows of the (float) dense-output matrix
+    that are not all zero; weights are floats (one time) or tensors (times as a tensor, or exact
+    constants)."""
     if not isinstance(weights[0], Tensor):
         return _add_scaled(base, h, weights, terms)
     result = base
     for weight, term, row in zip(weights, terms, rows):
-        if any(isinstance(x, Tensor) or x != 0.0 for x in row):
-            scaled = term * (h * weight).to(term.dtype)
-            result = scaled if result is None else result + scaled
+        if any(row):
+            result = _plus(result, term, h * weight)
     return torch.zeros_like(terms[0]) if result is None else result
+
+
+def _plus(result: Tensor | None, term: Tensor, scale: Tensor) -> Tensor:
+    """``result + scale · term`` (``scale · term`` when there is no result yet), the tensor
+    ``scale`` rounded to the term's dtype first, as the eager fused add rounds its float alpha."""
+    scaled = term * scale.to(term.dtype)
+    return scaled if result is None else result + scaled
 
 
 class ExplicitRK(StepSolver):
@@ -123,9 +129,8 @@ class ExplicitRK(StepSolver):
         ``Tensor[*y0.shape]``, or ``Tensor[n, *y0.shape]`` for a 1-D tensor of ``n`` times."""
         y0, stages = dense_info
         theta = _theta(t0, h, t, y0)
-        rows = exact(self.tableau.dense)
-        weights = [sum(w * theta ** (p + 1) for p, w in enumerate(row)) for row in rows]
-        return _weighted(y0, h, weights, stages, rows)
+        weights = [sum(w * theta ** (p + 1) for p, w in enumerate(row)) for row in exact(self.tableau.dense)]
+        return _weighted(y0, h, weights, stages, self.tableau.dense)
 
     def interpolate_derivative(self, dense_info, t0: Scalar, h: Scalar, t: Scalar) -> Tensor:
         """d/dt of :meth:`interpolate`: ``Σ_i (Σ_p (p + 1) dense[i][p] θ^p) K_i``."""
