@@ -172,10 +172,12 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         entry_norm: the error norm of each entry, float64 ``[B, 1, ..., 1]``.
         loop: ``torch.while_loop`` (compiles) or :func:`python_loop` (eager) — the same body.
         land: output times are forced stops (steps land on them: backward sweeps add jumps there).
-        on_output: with ``land``: ``on_output(t, y, state, landed, index) -> (y, state)`` after a
-            step, ``landed: Tensor[B]`` the entries that reached their output ``index: Tensor[B]``.
-        on_step: ``on_step(t, h, accepted, result)`` after each step (eager loops only): the
-            per-entry start, signed step and acceptance, and the step's :class:`StepResult`.
+        on_output: with ``land``: ``on_output(t, y, landed, index) -> y`` after a step, where
+            ``landed: Tensor[B]`` marks the entries that reached their output ``index: Tensor[B]``
+            (the solver's carried state is recomputed for them).
+        on_step: ``on_step(t, h, accepted, y, result)`` after each step (eager loops only): the
+            per-entry start, signed step (0 for done entries), acceptance and state before the
+            step, and the step's :class:`StepResult`.
     """
     batch, count = times.shape
     column = (batch,) + (1,) * (y0.dim() - 1)
@@ -220,7 +222,7 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         ratio = controller.scaled_error(y, result.y1, result.error, rtol, atol, entry_norm).detach()
         ok = stepping & (ratio <= const(1.0))
         if on_step is not None:
-            on_step(t, step, ok, result)
+            on_step(t, step, ok, y, result)
         reached = ok.reshape(batch, 1) & (index >= out[:, None]) & (sign[:, None] * (times - t1.reshape(batch, 1)) <= 0)
         readable = torch.where(stepping, step, torch.ones_like(step)).reshape(point)  # no 0/0 for done entries
         dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
@@ -237,7 +239,11 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         state_next = pytree.tree_map(lambda new, old: torch.where(ok, new, old), result.state, state)
         out_next = out + reached.to(torch.int64).sum(dim=1)
         if on_output is not None:
-            y_next, state_next = on_output(t_next, y_next, state_next, reached.any(dim=1), out_next - 1)
+            landed = reached.any(dim=1)
+            y_next = on_output(t_next, y_next, landed, out_next - 1)
+            if loop is not python_loop or bool(landed.any()):  # the carried state of a changed y
+                state_next = pytree.tree_map(lambda new, old: torch.where(landed.reshape(column), new, old),
+                                             solver.init(field, t_next, y_next), state_next)
         taken, refused = ok.reshape(batch).to(torch.int64), (stepping & ~ok).reshape(batch).to(torch.int64)
         return (accepted + taken, rejected + refused, status, out_next, t_next, h_next, previous, y_next, state_next,
                 torch.where(reached.reshape(rows.shape), at, ys))
