@@ -11,7 +11,8 @@ The backends differ in where y comes from during the sweep (the methods' definin
 * ``backsolve`` (``"reverse"``): y is solved backwards with a, never reset (the classic adjoint;
   the drift check compares it with the stored outputs as it lands on them);
 * ``gq`` (``"reset"``): y is solved backwards with a and reset at every output time;
-* ``interp`` (``"trajectory"``): y is read from the forward solve's dense output, only a is solved.
+* ``interp`` (``"trajectory"``): y is read from Chebyshev interpolants of the forward solution per
+  entry and segment (:mod:`._per_entry_chebyshev`), only a is solved.
 
 The parameter gradient ∫ aᵀ∂f/∂θ dt is summed over the batch, so it cannot be a per-entry state
 of the sweep without per-sample parameter gradients. It is integrated alongside instead, by
