@@ -135,7 +135,9 @@ def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, 
                 t: Tensor | None = None, shapes: list[torch.Size] | None = None) -> IntegrationConfig:
     """Turn odeint's ``rtol``/``atol``/``options`` into an :class:`IntegrationConfig` for
     ``solver`` and states of ``dtype``, refusing bad values, options that do not apply to the
-    solver and tolerances the dtype cannot resolve.
+    solver and tolerances the dtype cannot resolve. Each group of settings is read by the part
+    that owns it: the tolerances, the loop (``max_steps``, ``check_backward``, ``driver``,
+    ``per_sample``), the step-size controller of adaptive methods and the grid of fixed-step ones.
 
     The solve's ``func``, flat ``y0`` (its dtype is the default ``dtype``), ``t`` and the tuple
     state's part ``shapes`` are needed only by per-element tolerances (tensors, one per tuple
@@ -147,6 +149,17 @@ def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, 
     if not _some_positive(config.rtol, config.atol):
         raise InvalidInput("rtol/atol", "both 0", "at least one positive tolerance (for every element)")
     _check_resolution(solver, config, dtype)
+    opts = _options_for(solver, options)
+    _read_loop_options(config, opts, solver)
+    if solver.error_estimate:
+        _read_controller_options(config, opts)
+    else:
+        _read_grid_options(config, opts, func, y0, t)
+    return config
+
+
+def _options_for(solver: Integrator, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` with aliases resolved, refusing unknown keys and keys of the other kind of method."""
     if options is None:
         options = {}
     if not isinstance(options, Mapping):
@@ -159,24 +172,31 @@ def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, 
             valid = ", ".join(("max_steps", *(_ADAPTIVE_OPTIONS if solver.error_estimate else _FIXED_OPTIONS)))
             raise UnsupportedCombination(f"options['{key}'] does not apply to the {kind} method "
                                          f"{getattr(solver, 'name', solver)!r}; valid here: {valid}")
+    return opts
+
+
+def _flag(opts: Mapping[str, Any], key: str) -> bool:
+    if not isinstance(opts[key], bool):
+        raise InvalidInput(f"options['{key}']", opts[key], "True or False")
+    return opts[key]
+
+
+def _read_loop_options(config: IntegrationConfig, opts: Mapping[str, Any], solver: Integrator) -> None:
+    """The integration loop's settings: ``max_steps``, ``check_backward``, ``per_sample``, ``driver``."""
     if "max_steps" in opts:
         config.max_steps = check_int("options['max_steps']", opts["max_steps"], low=1)
     if "check_backward" in opts:
-        if not isinstance(opts["check_backward"], bool):
-            raise InvalidInput("options['check_backward']", opts["check_backward"], "True or False")
-        config.check_backward = opts["check_backward"]
-    if "step_size" in opts:
-        config.step_size = check_positive("options['step_size']", opts["step_size"])
-    if "grid" in opts:
-        config.grid = times_option("options['grid']", opts["grid"])
-    if "grid_constructor" in opts:
-        config.grid = _constructed_grid(opts, func, y0, t)
-    if "perturb" in opts:
-        if not isinstance(opts["perturb"], bool):
-            raise InvalidInput("options['perturb']", opts["perturb"], "True or False")
-        config.perturb = opts["perturb"]
-    if "interp" in opts:
-        config.interp = check_choice("options['interp']", opts["interp"], ("cubic", "linear"))
+        config.check_backward = _flag(opts, "check_backward")
+    if "per_sample" in opts:
+        config.per_sample = _flag(opts, "per_sample")
+    if "driver" in opts:
+        config.driver = check_choice("options['driver']", opts["driver"], DRIVERS)
+        _check_driver(config, solver)
+
+
+def _read_controller_options(config: IntegrationConfig, opts: Mapping[str, Any]) -> None:
+    """The adaptive step-size controller's settings: ``first_step``, ``norm``, ``step_t``/``jump_t``
+    stops and ``controller`` (or its ``safety``/``ifactor``/``dfactor``)."""
     if "jump_t" in opts:
         config.jumps = tuple(times_option("options['jump_t']", opts["jump_t"]))
     if "step_t" in opts:
@@ -187,13 +207,6 @@ def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, 
         if not callable(opts["norm"]):
             raise InvalidInput("options['norm']", opts["norm"], "a callable mapping a tensor to a scalar")
         config.norm = opts["norm"]
-    if "per_sample" in opts:
-        if not isinstance(opts["per_sample"], bool):
-            raise InvalidInput("options['per_sample']", opts["per_sample"], "True or False")
-        config.per_sample = opts["per_sample"]
-    if "driver" in opts:
-        config.driver = check_choice("options['driver']", opts["driver"], DRIVERS)
-        _check_driver(config, solver)
     controller_args = {k: opts[k] for k in _CONTROLLER_OPTIONS if k in opts}
     if "controller" in opts:
         if controller_args or not isinstance(opts["controller"], PIController):
@@ -202,7 +215,21 @@ def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, 
         config.controller = opts["controller"]
     elif controller_args:
         config.controller = PIController(**controller_args)
-    return config
+
+
+def _read_grid_options(config: IntegrationConfig, opts: Mapping[str, Any], func: Any, y0: Tensor | None,
+                       t: Tensor | None) -> None:
+    """Fixed-step methods' settings: ``step_size``, ``grid`` or ``grid_constructor``, ``perturb``, ``interp``."""
+    if "step_size" in opts:
+        config.step_size = check_positive("options['step_size']", opts["step_size"])
+    if "grid" in opts:
+        config.grid = times_option("options['grid']", opts["grid"])
+    if "grid_constructor" in opts:
+        config.grid = _constructed_grid(opts, func, y0, t)
+    if "perturb" in opts:
+        config.perturb = _flag(opts, "perturb")
+    if "interp" in opts:
+        config.interp = check_choice("options['interp']", opts["interp"], ("cubic", "linear"))
 
 
 def _check_driver(config: IntegrationConfig, solver: Integrator) -> None:
