@@ -120,6 +120,40 @@ def check_times(t: Any, y0: Tensor, open_end: bool = False, increasing: bool = F
     return t
 
 
+def check_sample_times(t: Any, y0: Tensor) -> Tensor:
+    """A per-sample solve's ``t`` as ``Tensor[B, n]`` for states ``y0: Tensor[B, ...]``: a 2-D
+    ``t`` whose rows are each strictly monotone (in either direction, row by row), or a 1-D ``t``
+    shared by every entry (checked as :func:`check_times`, then repeated per entry).
+
+    Raises:
+        InvalidInput: naming ``t`` (its shape, dtype, device, or the first row that is not finite
+            and strictly monotone) or ``y0`` (no batch dimension).
+    """
+    if y0.dim() == 0:
+        raise InvalidInput("y0 shape", "()", "a batch dimension first in per-sample mode (y0[b] is problem b)")
+    batch = y0.shape[0]
+    if not (isinstance(t, Tensor) and t.dim() == 2):
+        return check_times(t, y0).unsqueeze(0).expand(batch, -1)
+    if t.shape[0] != batch or t.shape[1] == 0:
+        raise InvalidInput("t shape", str(tuple(t.shape)), f"[batch, n_times] with batch = {batch} "
+                           "(the first dimension of y0: one row of output times per problem)")
+    if not t.is_floating_point():
+        raise InvalidInput("t dtype", str(t.dtype), "a floating-point dtype (e.g. torch.linspace)")
+    if t.device != y0.device:
+        raise InvalidInput("t device", str(t.device), f"{y0.device} (the device of y0)")
+    if is_tracing() or t.shape[1] == 1:
+        return t
+    rows = t.detach()
+    steps = rows.diff(dim=1)
+    monotone = ((steps > 0).all(dim=1) | (steps < 0).all(dim=1)) & torch.isfinite(rows).all(dim=1)
+    if not bool(monotone.all()):
+        row = int((~monotone).nonzero()[0])
+        values = rows[row].tolist()
+        raise InvalidInput(f"t[{row}]", values, "a finite, strictly increasing or strictly decreasing row "
+                           "of output times (each row of a per-sample t is one problem's times)")
+    return t
+
+
 def check_signature(func: Any) -> None:
     """Refuse a ``func`` that is not callable as ``func(t, y)`` (two positional arguments), naming
     the signature found; callables whose signature Python cannot inspect are accepted.

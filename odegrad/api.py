@@ -11,14 +11,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_signature, check_state, check_times
+from ._checks import check_sample_times, check_signature, check_state, check_times
 from ._counting import active_transforms, check_func_output
 from ._params import resolve_params
 from .errors import ExportError, InvalidInput, UnsupportedCombination
 from .events import Event, check_events, solve_events
 from .gradients import BACKEND_ALIASES, AdjointBackend, Backend, Problem, backend_names, get_backend
 from .regularization import Regularizer, check_regularizer
-from .solvers import IntegrationConfig, Integrator, Solution, StaticTimes, get_solver, make_config
+from .solvers import IntegrationConfig, Integrator, Solution, StaticTimes, StepSolver, get_solver, make_config
 
 State = Tensor | tuple[Tensor, ...]
 """An ODE state: one tensor, or a tuple of tensors integrated together (``y0`` and ``ys``)."""
@@ -29,11 +29,12 @@ tuple states a tuple with one (number or tensor) per part, as torchdiffeq accept
 class _FlatTupleFunc:
     """Presents a func over a tuple of tensors (as torchdiffeq does), or over a complex tensor
     (torchdiffeq integrates complex states; here they travel as their real views), as a func over
-    one flat real tensor.
+    one flat real tensor: ``Tensor[n]``, or per-sample ``Tensor[B, n]`` (each entry flattened on
+    its own, so the batch dimension stays first).
 
     Args:
         func: the user's ``func(t, y)``.
-        templates: the parts of ``y0`` (shapes and dtypes).
+        templates: the parts of ``y0`` (shapes and dtypes; per-sample: the parts of one entry).
         is_tuple: whether ``y0`` is a tuple (else one complex tensor).
     """
 
@@ -55,6 +56,7 @@ class _FlatTupleFunc:
         return tuple(parts) if self.is_tuple else parts[0]
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        lead = y.shape[:-1] if isinstance(y, Tensor) else ()
         out = self.func(t, self.unflatten(y))
         if not self.is_tuple:
             out = (out,)
@@ -66,10 +68,10 @@ class _FlatTupleFunc:
             name = f"func output[{i}]" if self.is_tuple else "func output"
             if isinstance(y, Tensor) and not isinstance(o, Tensor):  # (Taylor mode passes jets through)
                 raise InvalidInput(name, type(o).__name__, "a Tensor with the shape of y0")
-            if tuple(o.shape) != tuple(shape):
-                raise InvalidInput(f"{name} shape", str(tuple(o.shape)), f"{tuple(shape)} (the shape of y0)")
-            flat.append((torch.view_as_real(o.to(dtype).resolve_conj()) if dtype.is_complex else o).reshape(-1))
-        return torch.cat(flat)
+            if tuple(o.shape) != (*lead, *shape):
+                raise InvalidInput(f"{name} shape", str(tuple(o.shape)), f"{(*lead, *shape)} (the shape of y0)")
+            flat.append((torch.view_as_real(o.to(dtype).resolve_conj()) if dtype.is_complex else o).reshape(*lead, -1))
+        return torch.cat(flat, dim=-1)
 
 
 def _real_view(y: Tensor) -> Tensor:
@@ -77,9 +79,10 @@ def _real_view(y: Tensor) -> Tensor:
     return torch.view_as_real(y.resolve_conj()) if y.is_complex() else y
 
 
-def _check_state(y0: Any) -> tuple[Tensor, list[Tensor] | None]:
+def _check_state(y0: Any, per_sample: bool = False) -> tuple[Tensor, list[Tensor] | None]:
     """The state as one real tensor, and the parts it was flattened from (None when ``y0`` is a
-    real tensor, used as it is)."""
+    real tensor, used as it is); ``per_sample``: each batch entry flattened on its own
+    (``Tensor[B, n]``), and the parts are those of one entry."""
     if isinstance(y0, Tensor):
         tensors = [y0]
     elif isinstance(y0, (tuple, list)) and y0 and all(isinstance(y, Tensor) for y in y0):
@@ -96,27 +99,44 @@ def _check_state(y0: Any) -> tuple[Tensor, list[Tensor] | None]:
         check_state(name, real)
     if isinstance(y0, Tensor) and not y0.is_complex():
         return y0, None
+    if per_sample:
+        _check_batches(tensors)
+        return torch.cat([_real_view(y).reshape(len(y), -1) for y in tensors], dim=1), [y[0] for y in tensors]
     return torch.cat([_real_view(y).reshape(-1) for y in tensors]), tensors
+
+
+def _check_batches(parts: list[Tensor]) -> None:
+    """Per-sample tuple states: every part has the batch dimension first, of one size."""
+    batch = parts[0].shape[0] if parts[0].dim() else "batch"
+    for i, y in enumerate(parts):
+        if y.dim() == 0 or y.shape[0] != batch:
+            raise InvalidInput(f"y0[{i}] shape", str(tuple(y.shape)), f"[{batch}, ...]: in per-sample mode "
+                               "every part of y0 has the batch dimension first, of the same size")
 
 
 def _with_time_gradient(backend: Backend, problem: Problem, t: Tensor) -> Solution:
     """Solve, and make ys differentiable in t: dL/dt_i = f(t_i, y_i)·dL/dy_i for i ≥ 1 and
     dL/dt_0 = −f(t_0, y_0)·dL/dy_0 (through the solve). Exact for the continuous flow, the same
     rule torchdiffeq's adjoint uses; costs len(t) extra evaluations of func. Everything stays in
-    y0's dtype (func's outputs are cast as in the solve), whatever t's dtype."""
+    y0's dtype (func's outputs are cast as in the solve), whatever t's dtype. Per-sample (``t:
+    Tensor[B, n]``, ``ys: Tensor[B, n, ...]``) the same per entry, from each entry's own times."""
     t_fixed = problem.t
+    axis = t_fixed.dim() - 1  # the time axis of ys: 0, or 1 after the batch axis of a per-sample solve
+    entry = (-1,) * axis + (1,) * (problem.y0.dim() - axis)  # a time (per entry) against a state
 
     def slope(i: int, y: Tensor) -> Tensor:
         with torch.no_grad():
-            return check_func_output(problem.func(t_fixed[i], y), y)
+            return check_func_output(problem.func(t_fixed.select(-1, i), y), y)
 
-    shift0 = (t[0] - t_fixed[0]).to(problem.y0.dtype)
+    shift0 = (t.select(-1, 0) - t_fixed.select(-1, 0)).to(problem.y0.dtype).reshape(entry)
     solution = backend.solve(problem.with_y0(problem.y0 - shift0 * slope(0, problem.y0)))
     ys = solution.ys
-    slopes = torch.stack([slope(i, ys[i]) for i in range(1, len(t_fixed))])
-    solution.stats.nfe_forward += len(t_fixed)
-    shifts = (t[1:] - t_fixed[1:]).to(ys.dtype).reshape(-1, *([1] * problem.y0.dim()))
-    solution.ys = torch.cat([problem.y0.unsqueeze(0), ys[1:] + shifts * slopes])
+    count = t_fixed.shape[-1]
+    slopes = torch.stack([slope(i, ys.select(axis, i)) for i in range(1, count)], dim=axis)
+    solution.stats.nfe_forward += count
+    shifts = (t - t_fixed).narrow(-1, 1, count - 1).to(ys.dtype)
+    shifts = shifts.reshape(*shifts.shape, *([1] * (ys.dim() - shifts.dim())))
+    solution.ys = torch.cat([problem.y0.unsqueeze(axis), ys.narrow(axis, 1, count - 1) + shifts * slopes], dim=axis)
     return solution
 
 
@@ -140,12 +160,15 @@ def _dynamic_solution(backend: Backend, solver: Integrator, func: Callable, y0: 
                       dense: bool, events: tuple[Event, ...]) -> Solution:
     """The solve through ``backend`` (the usual case): ``y0`` at every time when there is nothing
     to integrate, else the problem solved with events and regularization attached."""
-    if t.numel() == 1 or y0.numel() == 0:  # nothing to integrate: y0 at every time
-        solution = Solution(ys=y0.unsqueeze(0).expand(t.numel(), *y0.shape).clone())
+    if t.shape[-1] == 1 or y0.numel() == 0:  # nothing to integrate: y0 at every time
+        axis = t.dim() - 1  # per-sample outputs are [B, n, ...]
+        solution = Solution(ys=y0.unsqueeze(axis).expand(*y0.shape[:axis], t.shape[-1], *y0.shape[axis:]).clone())
         if regularization is not None:
             solution.regularization = y0.new_zeros(())
         return solution
     shapes = func.shapes if isinstance(func, _FlatTupleFunc) else [y0.shape]
+    if config.per_sample:
+        shapes = [torch.Size((len(y0), *shape)) for shape in shapes]
     problem = Problem(func=func, y0=y0, t=t.detach(), solver=solver, config=config, params=params,
                       keep_dense=dense, batch_size=_batch_size(shapes))
     if regularization is not None:
@@ -188,6 +211,45 @@ def _check_capabilities(solver: Integrator, backend: Backend, dense: Any, events
             f"the adaptive method {name!r} under torch.func.vmap: its step size depends on the values "
             "of each batch member. Use a fixed-step method (rk4, ...), or give y0 a batch dimension "
             "instead of vmapping (the batch then shares one step size)")
+
+
+def _per_sample_mode(options: Mapping[str, Any] | None, t: Any) -> bool:
+    """Whether the solve is per sample: ``options['per_sample']`` (checked), or a 2-D ``t``."""
+    flag = options.get("per_sample", False) if isinstance(options, Mapping) else False
+    if not isinstance(flag, bool):
+        raise InvalidInput("options['per_sample']", flag, "True or False")
+    two_d = isinstance(t, Tensor) and t.dim() == 2
+    if two_d and isinstance(options, Mapping) and options.get("per_sample") is False:
+        raise InvalidInput("t shape", str(tuple(t.shape)), "a 1-D tensor of times: a 2-D t (one row per batch "
+                           "entry) asks for per-sample solving, which options['per_sample'] = False refuses")
+    return flag or two_d
+
+
+def _with_per_sample(options: Mapping[str, Any] | None, per_sample: bool) -> Mapping[str, Any] | None:
+    """``options`` with ``per_sample`` set where a 2-D ``t`` implied it."""
+    if not per_sample or (options is not None and "per_sample" in options):
+        return options
+    return {**(options or {}), "per_sample": True}
+
+
+def _check_per_sample(solver: Integrator, dense: bool, events: tuple[Event, ...],
+                      regularization: Regularizer | None, static: StaticTimes | None) -> None:
+    """Refuse what per-sample solving cannot do: methods other than odegrad's explicit adaptive
+    Runge–Kutta methods (fixed-step, TL-NODE, implicit, the torchdiffeq adapter), dense output,
+    events, regularization and export recording."""
+    name = getattr(solver, "name", solver)
+    traceable = isinstance(solver, StepSolver) and solver.error_estimate and solver.traceable
+    if not traceable:
+        raise UnsupportedCombination(
+            f"options['per_sample'] (or a 2-D t) with the method {name!r}: per-sample solving runs odegrad's "
+            "explicit adaptive Runge-Kutta methods (dopri5, tsit5, bosh3, ...); fixed-step methods, TL-NODE, "
+            "implicit methods and the torchdiffeq adapter share one step for the batch")
+    unsupported = [what for what, asked in (("dense=True", dense), ("events", events),
+                                            ("regularization", regularization is not None),
+                                            ("odegrad.export", static is not None)) if asked]
+    if unsupported:
+        raise UnsupportedCombination(f"options['per_sample'] (or a 2-D t) cannot be combined with "
+                                     f"{', '.join(unsupported)}")
 
 
 def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "dopri5",
@@ -253,12 +315,18 @@ def _solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator, gr
     check_signature(func)
     events = () if events is None else check_events(events)
     _check_capabilities(solver, backend, dense, events, regularization)
-    flat_y0, parts = _check_state(y0)
-    t = check_times(t, flat_y0, open_end=any(event.terminal for event in events))
+    per_sample = _per_sample_mode(options, t)
+    if per_sample:
+        _check_per_sample(solver, dense, events, regularization, StaticTimes.active())
+    flat_y0, parts = _check_state(y0, per_sample)
+    shared_times = not (isinstance(t, Tensor) and t.dim() == 2)
+    t = (check_sample_times(t, flat_y0) if per_sample
+         else check_times(t, flat_y0, open_end=any(event.terminal for event in events)))
     regularization = check_regularizer(regularization)
     flat_func = func if parts is None else _FlatTupleFunc(func, parts, is_tuple=not isinstance(y0, Tensor))
     shapes = flat_func.real_shapes if isinstance(flat_func, _FlatTupleFunc) and flat_func.is_tuple else None
-    build_config = partial(make_config, solver, rtol, atol, options, func=flat_func, y0=flat_y0, t=t, shapes=shapes)
+    build_config = partial(make_config, solver, rtol, atol, _with_per_sample(options, per_sample), func=flat_func,
+                           y0=flat_y0, t=t, shapes=shapes)
     static = StaticTimes.active()
     if static is not None:  # odegrad.export records or traces the caller
         solution = _static_solution(static, solver, flat_func, flat_y0, t, build_config,
@@ -268,6 +336,8 @@ def _solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator, gr
         config.record_stiffness = record_stiffness
         solution = _dynamic_solution(backend, solver, flat_func, flat_y0, t, config, params,
                                      regularization, dense, events)
+    if per_sample and shared_times:  # one t for all entries: the usual [n, B, ...] layout
+        solution.ys = solution.ys.transpose(0, 1)
     if isinstance(flat_func, _FlatTupleFunc):
         solution.ys = flat_func.unflatten(solution.ys)
         if solution.dense is not None:

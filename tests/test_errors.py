@@ -40,7 +40,8 @@ def test_decreasing_t_is_valid():
 
 
 @pytest.mark.parametrize("t,fragment", [
-    (torch.zeros(2, 2), "t shape"),
+    (torch.zeros(2, 2), "per-sample t"),  # a 2-D t asks for per-sample solving: its rows are checked
+    (torch.zeros(2, 2, 2), "t shape"),
     (torch.tensor([0, 1]), "t dtype"),
     (torch.tensor([0.0, float("nan")]), "finite times"),
     (torch.tensor([]), "t shape"),

@@ -24,6 +24,7 @@ from ._base import (
     same_steps_config,
     split_like,
 )
+from ._per_sample import per_sample_backward
 
 
 class Backsolve(AdjointBackend):
@@ -82,3 +83,8 @@ class Backsolve(AdjointBackend):
             a = end[n:2 * n].view(shape) + grad_ys[i - 1]
             g = end[2 * n:]
         return a, split_like(g, params), nfe
+
+    def per_sample_backward_pass(self, problem: Problem, ys: Tensor, context, grad_ys: Tensor):
+        """Per-sample: y solved backwards with a and never reset; the parameter integral by
+        quadrature on each backward step (see :mod:`._per_sample`)."""
+        return per_sample_backward(self, problem, ys, grad_ys, rebuild="reverse", on_drift=self.on_drift)

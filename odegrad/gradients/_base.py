@@ -301,6 +301,9 @@ class AdjointBackend(Backend):
         """Refuse, before any solve, a backward integrator that cannot integrate the adjoint
         system (a func calling ``torch.autograd.grad``)."""
         solver = self.backward_solver(problem)
+        if problem.t.dim() == 2 and type(self).per_sample_backward_pass is AdjointBackend.per_sample_backward_pass:
+            raise UnsupportedCombination(f"gradient={self.name!r} has no per-sample backward pass (options["
+                                         "'per_sample'] or a 2-D t); use 'direct', 'backsolve', 'gq' or 'interp'")
         if not solver.supports_autograd_func:
             raise UnsupportedCombination(
                 f"gradient={self.name!r} integrates an adjoint system built with torch.autograd.grad, "
@@ -323,6 +326,12 @@ class AdjointBackend(Backend):
     def backward_pass(self, problem: Problem, ys: Tensor, context: Any, grad_ys: Tensor
                       ) -> tuple[Tensor, tuple[Tensor, ...], int]:
         """Return (dL/dy0, dL/dθ per param, NFE spent) given dL/dys of shape [len(t), *y0.shape]."""
+
+    def per_sample_backward_pass(self, problem: Problem, ys: Tensor, context: Any, grad_ys: Tensor
+                                 ) -> tuple[Tensor, tuple[Tensor, ...], int]:
+        """:meth:`backward_pass` of a per-sample solve (``ys``, ``grad_ys``: ``Tensor[B, n, ...]``);
+        backends that have one override it (:mod:`._per_sample` holds their shared sweep)."""
+        raise UnsupportedCombination(f"gradient={self.name!r} has no per-sample backward pass")
 
     @torch.compiler.disable(recursive=True)
     def solve(self, problem: Problem) -> Solution:
@@ -365,8 +374,10 @@ class _AdjointFunction(torch.autograd.Function):
         require_finite(grad_ys, "the incoming gradient dL/dys (from the loss, upstream of odeint)",
                        phase="incoming gradient")
         with torch.no_grad():
+            backward = (ctx.backend.per_sample_backward_pass if ctx.problem.t.dim() == 2
+                        else ctx.backend.backward_pass)
             try:
-                grad_y0, grad_params, nfe = ctx.backend.backward_pass(ctx.problem, ys, ctx.context, grad_ys)
+                grad_y0, grad_params, nfe = backward(ctx.problem, ys, ctx.context, grad_ys)
             except NonFiniteValue as error:
                 raise NonFiniteValue(f"the adjoint system integrated by {ctx.backend.name} (a = dL/dy "
                                      "backwards through func's vector-Jacobian products)",

@@ -64,6 +64,7 @@ from ._base import (
     same_steps_config,
     split_like,
 )
+from ._per_sample import per_sample_backward, solve_keeping_trajectory
 
 BACKWARD_TOLERANCE_DIVISOR = 10.0
 BACKWARD_RTOL_ULPS = 10.0
@@ -447,6 +448,8 @@ class Interpolation(AdjointBackend):
         Raises:
             InterpolationError: a piece misses the held-out check with ``on_failure="raise"``.
         """
+        if problem.t.dim() == 2:  # per sample: the forward steps' own dense output, per entry
+            return solve_keeping_trajectory(problem)
         times = problem.t.tolist()
         trajectory = Trajectory(direction=1.0 if times[-1] > times[0] else -1.0)
         rtol, atol = self.check_tolerances(problem)
@@ -572,3 +575,9 @@ class Interpolation(AdjointBackend):
             a = sol.ys[-1][:n].view(shape) + grad_ys[i - 1]
             g = sol.ys[-1][n:]
         return a, split_like(g, params), nfe + trajectory.refit_nfe
+
+    def per_sample_backward_pass(self, problem: Problem, ys: Tensor, context, grad_ys: Tensor):
+        """Per-sample: only a is solved backwards, y read from the forward solve's dense output
+        per entry; the parameter integral by quadrature on each backward step (see
+        :mod:`._per_sample`)."""
+        return per_sample_backward(self, problem, ys, grad_ys, rebuild="trajectory", trajectory=context)

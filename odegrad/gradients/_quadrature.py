@@ -52,6 +52,7 @@ from ._base import (
     same_steps_config,
     vjp,
 )
+from ._per_sample import per_sample_backward
 
 NODE_MEMORY_STATES = 8
 """Default budget of the batched node evaluations, in copies of the classic adjoint's augmented
@@ -216,6 +217,13 @@ class GaussQuadrature(AdjointBackend):
             a = sol.ys[-1, n:].view(shape) + grad_ys[i - 1]
         grads = quadrature.result()
         return a, grads, nfe + quadrature.evaluations
+
+    def per_sample_backward_pass(self, problem: Problem, ys: Tensor, context: int, grad_ys: Tensor):
+        """Per-sample: [y, a] solved backwards, y reset at each entry's output times, and the
+        parameter integral by Gauss–Legendre quadrature on each entry's own backward steps
+        (``nodes`` per step, default ``min_nodes``; see :mod:`._per_sample`)."""
+        return per_sample_backward(self, problem, ys, grad_ys, rebuild="reset", nodes=self.nodes or self.min_nodes,
+                                   on_drift=self.on_drift)
 
 
 class _SegmentNodes:

@@ -117,6 +117,8 @@ class IntegrationConfig:
             records per-step data), ``"traced"`` (one ``torch.while_loop``: compiles and exports
             as one graph) or ``"auto"`` (traced while ``torch.compile`` traces the solve and it
             needs nothing only the eager driver does; eager otherwise).
+        per_sample: adaptive methods: the first dimension of the state indexes independent
+            problems, each with its own steps (``options['per_sample']``; a 2-D ``t`` implies it).
         record_stiffness: compute each accepted step's stiffness estimate for
             ``Solution.steps`` (else NaN there): off where nobody reads the records
             (``odeint``, ``unroll``, backward solves), which saves its ops on every step.
@@ -138,6 +140,7 @@ class IntegrationConfig:
     interp: str = "cubic"
     record_stiffness: bool = True
     driver: str = "auto"
+    per_sample: bool = False
 
     def scalar_tolerances(self) -> tuple[float, float]:
         """``(rtol, atol)`` as floats: per-element tolerances give their strictest (smallest) entry."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,20 +98,16 @@ def _scalar(value) -> float:
 
 
 def initial_step(func, t0: Scalar, y0: Tensor, f0: Tensor, order: int, rtol: float | Tensor,
-                 atol: float | Tensor, norm) -> Scalar:
+                 atol: float | Tensor, measure: Callable[[Tensor], Scalar]) -> Scalar:
     """Hairer–Wanner starting step size (Solving ODEs I, II.4), unsigned; costs one evaluation of
-    func. A float for a float ``t0`` (the eager driver), a 0-dim float64 tensor for a tensor one
-    (the traced driver: nothing is read from a tensor)."""
-    traced = isinstance(t0, Tensor)
-
-    def measure(x: Tensor) -> Scalar:
-        return norm_tensor(norm(x)) if traced else _scalar(norm(x))
-
+    func. ``measure`` is the error norm as the driver reads it: a float (the eager driver), or a
+    float64 tensor of one value per batch entry, shaped to broadcast against ``y0`` (the traced
+    driver: nothing is read from a tensor); the step has the type and shape ``measure`` gives."""
     with torch.no_grad():
         scale = atol + y0.abs() * rtol
         d0, d1 = measure(y0 / scale), measure(f0 / scale)
         h0 = where((d0 < const(1e-5)) | (d1 < const(1e-5)), const(1e-6), const(0.01) * quotient(d0, d1))
-        f1 = func(t0 + h0, y0 + h0 * f0)
+        f1 = func(t0 + h0, y0 + f0 * (h0.to(f0.dtype) if isinstance(h0, Tensor) else h0))
         d2 = quotient(measure((f1 - f0) / scale), h0)
         largest = maximum(d1, d2)
         h1 = where(largest <= const(1e-15), maximum(h0 * const(1e-3), const(1e-6)),
@@ -263,7 +260,7 @@ class AdaptiveStepping:
         evaluation of ``func``) from the initial state ``y0`` and its derivative ``f0``."""
         c = self.config
         size = c.first_step if c.first_step is not None else initial_step(
-            func, self.t, y0, f0, self.order, c.rtol, c.atol, c.norm)
+            func, self.t, y0, f0, self.order, c.rtol, c.atol, lambda x: _scalar(c.norm(x)))
         self.h = self.direction * abs(size)
 
     def propose(self) -> tuple[float, float, float]:

@@ -17,7 +17,8 @@ from ._controller import PIController
 
 _CONTROLLER_OPTIONS = ("safety", "ifactor", "dfactor")
 _FIXED_OPTIONS = ("step_size", "grid", "grid_constructor", "perturb", "interp")
-_ADAPTIVE_OPTIONS = ("first_step", "controller", "norm", "jump_t", "step_t", "driver", *_CONTROLLER_OPTIONS)
+_ADAPTIVE_OPTIONS = ("first_step", "controller", "norm", "jump_t", "step_t", "driver", "per_sample",
+                     *_CONTROLLER_OPTIONS)
 DRIVERS = ("auto", "eager", "traced")
 """``options['driver']`` of adaptive methods (see :class:`IntegrationConfig`)."""
 _ALIASES = {"max_num_steps": "max_steps", "grid_points": "grid"}
@@ -186,6 +187,10 @@ def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, 
         if not callable(opts["norm"]):
             raise InvalidInput("options['norm']", opts["norm"], "a callable mapping a tensor to a scalar")
         config.norm = opts["norm"]
+    if "per_sample" in opts:
+        if not isinstance(opts["per_sample"], bool):
+            raise InvalidInput("options['per_sample']", opts["per_sample"], "True or False")
+        config.per_sample = opts["per_sample"]
     if "driver" in opts:
         config.driver = check_choice("options['driver']", opts["driver"], DRIVERS)
         _check_driver(config, solver)

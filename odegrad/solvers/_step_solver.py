@@ -11,6 +11,7 @@ from torch import Tensor
 from ..errors import UnsupportedCombination
 from ._base import Func, IntegrationConfig, Integrator, Solution, StepResult
 from ._loop import integrate_steps
+from ._per_sample import integrate_per_sample
 from ._traced import integrate_traced, traced_unsupported
 
 
@@ -62,7 +63,11 @@ class StepSolver(Integrator):
     def integrate(self, func: Func, y0: Tensor, t: Tensor, config: IntegrationConfig,
                   *, keep_dense: bool = False) -> Solution:
         """Solve through the times ``t`` with the shared loop; ``ys: Tensor[len(t), *y0.shape]``,
-        with per-step records and, if ``keep_dense``, the dense output."""
+        with per-step records and, if ``keep_dense``, the dense output. A 2-D ``t: Tensor[B, n]``
+        asks for a per-sample solve (:func:`~._per_sample.integrate_per_sample`; ``ys: Tensor[B,
+        n, *y0.shape[1:]]``)."""
+        if t.dim() == 2:
+            return integrate_per_sample(self, func, y0, t, config)
         if self.error_estimate and uses_traced_driver(self, config, keep_dense):
             return integrate_traced(self, func, y0, t, config, keep_dense=keep_dense)
         return integrate_steps(self, func, y0, t, config, keep_dense=keep_dense)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -98,78 +98,174 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
         MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow: as the eager driver (outside
             ``torch.compile`` and with ``raise_on_failure``).
     """
+    refuse_untraceable(solver, config, keep_dense)
+    counted_func = counted(func, t.dtype)
+    nfe_before = counted_func.nfe
+    time_dtype = t.dtype
+    column = (1,) * (y0.dim() + 1)
+
+    def field(time: Tensor, y: Tensor) -> Tensor:  # the solve as a batch of one entry
+        return counted_func(time.reshape(()).to(time_dtype), y[0]).unsqueeze(0)
+
+    def entry_norm(x: Tensor) -> Tensor:
+        return norm_tensor(config.norm(x[0])).reshape(column)
+
+    marched = march(solver, field, y0.unsqueeze(0), t.detach().to(_F64).unsqueeze(0), config, entry_norm,
+                    loop=_while_loop)
+    status = marched.status[0]
+    solution = Solution(ys=marched.ys[0], stats=Stats(), next_step=marched.h.reshape(()), status=status)
+    if is_tracing():
+        solution.stats.steps_accepted, solution.stats.steps_rejected = marched.accepted[0], marched.rejected[0]
+        return solution
+    accepted, rejected = int(marched.accepted[0]), int(marched.rejected[0])
+    # the loop's body runs compiled (torch.while_loop compiles it even eagerly): its evaluations
+    # are counted from the step counts
+    in_loop = (accepted + rejected) * (solver.evaluations_per_step or 0)
+    solution.stats = Stats(nfe_forward=counted_func.nfe - nfe_before + in_loop, steps_accepted=accepted,
+                           steps_rejected=rejected)
+    solution.next_step = float(marched.h.detach())
+    if raise_on_failure:
+        _raise_for(Status(int(status)), float(marched.t.detach()), float(t[-1]), solution.next_step,
+                   solution.stats.nfe_forward, config)
+    return solution
+
+
+def refuse_untraceable(solver: Any, config: IntegrationConfig, keep_dense: bool) -> None:
+    """Raise :class:`UnsupportedCombination` naming what of ``solver`` and ``config`` only the
+    eager driver does (:func:`traced_unsupported`)."""
     unsupported = traced_unsupported(solver, config, keep_dense)
     if unsupported:
         raise UnsupportedCombination(f"the traced adaptive loop cannot run with {', '.join(unsupported)}: "
                                      "they need the eager driver (options={'driver': 'eager'})")
-    counted_func = counted(func, t.dtype)
-    nfe_before = counted_func.nfe
-    time_dtype = t.dtype
 
-    def field(time: Tensor, y: Tensor) -> Tensor:
-        return counted_func(time.to(time_dtype), y)
 
-    times = t.detach().to(_F64)
-    count = times.shape[0]
-    direction = torch.sign(times[-1] - times[0])
-    t_end = times[-1].clone()  # closure inputs of the loop may not alias each other
-    stop_keys = _stop_keys(config, times, direction)
+class Marched(NamedTuple):
+    """Where :func:`march` left a batch of ``B`` entries: per entry its accepted and rejected
+    steps, :class:`Status` and reached outputs (``Tensor[B]`` int64), its last time and proposed
+    next step (float64, shaped to broadcast against the state), and the outputs
+    ``ys: Tensor[B, n, *shape]`` (NaN where not reached)."""
+
+    accepted: Tensor
+    rejected: Tensor
+    status: Tensor
+    out: Tensor
+    t: Tensor
+    h: Tensor
+    ys: Tensor
+
+
+def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: IntegrationConfig,
+          entry_norm: Callable[[Tensor], Tensor], *, loop: Callable, land: bool = False,
+          on_output: Callable | None = None, on_step: Callable | None = None) -> Marched:
+    """Step ``B`` independent entries of one batched state through their own output times: each
+    entry has its own time, step size, error ratio, accept decision and status (masks, no Python
+    branch on a value); an entry that is done (or failed) no longer changes, stepping by zero.
+    The one loop body of the traced driver (a batch of one entry) and of per-sample solves.
+
+    Args:
+        solver: an adaptive step solver; its ``step`` receives times and step sizes shaped
+            ``column`` (``[B, 1, ..., 1]``, broadcasting against the state).
+        field: ``field(t, y)`` with ``t`` float64 ``[B, 1, ..., 1]`` and ``y: Tensor[B, *shape]``.
+        y0: ``Tensor[B, *shape]``.
+        times: float64 ``Tensor[B, n]``, each row strictly monotone (its direction is the entry's).
+        config: tolerances, controller, ``first_step``, ``step_t`` stops and ``max_steps``.
+        entry_norm: the error norm of each entry, float64 ``[B, 1, ..., 1]``.
+        loop: ``torch.while_loop`` (compiles) or :func:`python_loop` (eager) — the same body.
+        land: output times are forced stops (steps land on them: backward sweeps add jumps there).
+        on_output: with ``land``: ``on_output(t, y, landed, index) -> y`` after a step, where
+            ``landed: Tensor[B]`` marks the entries that reached their output ``index: Tensor[B]``
+            (the solver's carried state is recomputed for them).
+        on_step: ``on_step(t, h, accepted, y, result)`` after each step (eager loops only): the
+            per-entry start, signed step (0 for done entries), acceptance and state before the
+            step, and the step's :class:`StepResult`.
+    """
+    batch, count = times.shape
+    column = (batch,) + (1,) * (y0.dim() - 1)
+    point = (batch, 1) + (1,) * (y0.dim() - 1)  # one time per entry, against the [B, n, *shape] outputs
+    # closure inputs of a while loop may not alias each other: no views among them
+    rows = _fresh(times.reshape(batch, count, *([1] * (y0.dim() - 1))))
+    sign = torch.sign(times[:, -1] - times[:, 0])
+    direction = _fresh(sign.reshape(column))
+    t_end = _fresh(times[:, -1].reshape(column))
+    stop_keys = _stop_keys(config, times, sign)
     controller, order = controller_of(config), solver.order
     rtol, atol = tolerance(config.rtol, y0), tolerance(config.atol, y0)
     index = torch.arange(count, device=y0.device)
-    column = (count, *([1] * y0.dim()))
     max_steps = config.max_steps
 
-    t0 = times[0].clone()  # carried: may not alias the loop's closure input `times`
+    t0 = _fresh(times[:, 0].reshape(column))  # carried: may not alias the loop's closure input `times`
     state0 = solver.init(field, t0, y0)
-    y0 = _differentiable(y0, state0)
+    if loop is _while_loop:
+        y0 = _differentiable(y0, state0)
     if config.first_step is not None:
         h0 = direction * const(abs(config.first_step))
     else:
-        h0 = direction * initial_step(field, t0, y0, state0, order, rtol, atol, config.norm)
-    ys0 = torch.cat([y0.unsqueeze(0), torch.full_like(y0, math.nan).unsqueeze(0).expand(count - 1, *y0.shape)])
-    zero = torch.zeros((), dtype=torch.int64, device=y0.device)
+        h0 = direction * initial_step(field, t0, y0, state0, order, rtol, atol, entry_norm)
+    nans = torch.full_like(y0, math.nan).unsqueeze(1).expand(batch, count - 1, *y0.shape[1:])
+    ys0 = torch.cat([y0.unsqueeze(1), nans], dim=1)
+    zero = torch.zeros(batch, dtype=torch.int64, device=y0.device)
 
-    def running(accepted, rejected, status, out, t, h, previous, y, state, ys):
+    def active(accepted, rejected, status, out):
         return (out < count) & (status == Status.SUCCESS.value) & (accepted + rejected < max_steps)
 
+    def running(accepted, rejected, status, out, t, h, previous, y, state, ys):
+        return active(accepted, rejected, status, out).any()
+
     def body(accepted, rejected, status, out, t, h, previous, y, state, ys):
-        stop = direction * torch.where(stop_keys > direction * t, stop_keys, stop_keys[-1]).min()
-        t1, step = clip_to_stop(t, h, stop, direction)
+        stepping = active(accepted, rejected, status, out).reshape(column)
+        keys = torch.where(stop_keys > sign[:, None] * t.reshape(batch, 1), stop_keys, stop_keys[:, -1:])
+        if land:
+            keys = torch.minimum(keys, sign[:, None] * times.gather(1, out.clamp(max=count - 1)[:, None]))
+        t1, step = clip_to_stop(t, h, direction * keys.min(dim=1).values.reshape(column), direction)
+        step = torch.where(stepping, step, torch.zeros_like(step))  # done entries stay where they are
         result = solver.step(field, t, step, y, state)
-        ratio = norm_tensor(controller.scaled_error(y, result.y1, result.error, rtol, atol, config.norm)).detach()
-        ok = ratio <= const(1.0)
-        reached = ok & (index >= out) & (direction * (times - t1) <= 0)
-        at = torch.where((times == t1).reshape(column), result.y1.unsqueeze(0),
-                         solver.interpolate(result.dense_info, t, step, times))
+        ratio = controller.scaled_error(y, result.y1, result.error, rtol, atol, entry_norm).detach()
+        ok = stepping & (ratio <= const(1.0))
+        if on_step is not None:
+            on_step(t, step, ok, y, result)
+        reached = ok.reshape(batch, 1) & (index >= out[:, None]) & (sign[:, None] * (times - t1.reshape(batch, 1)) <= 0)
+        readable = torch.where(stepping, step, torch.ones_like(step)).reshape(point)  # no 0/0 for done entries
+        dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
+        at = torch.where(rows == t1.reshape(point), result.y1.unsqueeze(1),
+                         solver.interpolate(dense, t.reshape(point), readable, rows))
         previous = torch.where(ok, ratio, previous)
-        h_next = stepped_size(controller, step, h, ratio, previous, order, ok, direction)
+        h_next = torch.where(stepping, stepped_size(controller, step, h, ratio, previous, order, ok, direction), h)
         t_next = torch.where(ok, t1, t)
-        status = torch.where(~torch.isfinite(ratio), Status.NON_FINITE.value,
-                             torch.where(underflow(t_next, h_next, t_end, direction), Status.UNDERFLOW.value, status))
+        bad = stepping & ~torch.isfinite(ratio)
+        stuck = stepping & underflow(t_next, h_next, t_end, direction)
+        status = torch.where(bad.reshape(batch), Status.NON_FINITE.value,
+                             torch.where(stuck.reshape(batch), Status.UNDERFLOW.value, status))
+        y_next = torch.where(ok, result.y1, y)
         state_next = pytree.tree_map(lambda new, old: torch.where(ok, new, old), result.state, state)
-        return (accepted + ok.to(torch.int64), rejected + (~ok).to(torch.int64), status,
-                out + reached.to(torch.int64).sum(), t_next, h_next, previous, torch.where(ok, result.y1, y),
-                state_next, torch.where(reached.reshape(column), at, ys))
+        out_next = out + reached.to(torch.int64).sum(dim=1)
+        if on_output is not None:
+            landed = reached.any(dim=1)
+            y_next = on_output(t_next, y_next, landed, out_next - 1)
+            if loop is not python_loop or bool(landed.any()):  # the carried state of a changed y
+                state_next = pytree.tree_map(lambda new, old: torch.where(landed.reshape(column), new, old),
+                                             solver.init(field, t_next, y_next), state_next)
+        taken, refused = ok.reshape(batch).to(torch.int64), (stepping & ~ok).reshape(batch).to(torch.int64)
+        return (accepted + taken, rejected + refused, status, out_next, t_next, h_next, previous, y_next, state_next,
+                torch.where(reached.reshape(rows.shape), at, ys))
 
     carry = (zero, zero.clone(), zero.clone(), torch.ones_like(zero), t0, h0, torch.zeros_like(t0), y0, state0, ys0)
-    accepted, rejected, status, out, t_last, h_last, _, _, _, ys = _while_loop(running, body, carry)
+    accepted, rejected, status, out, t_last, h_last, _, _, _, ys = loop(running, body, carry)
     status = torch.where((status == Status.SUCCESS.value) & (out < count), Status.MAX_STEPS.value, status)
-    solution = Solution(ys=ys, stats=Stats(), next_step=h_last, status=status)
-    if is_tracing():
-        solution.stats.steps_accepted, solution.stats.steps_rejected = accepted, rejected
-        return solution
-    steps = int(accepted) + int(rejected)
-    # the loop's body runs compiled (torch.while_loop compiles it even eagerly): its evaluations
-    # are counted from the step counts
-    in_loop = steps * (solver.evaluations_per_step or 0)
-    solution.stats = Stats(nfe_forward=counted_func.nfe - nfe_before + in_loop, steps_accepted=int(accepted),
-                           steps_rejected=int(rejected))
-    solution.next_step = float(h_last.detach())
-    if raise_on_failure:
-        _raise_for(Status(int(status)), ys, float(t_last.detach()), float(t_end), solution.next_step,
-                   solution.stats, config)
-    return solution
+    return Marched(accepted, rejected, status, out, t_last, h_last, ys)
+
+
+def _fresh(x: Tensor) -> Tensor:
+    """A contiguous copy of ``x``: a while loop's inputs may not alias each other, and a carry
+    must keep the strides the body gives it."""
+    return x.clone(memory_format=torch.contiguous_format)
+
+
+def python_loop(running: Callable, body: Callable, carry: tuple) -> tuple:
+    """``torch.while_loop``'s semantics as a Python loop (one value read per iteration): the eager
+    runner of :func:`march`'s body, differentiable by ordinary autograd."""
+    while bool(running(*carry)):
+        carry = body(*carry)
+    return carry
 
 
 def _while_loop(running: Callable, body: Callable, carry: tuple) -> tuple:
@@ -201,21 +297,23 @@ def _differentiable(y0: Tensor, state0: Any) -> Tensor:
     return torch.where(never, anchor.reshape(-1)[0].to(y0.dtype), y0)
 
 
-def _stop_keys(config: IntegrationConfig, times: Tensor, direction: Tensor) -> Tensor:
-    """The forced stops (``step_t``) as keys ``direction · stop``, then +inf: the next stop after
-    ``t`` is ``direction`` times the smallest key above ``direction · t`` (±inf: none)."""
-    values = times.new_tensor([*config.stops, math.inf])
-    return torch.cat([direction * values[:-1], values[-1:]])
+def _stop_keys(config: IntegrationConfig, times: Tensor, sign: Tensor) -> Tensor:
+    """The forced stops (``step_t``) as keys ``direction · stop`` per entry, then +inf,
+    ``Tensor[B, k + 1]``: an entry's next stop after ``t`` is its direction times its smallest
+    key above ``direction · t`` (+inf: none)."""
+    stops = times.new_tensor(config.stops).reshape(1, -1)
+    never = torch.full_like(sign, math.inf)[:, None]
+    return torch.cat([sign[:, None] * stops, never], dim=1)
 
 
-def _raise_for(status: Status, ys: Tensor, t: float, t_end: float, h: float, stats: Stats,
-               config: IntegrationConfig) -> None:
-    """The eager driver's exception for a traced solve that ended with ``status``."""
-    nfe = stats.nfe_forward
+def _raise_for(status: Status, t: float, t_end: float, h: float, nfe: int, config: IntegrationConfig,
+               entry: str = "") -> None:
+    """The eager driver's exception for a traced solve that ended with ``status`` (``entry``:
+    which batch entry, for per-sample solves)."""
     if status == Status.MAX_STEPS:
-        raise MaxStepsExceeded(f"max_steps={config.max_steps} steps were not enough", t=t, t_end=t_end, nfe=nfe)
+        raise MaxStepsExceeded(f"max_steps={config.max_steps} steps were not enough{entry}", t=t, t_end=t_end, nfe=nfe)
     if status == Status.NON_FINITE:
         # the non-finite step was rejected, not carried: which entries went bad is not known here
-        raise NonFiniteValue("a value produced by func", t=t, nfe=nfe)
+        raise NonFiniteValue(f"a value produced by func{entry}", t=t, nfe=nfe)
     if status == Status.UNDERFLOW:
-        raise StepSizeUnderflow(f"step size underflow: h={h:.3g}", t=t, t_end=t_end, nfe=nfe)
+        raise StepSizeUnderflow(f"step size underflow: h={h:.3g}{entry}", t=t, t_end=t_end, nfe=nfe)

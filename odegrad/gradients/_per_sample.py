@@ -1,0 +1,243 @@
+"""The backward pass of the adjoint-type backends for per-sample solves (``t: Tensor[B, n]``).
+
+One backward sweep per entry, all entries batched: the adjoint system is solved from each entry's
+last output time back to its first with that entry's own steps (the per-sample loop), landing
+exactly on the entry's output times, where dL/dy_i is added to its adjoint a (and, for ``gq``,
+its y is reset to the stored forward state). The step-size controller is never restarted: the
+carried derivative of the entries that landed is recomputed, the others step on.
+
+The backends differ in where y comes from during the sweep (the methods' defining choice):
+
+* ``backsolve`` (``"reverse"``): y is solved backwards with a, never reset (the classic adjoint;
+  the drift check compares it with the stored outputs as it lands on them);
+* ``gq`` (``"reset"``): y is solved backwards with a and reset at every output time;
+* ``interp`` (``"trajectory"``): y is read from the forward solve's dense output, only a is solved.
+
+The parameter gradient ∫ aᵀ∂f/∂θ dt is summed over the batch, so it cannot be a per-entry state
+of the sweep without per-sample parameter gradients. It is integrated alongside instead, by
+Gauss–Legendre quadrature on every accepted backward step of every entry (y and a at the nodes
+read off the step's dense output), one batched evaluation of func per node and one backward pass
+per step — for ``gq`` this is its own method, for ``backsolve`` and ``interp`` it replaces the
+extra ODE state of the shared-step mode.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils import _pytree as pytree
+
+from ..errors import ReverseSolveDrift
+from ..solvers import integrate_per_sample, rms_norm
+from ._base import REVERSE_DRIFT_FACTOR, BlockNorm, Problem, func_vjp, vjp
+
+STEP_NODES = 3
+"""Gauss–Legendre nodes per backward step of ``backsolve`` and ``interp`` in per-sample mode:
+exact for polynomials of degree 5, the order of the 5th-order methods' steps."""
+
+REBUILDS = ("reverse", "reset", "trajectory")
+
+
+@lru_cache(maxsize=16)
+def _unit_rule(nodes: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Gauss–Legendre nodes and weights on [0, 1]."""
+    x, w = np.polynomial.legendre.leggauss(nodes)
+    return tuple((x + 1) / 2), tuple(w / 2)
+
+
+def per_sample_backward(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, *, rebuild: str,
+                        nodes: int = STEP_NODES, trajectory: Callable[[Tensor], Tensor] | None = None,
+                        on_drift: str = "raise") -> tuple[Tensor, tuple[Tensor, ...], int]:
+    """dL/dy0 ``Tensor[B, *shape]``, dL/dθ per parameter and the NFE spent, given the outputs
+    ``ys`` and ``grad_ys = dL/dys`` (both ``Tensor[B, n, *shape]``).
+
+    Args:
+        backend: the adjoint backend (its backward method and tolerances).
+        problem: the per-sample problem (``t: Tensor[B, n]``).
+        rebuild: where y comes from: ``"reverse"``, ``"reset"`` or ``"trajectory"`` (module docstring).
+        nodes: Gauss–Legendre nodes per backward step of the parameter quadrature.
+        trajectory: ``"trajectory"``: y at per-entry times ``Tensor[B]`` (float64), ``Tensor[B, *shape]``.
+        on_drift: ``"raise"`` or ``"warn"`` when a reverse-solved y misses a stored output.
+    """
+    func, y0, t = problem.func, problem.y0, problem.t
+    batch, shape = y0.shape[0], y0.shape[1:]
+    size = shape.numel()
+    entries = torch.arange(batch, device=y0.device)
+    count = t.shape[1]
+    carries_y = rebuild != "trajectory"
+    stored = ys.reshape(batch, count, size)
+    jumps = grad_ys.reshape(batch, count, size)
+
+    def split(time: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        y = state[:, :size] if carries_y else trajectory(time.to(torch.float64)).reshape(batch, size)
+        return y.reshape(batch, *shape), state[:, -size:].reshape(batch, *shape)
+
+    def adjoint(time: Tensor, state: Tensor) -> Tensor:
+        y, a = split(time, state)
+        f, vjp_y, _ = func_vjp(func, time, y, a, ())
+        parts = (f.reshape(batch, size), -vjp_y.reshape(batch, size)) if carries_y else (-vjp_y.reshape(batch, size),)
+        return torch.cat(parts, dim=1)
+
+    solver = backend.backward_solver(problem)
+    config = backend.backward_config(problem, norm=BlockNorm((size, size)) if carries_y else rms_norm)
+    (rtol, atol), forward = config.scalar_tolerances(), problem.config.scalar_tolerances()
+    drift = _DriftCheck(backend.name, stored, max(rtol, forward[0]), max(atol, forward[1]), on_drift)
+    quadrature = _StepQuadrature(func, problem.params, nodes, split, t.dtype)
+
+    def land(time: Tensor, state: Tensor, landed: Tensor, index: Tensor) -> Tensor:
+        output = count - 1 - index.clamp(0, count - 1)  # index counts along the reversed row
+        a = state[:, -size:] + torch.where(landed[:, None], jumps[entries, output], 0.0)
+        if not carries_y:
+            return a
+        y = state[:, :size]
+        drift.check(y, landed, output)
+        if rebuild == "reset":
+            y = torch.where(landed[:, None], stored[entries, output], y)
+        return torch.cat([y, a], dim=1)
+
+    def step(time: Tensor, h: Tensor, accepted: Tensor, state: Tensor, result) -> None:
+        drift.count(accepted)
+        quadrature.add(solver, time, h, accepted, state, result)
+
+    start = jumps[:, -1] if not carries_y else torch.cat([stored[:, -1], jumps[:, -1]], dim=1)
+    sweep = integrate_per_sample(solver, adjoint, start, t.flip(1), config, land=True, on_output=land, on_step=step)
+    grad_y0 = sweep.ys[:, -1, -size:] + jumps[:, 0]
+    return grad_y0.reshape(y0.shape), quadrature.totals(), sweep.stats.nfe_forward + quadrature.evaluations
+
+
+class _DriftCheck:
+    """The drift check of reverse-solved states in per-sample sweeps: as an entry lands on an output
+    time, its rebuilt y is compared with the stored forward output in the units of
+    :func:`~._base.drift_unit` (per entry: its own magnitude and backward steps since its last
+    output; computed here for all entries at once), refused past
+    :data:`~._base.REVERSE_DRIFT_FACTOR`."""
+
+    def __init__(self, backend: str, stored: Tensor, rtol: float, atol: float, on_drift: str):
+        self.backend, self.stored, self.rtol, self.atol, self.on_drift = backend, stored, rtol, atol, on_drift
+        self.scale = stored.abs().amax(dim=(1, 2))
+        self.steps = torch.zeros(len(stored), dtype=torch.int64, device=stored.device)
+
+    def count(self, accepted: Tensor) -> None:
+        self.steps += accepted.reshape(-1).to(torch.int64)
+
+    def check(self, y: Tensor, landed: Tensor, output: Tensor) -> None:
+        if not bool(landed.any()):
+            return
+        entries = torch.arange(len(y), device=y.device)
+        eps, tiny = torch.finfo(y.dtype).eps, torch.finfo(y.dtype).tiny
+        roundoff = eps * torch.sqrt(2.0 * self.steps.clamp(min=1).to(self.scale.dtype)) * self.scale
+        unit = torch.maximum(torch.maximum(self.atol + self.rtol * self.scale, roundoff),
+                             torch.full_like(roundoff, tiny))  # drift_unit, per entry
+        miss = torch.where(landed, (y - self.stored[entries, output]).abs().amax(dim=1) / unit, 0.0)
+        worst = int(miss.argmax())
+        if float(miss[worst]) > REVERSE_DRIFT_FACTOR:
+            message = (f"gradient={self.backend!r}: the state rebuilt by solving backwards misses the forward "
+                       f"output {int(output[worst])} of batch entry {worst} by {float(miss[worst]):.3g} tolerance "
+                       f"units (allowed {REVERSE_DRIFT_FACTOR:g}; a unit is atol + rtol·max|y|, at least the "
+                       f"{y.dtype} rounding of its steps): the dynamics are unstable in reverse time, so these "
+                       "gradients would be wrong. Use gradient='interp' (no reverse solve of y) or 'direct'")
+            if self.on_drift == "raise":
+                raise ReverseSolveDrift(message, segment=int(output[worst]), drift=float(miss[worst]))
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+        self.steps = torch.where(landed, 0, self.steps)
+
+
+class _StepQuadrature:
+    """dL/dθ = Σ over accepted backward steps of every entry of ``−h Σ_k w_k a_kᵀ ∂f/∂θ(τ_k, y_k)``
+    (Gauss–Legendre on the step, y and a read off its dense output): one evaluation of func for the
+    whole batch per node and one backward pass per step. Entries whose step was rejected (or that
+    are done) get weight 0 and their own current state, so nothing non-finite enters the sum."""
+
+    def __init__(self, func, params: tuple[Tensor, ...], nodes: int, split, time_dtype: torch.dtype):
+        self.func, self.params, self.split, self.time_dtype = func, params, split, time_dtype
+        self.wanted = [i for i, p in enumerate(params) if p.requires_grad]
+        self.sums = [torch.zeros_like(p) for p in params]
+        self.fractions, self.weights = _unit_rule(nodes)
+        self.evaluations = 0
+
+    def add(self, solver, time: Tensor, h: Tensor, accepted: Tensor, state: Tensor, result) -> None:
+        if not self.wanted or not bool(accepted.any()):
+            return
+        batch = state.shape[0]
+        ok = accepted.reshape(batch, 1)
+        start, step = time.reshape(batch, 1), h.reshape(batch, 1)
+        readable = torch.where(step == 0, torch.ones_like(step), step)
+        node_times = start + step * start.new_tensor(self.fractions)  # [B, k]
+        dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
+        states = solver.interpolate(dense, start[:, :, None], readable[:, :, None], node_times[:, :, None])
+        outputs, cotangents = [], []
+        with torch.enable_grad():
+            for k, weight in enumerate(self.weights):
+                at = torch.where(ok, node_times[:, k:k + 1], start).reshape(batch)
+                y, a = self.split(at, torch.where(ok, states[:, k], state))
+                outputs.append(self.func(at.to(self.time_dtype), y))
+                scale = torch.where(ok, -step * weight, 0.0).to(a.dtype)
+                cotangents.append(a * scale.reshape(batch, *([1] * (a.dim() - 1))))
+            total = torch.stack(outputs).to(cotangents[0].dtype)  # on the graph: the backward pass runs under no_grad
+            grads = vjp(total, [self.params[i] for i in self.wanted], torch.stack(cotangents))
+        self.evaluations += len(self.weights)
+        for i, g in zip(self.wanted, grads):
+            if g is not None:
+                self.sums[i] += g
+
+    def totals(self) -> tuple[Tensor, ...]:
+        return tuple(self.sums)
+
+
+def solve_keeping_trajectory(problem: Problem) -> tuple[Any, Callable[[Tensor], Tensor]]:
+    """The per-sample forward solve of ``problem`` (without a graph), and y(t) per entry read
+    from its accepted steps' dense output: ``trajectory(t: Tensor[B]) -> Tensor[B, *shape]``
+    (float64 times; a time outside the span reads the nearest step)."""
+    record = _DenseRecord(problem.solver)
+    solution = integrate_per_sample(problem.solver, problem.func, problem.y0, problem.t, problem.config,
+                                    on_step=record.add)
+    return solution, record.finish(problem.t)
+
+
+class _DenseRecord:
+    """Every accepted step of a per-sample solve (its start, size and dense output per entry),
+    looked up per entry: the interp backend's forward trajectory in per-sample mode."""
+
+    def __init__(self, solver: Any):
+        self.solver = solver
+        self.starts: list[Tensor] = []
+        self.sizes: list[Tensor] = []
+        self.taken: list[Tensor] = []
+        self.dense: list[Any] = []
+
+    def add(self, time: Tensor, h: Tensor, accepted: Tensor, state: Tensor, result) -> None:
+        if not bool(accepted.any()):
+            return
+        batch = len(state)
+        self.starts.append(time.reshape(batch))
+        self.sizes.append(h.reshape(batch))
+        self.taken.append(accepted.reshape(batch))
+        self.dense.append(pytree.tree_map(lambda x: x.detach(), result.dense_info))
+
+    def finish(self, t: Tensor) -> Callable[[Tensor], Tensor]:
+        starts, sizes, taken = torch.stack(self.starts), torch.stack(self.sizes), torch.stack(self.taken)
+        dense = pytree.tree_map(lambda *leaves: torch.stack(leaves), *self.dense)
+        ends = starts + sizes
+        sign = torch.sign(t[:, -1] - t[:, 0]).to(starts.dtype)
+        entries = torch.arange(starts.shape[1], device=starts.device)
+
+        def trajectory(time: Tensor) -> Tensor:
+            outside = torch.maximum(sign * (starts - time), sign * (time - ends)).clamp(min=0)
+            step = torch.where(taken, outside, torch.inf).argmin(dim=0)  # the step holding each entry's time
+            info = pytree.tree_map(lambda leaf: leaf[step, entries], dense)
+            column = (len(entries),) + (1,) * (info_rank(info) - 1)
+            return self.solver.interpolate(info, starts[step, entries].reshape(column),
+                                           sizes[step, entries].reshape(column), time.reshape(column))
+
+        return trajectory
+
+
+def info_rank(info: Any) -> int:
+    """The rank of the states a step's dense output holds (its first tensor leaf)."""
+    return next(leaf for leaf in pytree.tree_leaves(info) if isinstance(leaf, Tensor)).dim()

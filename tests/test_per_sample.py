@@ -1,0 +1,245 @@
+"""Per-sample solving (``options={"per_sample": True}`` or a 2-D ``t``): each batch entry its own
+steps and output times, the same answer whatever batch it is in, with every gradient backend."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import odegrad
+from odegrad.errors import (
+    InvalidInput,
+    MaxStepsExceeded,
+    NonFiniteValue,
+    ReverseSolveDrift,
+    UnsupportedCombination,
+)
+
+BACKENDS = ("direct", "backsolve", "gq", "interp")
+TOL = {"rtol": 1e-10, "atol": 1e-12}
+
+
+class LinearPerEntry(torch.nn.Module):
+    """y_b' = (A + diag(d_b)) y_b: a shared trainable A and a fixed shift per entry, so entries
+    have different dynamics (and step counts) and the exact solution is a matrix exponential."""
+
+    def __init__(self, shifts: torch.Tensor, seed: int = 0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.A = torch.nn.Parameter(0.4 * torch.randn(3, 3, generator=generator, dtype=torch.float64))
+        self.shifts = shifts
+
+    def matrices(self) -> torch.Tensor:
+        return self.A + torch.diag_embed(self.shifts[:, None].expand(-1, 3))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        assert t.shape == (y.shape[0],), "per-sample func receives one time per entry"
+        return torch.einsum("bij,bj->bi", self.matrices(), y)
+
+    def exact(self, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``Tensor[B, n, 3]``: expm(M_b (t_bi − t_b0)) y0_b."""
+        spans = (t - t[:, :1])[:, :, None, None]
+        return torch.einsum("bnij,bj->bni", torch.linalg.matrix_exp(self.matrices()[:, None] * spans), y0)
+
+
+def _times(batch: int, count: int, seed: int = 1) -> torch.Tensor:
+    """Rows with their own start, end and spacing; row 1 runs backwards in time."""
+    generator = torch.Generator().manual_seed(seed)
+    steps = 0.05 + torch.rand(batch, count - 1, generator=generator, dtype=torch.float64) * 0.4
+    t = torch.cat([torch.rand(batch, 1, generator=generator, dtype=torch.float64), steps], dim=1).cumsum(dim=1)
+    t[1] = -t[1]
+    return t
+
+
+def _loss(ys: torch.Tensor) -> torch.Tensor:
+    weights = torch.linspace(0.5, 1.5, ys.numel(), dtype=ys.dtype).reshape(ys.shape)
+    return (weights * ys).sum() + ys.pow(2).sum()
+
+
+def _gradients(func: LinearPerEntry, y0: torch.Tensor, t: torch.Tensor, gradient: str, **tolerances):
+    y0 = y0.detach().clone().requires_grad_(True)
+    t = t.detach().clone().requires_grad_(True)
+    ys = odegrad.odeint(func, y0, t, gradient=gradient, **(tolerances or TOL))
+    return ys.detach(), torch.autograd.grad(_loss(ys), (y0, t, func.A))
+
+
+@pytest.fixture
+def problem():
+    shifts = torch.tensor([-0.3, 0.0, 0.8, -1.5], dtype=torch.float64)
+    func = LinearPerEntry(shifts)
+    y0 = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    return func, y0, _times(4, 5)
+
+
+@pytest.mark.parametrize("gradient", BACKENDS)
+def test_values_and_gradients_match_the_matrix_exponential(problem, gradient):
+    func, y0, t = problem
+    ys, grads = _gradients(func, y0, t, gradient)
+    y0e, te = y0.clone().requires_grad_(True), t.clone().requires_grad_(True)
+    exact = func.exact(y0e, te)
+    exact_grads = torch.autograd.grad(_loss(exact), (y0e, te, func.A))
+    assert ys.shape == (4, 5, 3)
+    torch.testing.assert_close(ys, exact.detach(), rtol=1e-8, atol=1e-9)
+    for name, grad, expected in zip(("y0", "t", "A"), grads, exact_grads):
+        torch.testing.assert_close(grad, expected, rtol=1e-7, atol=1e-8, msg=f"{gradient}: dL/d{name}")
+
+
+@pytest.mark.parametrize("gradient", BACKENDS)
+def test_an_entry_gets_the_same_answer_alone_and_in_any_batch(problem, gradient):
+    func, y0, t = problem
+    full_ys, _ = _gradients(func, y0, t, gradient)
+    for entry in range(4):
+        others = [b for b in range(4) if b != entry]
+        for order in ([entry], [entry, *others], [*others[::-1], entry]):
+            position = order.index(entry)
+            sub = LinearPerEntry(func.shifts[order])
+            sub.A = func.A
+            y0_sub = y0[order].clone().requires_grad_(True)
+            t_sub = t[order].clone().requires_grad_(True)
+            ys = odegrad.odeint(sub, y0_sub, t_sub, gradient=gradient, **TOL)
+            torch.testing.assert_close(ys[position], full_ys[entry], rtol=1e-12, atol=1e-12)
+            # the loss of this entry only: its gradients must not see the batch
+            g_y0, g_t, g_a = torch.autograd.grad(_loss(ys[position]), (y0_sub, t_sub, func.A))
+            alone = LinearPerEntry(func.shifts[[entry]])
+            alone.A = func.A
+            y0_one, t_one = y0[[entry]].clone().requires_grad_(True), t[[entry]].clone().requires_grad_(True)
+            one = odegrad.odeint(alone, y0_one, t_one, gradient=gradient, **TOL)
+            r_y0, r_t, r_a = torch.autograd.grad(_loss(one[0]), (y0_one, t_one, func.A))
+            torch.testing.assert_close(g_y0[position], r_y0[0], rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(g_t[position], r_t[0], rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(g_a, r_a, rtol=1e-12, atol=1e-12)
+            assert not g_y0[[b for b in range(len(order)) if b != position]].any()
+
+
+def test_each_entry_takes_its_own_steps():
+    shifts = torch.tensor([0.0, -30.0], dtype=torch.float64)
+    func = LinearPerEntry(shifts)
+    y0 = torch.ones(2, 3, dtype=torch.float64)
+    t = torch.linspace(0, 2, 5, dtype=torch.float64)
+    per_sample = odegrad.solve(func, y0, t, options={"per_sample": True}, rtol=1e-6, atol=1e-8)
+    easy_alone = odegrad.solve(LinearPerEntry(shifts[:1]), y0[:1], t, options={"per_sample": True},
+                               rtol=1e-6, atol=1e-8)
+    accepted = per_sample.stats.steps_accepted
+    assert accepted.shape == (2,) and accepted.dtype == torch.int64
+    assert per_sample.stats.steps_rejected.shape == (2,)
+    assert int(accepted[0]) == int(easy_alone.stats.steps_accepted[0])
+    assert int(accepted[1]) > 2 * int(accepted[0])  # the stiff entry needs far more steps
+    assert per_sample.ys.shape == (5, 2, 3)  # a shared 1-D t keeps the usual [n, B, ...] layout
+    shared_t = odegrad.odeint(func, y0, t, options={"per_sample": True}, rtol=1e-6, atol=1e-8)
+    rows = odegrad.odeint(func, y0, t.expand(2, -1), rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(shared_t, rows.transpose(0, 1), rtol=0, atol=0)
+
+
+def test_tuple_states_are_split_per_entry():
+    scale = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+
+    def func(t, state):
+        x, v = state
+        return v, -x * scale[:, None, None] ** 2 + 0.0 * t[:, None, None]
+
+    x0 = torch.ones(3, 2, 2, dtype=torch.float64)
+    v0 = torch.zeros(3, 2, 2, dtype=torch.float64)
+    t = torch.stack([torch.linspace(0, 1, 4), torch.linspace(0, 2, 4), torch.linspace(0.5, 1.0, 4)]).double()
+    x, v = odegrad.odeint(func, (x0, v0), t, **TOL)
+    assert x.shape == v.shape == (3, 4, 2, 2)
+    spans = (t - t[:, :1])[:, :, None, None]
+    torch.testing.assert_close(x, torch.cos(scale[:, None, None, None] * spans).expand(-1, -1, 2, 2),
+                               rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("gradient", BACKENDS)
+def test_float32_per_sample_gradients_agree_with_direct(gradient):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    y0 = torch.randn(6, 2)
+    t = torch.sort(torch.rand(6, 7) * 3, dim=1).values
+    result = {}
+    for name in ("direct", gradient):
+        ys = odegrad.odeint(lambda tt, y: net(y), y0, t, gradient=name, rtol=1e-6, atol=1e-7,
+                            params=list(net.parameters()))
+        result[name] = torch.autograd.grad(ys.pow(2).sum(), list(net.parameters()))
+    for grad, reference in zip(result[gradient], result["direct"]):
+        torch.testing.assert_close(grad, reference, rtol=2e-3, atol=2e-4)
+
+
+def test_per_sample_compiles_to_one_graph_with_the_eager_answer(no_recompiles):
+    func = LinearPerEntry(torch.tensor([-0.3, 0.2], dtype=torch.float64))
+    y0 = torch.ones(2, 3, dtype=torch.float64)
+    t = _times(2, 4)
+
+    def loss(y0):
+        return odegrad.odeint(func, y0, t, rtol=1e-8, atol=1e-10).pow(2).sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    y0c, y0e = y0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
+    value, eager = compiled(y0c), loss(y0e)
+    torch.testing.assert_close(value, eager, rtol=1e-12, atol=1e-12)
+    (gc,), (ge,) = torch.autograd.grad(value, y0c), torch.autograd.grad(eager, y0e)
+    torch.testing.assert_close(gc, ge, rtol=1e-10, atol=1e-12)
+    compiled(y0c * 1.5)  # the same shapes: no recompilation (an error under no_recompiles)
+
+
+def test_failures_name_the_batch_entry():
+    func = LinearPerEntry(torch.tensor([0.0, -2000.0], dtype=torch.float64))
+    y0 = torch.ones(2, 3, dtype=torch.float64)
+    with pytest.raises(MaxStepsExceeded, match="batch entry 1"):
+        odegrad.odeint(func, y0, torch.linspace(0, 1, 3, dtype=torch.float64).expand(2, -1),
+                       options={"max_steps": 50})
+
+    def blows_up(t, y):
+        return torch.where(t[:, None] > 0.5, torch.full_like(y, float("nan")), -y)
+
+    with pytest.raises(NonFiniteValue):
+        odegrad.odeint(blows_up, y0, torch.linspace(0, 1, 3, dtype=torch.float64).expand(2, -1))
+
+
+def test_backsolve_refuses_a_reverse_solve_that_drifts():
+    func = LinearPerEntry(torch.tensor([0.0, -40.0], dtype=torch.float64))
+    with torch.no_grad():
+        func.A.zero_()
+    y0 = torch.ones(2, 3, dtype=torch.float64, requires_grad=True)
+    ys = odegrad.odeint(func, y0, torch.linspace(0, 3, 4, dtype=torch.float64).expand(2, -1),
+                        gradient="backsolve", rtol=1e-6, atol=1e-8)
+    with pytest.raises(ReverseSolveDrift, match="batch entry 1"):
+        ys.sum().backward()
+
+
+def _func(t, y):
+    return -y
+
+
+@pytest.mark.parametrize(("t", "match"), [
+    (torch.tensor([[0.0, 1.0, 2.0], [0.0, 1.0, 1.0]]), r"t\[1\]"),
+    (torch.tensor([[0.0, 1.0, 2.0], [0.0, 2.0, 1.0]]), r"t\[1\]"),
+    (torch.tensor([[0.0, 1.0, float("nan")], [0.0, 1.0, 2.0]]), r"t\[0\]"),
+    (torch.zeros(3, 3).cumsum(0), "t shape"),
+])
+def test_bad_per_sample_times_are_refused_by_row(t, match):
+    with pytest.raises(InvalidInput, match=match):
+        odegrad.odeint(_func, torch.ones(2, 3), t)
+
+
+@pytest.mark.parametrize("method", ["rk4", "taylor", "kvaerno5", "torchdiffeq:dopri5"])
+def test_methods_without_per_sample_solving_are_refused(method):
+    with pytest.raises(UnsupportedCombination, match="per_sample"):
+        odegrad.odeint(_func, torch.ones(2, 3), torch.linspace(0, 1, 3), method=method,
+                       options={"per_sample": True})
+
+
+@pytest.mark.parametrize("extra", [{"dense": True}, {"events": [odegrad.Event(lambda t, y: y[..., 0] - 0.5)]},
+                                   {"regularization": odegrad.regularization.Kinetic()}])
+def test_features_without_per_sample_solving_are_refused(extra):
+    with pytest.raises(UnsupportedCombination, match="per_sample"):
+        odegrad.solve(_func, torch.ones(2, 3), torch.linspace(0, 1, 3).expand(2, -1), **extra)
+
+
+def test_per_sample_option_is_checked():
+    with pytest.raises(InvalidInput, match="per_sample"):
+        odegrad.odeint(_func, torch.ones(2, 3), torch.linspace(0, 1, 3), options={"per_sample": 1})
+    with pytest.raises(InvalidInput, match="t shape"):
+        odegrad.odeint(_func, torch.ones(2, 3), torch.linspace(0, 1, 3).expand(2, -1),
+                       options={"per_sample": False})
+    with pytest.raises(InvalidInput, match="y0 shape"):
+        odegrad.odeint(_func, torch.tensor(1.0), torch.linspace(0, 1, 3), options={"per_sample": True})
+    with pytest.raises(InvalidInput, match=r"y0\[1\] shape"):
+        odegrad.odeint(lambda t, s: s, (torch.ones(2, 3), torch.ones(3)), torch.linspace(0, 1, 3).expand(2, -1))
