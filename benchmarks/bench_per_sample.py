@@ -295,7 +295,7 @@ def make_series(batch: int, device: torch.device, seed: int = 0) -> Series:
     targets = truth[index_t, torch.arange(batch)[:, None]]
     targets = targets + 0.01 * torch.tensor(generator.standard_normal(targets.shape))
     mask = torch.tensor(np.stack(masks))
-    targets = torch.where(mask[..., None], targets, torch.zeros(()))
+    targets = torch.where(mask[..., None], targets, 0.0)
 
     def f32(x: torch.Tensor) -> torch.Tensor:
         return x.to(device=device, dtype=torch.float32)
@@ -358,7 +358,7 @@ def torchode_fit(adjoint: str) -> Solve:
 def loss_of(model: LatentODE, solve: Solve, series: Series) -> torch.Tensor:
     prediction = model.decoder(solve(model, model.encoder(series.x0), series))
     squared = (prediction - series.targets).square().sum(-1)
-    return torch.where(series.mask, squared, torch.zeros(())).sum() / (2 * series.mask.sum())
+    return torch.where(series.mask, squared, 0.0).sum() / (2 * series.mask.sum())
 
 
 def stats_of(name: str, model: LatentODE, series: Series) -> str:
