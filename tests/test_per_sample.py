@@ -243,3 +243,21 @@ def test_per_sample_option_is_checked():
         odegrad.odeint(_func, torch.tensor(1.0), torch.linspace(0, 1, 3), options={"per_sample": True})
     with pytest.raises(InvalidInput, match=r"y0\[1\] shape"):
         odegrad.odeint(lambda t, s: s, (torch.ones(2, 3), torch.ones(3)), torch.linspace(0, 1, 3).expand(2, -1))
+
+
+def test_interp_fits_chebyshev_nodes_per_entry_and_refuses_by_entry():
+    from odegrad.gradients import Interpolation
+
+    func = LinearPerEntry(torch.tensor([0.0, 0.0], dtype=torch.float64))
+    with torch.no_grad():
+        func.A.copy_(torch.tensor([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -0.1]], dtype=torch.float64))
+    y0 = torch.ones(2, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.stack([torch.linspace(0, 0.5, 3), torch.linspace(0, 12, 3)]).double()  # entry 1: 2 turns a segment
+    coarse = Interpolation(min_nodes=4, max_nodes=4)
+    with pytest.raises(odegrad.errors.InterpolationError, match="batch entry 1"):  # fitted in the forward pass
+        odegrad.odeint(func, y0, t, gradient=coarse, rtol=1e-8, atol=1e-10)
+    ys = odegrad.odeint(func, y0, t, gradient=Interpolation(max_nodes=64), rtol=1e-8, atol=1e-10)
+    (grad,) = torch.autograd.grad(ys.sum(), y0)
+    exact_y0 = y0.detach().clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(func.exact(exact_y0, t).sum(), exact_y0)
+    torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-7)

@@ -64,7 +64,8 @@ from ._base import (
     same_steps_config,
     split_like,
 )
-from ._per_sample import per_sample_backward, solve_keeping_trajectory
+from ._per_entry_chebyshev import PerEntryChebyshev
+from ._per_sample import per_sample_backward, solve_keeping_steps
 
 BACKWARD_TOLERANCE_DIVISOR = 10.0
 BACKWARD_RTOL_ULPS = 10.0
@@ -448,8 +449,10 @@ class Interpolation(AdjointBackend):
         Raises:
             InterpolationError: a piece misses the held-out check with ``on_failure="raise"``.
         """
-        if problem.t.dim() == 2:  # per sample: the forward steps' own dense output, per entry
-            return solve_keeping_trajectory(problem)
+        if problem.t.dim() == 2:  # per sample: Chebyshev interpolants per entry and segment
+            solution, sample = solve_keeping_steps(problem)
+            rtol, atol = self.check_tolerances(problem)
+            return solution, PerEntryChebyshev(sample, problem.t, self.node_counts(), rtol, atol, self.on_failure)
         times = problem.t.tolist()
         trajectory = Trajectory(direction=1.0 if times[-1] > times[0] else -1.0)
         rtol, atol = self.check_tolerances(problem)
@@ -577,7 +580,7 @@ class Interpolation(AdjointBackend):
         return a, split_like(g, params), nfe + trajectory.refit_nfe
 
     def per_sample_backward_pass(self, problem: Problem, ys: Tensor, context, grad_ys: Tensor):
-        """Per-sample: only a is solved backwards, y read from the forward solve's dense output
-        per entry; the parameter integral by quadrature on each backward step (see
-        :mod:`._per_sample`)."""
+        """Per-sample: only a is solved backwards, y read from the Chebyshev interpolants of each
+        entry's segments (:mod:`._per_entry_chebyshev`); the parameter integral by quadrature on
+        each backward step (see :mod:`._per_sample`)."""
         return per_sample_backward(self, problem, ys, grad_ys, rebuild="trajectory", trajectory=context)

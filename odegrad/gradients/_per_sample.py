@@ -11,7 +11,8 @@ The backends differ in where y comes from during the sweep (the methods' definin
 * ``backsolve`` (``"reverse"``): y is solved backwards with a, never reset (the classic adjoint;
   the drift check compares it with the stored outputs as it lands on them);
 * ``gq`` (``"reset"``): y is solved backwards with a and reset at every output time;
-* ``interp`` (``"trajectory"``): y is read from the forward solve's dense output, only a is solved.
+* ``interp`` (``"trajectory"``): y is read from Chebyshev interpolants of the forward solution per
+  entry and segment (:mod:`._per_entry_chebyshev`), only a is solved.
 
 The parameter gradient ∫ aᵀ∂f/∂θ dt is summed over the batch, so it cannot be a per-entry state
 of the sweep without per-sample parameter gradients. It is integrated alongside instead, by
@@ -190,10 +191,10 @@ class _StepQuadrature:
         return tuple(self.sums)
 
 
-def solve_keeping_trajectory(problem: Problem) -> tuple[Any, Callable[[Tensor], Tensor]]:
-    """The per-sample forward solve of ``problem`` (without a graph), and y(t) per entry read
-    from its accepted steps' dense output: ``trajectory(t: Tensor[B]) -> Tensor[B, *shape]``
-    (float64 times; a time outside the span reads the nearest step)."""
+def solve_keeping_steps(problem: Problem) -> tuple[Any, Callable[[Tensor], Tensor]]:
+    """The per-sample forward solve of ``problem`` (without a graph), and a reader of its accepted
+    steps' dense output per entry: ``sample(t: Tensor[B, K]) -> Tensor[B, K, *shape]`` (float64
+    times, row b read from entry b's steps; a time outside the span reads the nearest step)."""
     record = _DenseRecord(problem.solver)
     solution = integrate_per_sample(problem.solver, problem.func, problem.y0, problem.t, problem.config,
                                     on_step=record.add)
@@ -202,7 +203,7 @@ def solve_keeping_trajectory(problem: Problem) -> tuple[Any, Callable[[Tensor], 
 
 class _DenseRecord:
     """Every accepted step of a per-sample solve (its start, size and dense output per entry),
-    looked up per entry: the interp backend's forward trajectory in per-sample mode."""
+    looked up per entry."""
 
     def __init__(self, solver: Any):
         self.solver = solver
@@ -223,21 +224,18 @@ class _DenseRecord:
     def finish(self, t: Tensor) -> Callable[[Tensor], Tensor]:
         starts, sizes, taken = torch.stack(self.starts), torch.stack(self.sizes), torch.stack(self.taken)
         dense = pytree.tree_map(lambda *leaves: torch.stack(leaves), *self.dense)
+        self.dense = []
         ends = starts + sizes
-        sign = torch.sign(t[:, -1] - t[:, 0]).to(starts.dtype)
-        entries = torch.arange(starts.shape[1], device=starts.device)
+        sign = torch.sign(t[:, -1] - t[:, 0]).to(starts.dtype)[:, None]
+        entries = torch.arange(starts.shape[1], device=starts.device)[:, None]
 
-        def trajectory(time: Tensor) -> Tensor:
-            outside = torch.maximum(sign * (starts - time), sign * (time - ends)).clamp(min=0)
-            step = torch.where(taken, outside, torch.inf).argmin(dim=0)  # the step holding each entry's time
-            info = pytree.tree_map(lambda leaf: leaf[step, entries], dense)
-            column = (len(entries),) + (1,) * (info_rank(info) - 1)
+        def sample(time: Tensor) -> Tensor:
+            outside = torch.maximum(sign * (starts[:, :, None] - time), sign * (time - ends[:, :, None])).clamp(min=0)
+            step = torch.where(taken[:, :, None], outside, torch.inf).argmin(dim=0)  # [B, K]: the step holding it
+            info = pytree.tree_map(lambda leaf: leaf[step, entries], dense)  # [B, K, *shape]
+            rank = next(leaf for leaf in pytree.tree_leaves(info) if isinstance(leaf, Tensor)).dim()
+            column = (*time.shape, *([1] * (rank - 2)))
             return self.solver.interpolate(info, starts[step, entries].reshape(column),
                                            sizes[step, entries].reshape(column), time.reshape(column))
 
-        return trajectory
-
-
-def info_rank(info: Any) -> int:
-    """The rank of the states a step's dense output holds (its first tensor leaf)."""
-    return next(leaf for leaf in pytree.tree_leaves(info) if isinstance(leaf, Tensor)).dim()
+        return sample

@@ -129,7 +129,8 @@ class ExplicitRK(StepSolver):
         ``Tensor[*y0.shape]``, or ``Tensor[n, *y0.shape]`` for a 1-D tensor of ``n`` times."""
         y0, stages = dense_info
         theta = _theta(t0, h, t, y0)
-        weights = [sum(w * theta ** (p + 1) for p, w in enumerate(row)) for row in exact(self.tableau.dense)]
+        powers = [theta ** (p + 1) for p in range(max(map(len, self.tableau.dense)))]  # once, not per row
+        weights = [sum(w * powers[p] for p, w in enumerate(row)) for row in exact(self.tableau.dense)]
         return _weighted(y0, h, weights, stages, self.tableau.dense)
 
     def interpolate_derivative(self, dense_info, t0: Scalar, h: Scalar, t: Scalar) -> Tensor:

@@ -224,10 +224,13 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         if on_step is not None:
             on_step(t, step, ok, y, result)
         reached = ok.reshape(batch, 1) & (index >= out[:, None]) & (sign[:, None] * (times - t1.reshape(batch, 1)) <= 0)
-        readable = torch.where(stepping, step, torch.ones_like(step)).reshape(point)  # no 0/0 for done entries
-        dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
-        at = torch.where(rows == t1.reshape(point), result.y1.unsqueeze(1),
-                         solver.interpolate(dense, t.reshape(point), readable, rows))
+        if land:  # every output reached is the step's end
+            at = result.y1.unsqueeze(1)
+        else:
+            readable = torch.where(stepping, step, torch.ones_like(step)).reshape(point)  # no 0/0 for done entries
+            dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
+            at = torch.where(rows == t1.reshape(point), result.y1.unsqueeze(1),
+                             solver.interpolate(dense, t.reshape(point), readable, rows))
         previous = torch.where(ok, ratio, previous)
         h_next = torch.where(stepping, stepped_size(controller, step, h, ratio, previous, order, ok, direction), h)
         t_next = torch.where(ok, t1, t)
