@@ -56,7 +56,7 @@ Until odegrad's per-sample mode exists (``options={"per_sample": True}`` raises)
 printed with the error instead of numbers.
 
     python benchmarks/bench_per_sample.py --quick         # B = 64 / 32, ~1 minute on 2 shared cores
-    python benchmarks/bench_per_sample.py                 # B = 256 / 128, ~15 minutes
+    python benchmarks/bench_per_sample.py                 # B = 256 / 128, ~20 minutes (mostly the union rows)
     python benchmarks/bench_per_sample.py --only vdp      # one part (vdp | latent)
     python benchmarks/bench_per_sample.py --device cuda   # on a GPU
 """
