@@ -85,6 +85,7 @@ class Backsolve(AdjointBackend):
         return a, split_like(g, params), nfe
 
     def per_sample_backward_pass(self, problem: Problem, ys: Tensor, context, grad_ys: Tensor):
-        """Per-sample: y solved backwards with a and never reset; the parameter integral by
-        quadrature on each backward step (see :mod:`._per_sample`)."""
-        return per_sample_backward(self, problem, ys, grad_ys, rebuild="reverse", on_drift=self.on_drift)
+        """Per-sample: [y, a] solved backwards, y reset to the stored output at each of the entry's
+        output times (as here between segments, and torchdiffeq); the parameter integral by the
+        backward steps' own Runge–Kutta quadrature (see :mod:`._per_sample`)."""
+        return per_sample_backward(self, problem, ys, grad_ys, on_drift=self.on_drift)

@@ -581,6 +581,6 @@ class Interpolation(AdjointBackend):
 
     def per_sample_backward_pass(self, problem: Problem, ys: Tensor, context, grad_ys: Tensor):
         """Per-sample: only a is solved backwards, y read from the Chebyshev interpolants of each
-        entry's segments (:mod:`._per_entry_chebyshev`); the parameter integral by quadrature on
-        each backward step (see :mod:`._per_sample`)."""
-        return per_sample_backward(self, problem, ys, grad_ys, rebuild="trajectory", trajectory=context)
+        entry's segments (:mod:`._per_entry_chebyshev`); the parameter integral by the backward
+        steps' own Runge–Kutta quadrature (see :mod:`._per_sample`)."""
+        return per_sample_backward(self, problem, ys, grad_ys, trajectory=context)

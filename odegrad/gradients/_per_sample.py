@@ -2,24 +2,23 @@
 
 One backward sweep per entry, all entries batched: the adjoint system is solved from each entry's
 last output time back to its first with that entry's own steps (the per-sample loop), landing
-exactly on the entry's output times, where dL/dy_i is added to its adjoint a (and, for ``gq``,
-its y is reset to the stored forward state). The step-size controller is never restarted: the
-carried derivative of the entries that landed is recomputed, the others step on.
-
-The backends differ in where y comes from during the sweep (the methods' defining choice):
-
-* ``backsolve`` (``"reverse"``): y is solved backwards with a, never reset (the classic adjoint;
-  the drift check compares it with the stored outputs as it lands on them);
-* ``gq`` (``"reset"``): y is solved backwards with a and reset at every output time;
-* ``interp`` (``"trajectory"``): y is read from Chebyshev interpolants of the forward solution per
-  entry and segment (:mod:`._per_entry_chebyshev`), only a is solved.
+exactly on the entry's output times, where dL/dy_i is added to its adjoint a. The step-size
+controller is never restarted: the carried derivative of the entries that landed is recomputed,
+the others step on.
 
 The parameter gradient ∫ aᵀ∂f/∂θ dt is summed over the batch, so it cannot be a per-entry state
-of the sweep without per-sample parameter gradients. It is integrated alongside instead, by
-Gauss–Legendre quadrature on every accepted backward step of every entry (y and a at the nodes
-read off the step's dense output), one batched evaluation of func per node and one backward pass
-per step — for ``gq`` this is its own method, for ``backsolve`` and ``interp`` it replaces the
-extra ODE state of the shared-step mode.
+of the sweep without per-sample parameter gradients. It is accumulated after every accepted
+backward step of every entry instead (one batched evaluation of func per node, one backward pass
+per step), and the backends keep their defining choices:
+
+* ``backsolve``: [y, a] solved backwards, y reset to the stored output at each output time (as
+  torchdiffeq's adjoint does between segments, after the drift check); the parameter integral is
+  the steps' own Runge–Kutta quadrature — the stages and weights that integrating it as an extra
+  state of the sweep would use (with the error norm leaving it out);
+* ``gq``: the same sweep, the parameter integral by Gauss–Legendre nodes on each step, y and a
+  read off the step's dense output;
+* ``interp``: only a is solved, y read from Chebyshev interpolants of the forward solution per
+  entry and segment (:mod:`._per_entry_chebyshev`); the parameter integral as for backsolve.
 """
 
 from __future__ import annotations
@@ -39,11 +38,8 @@ from ..solvers import integrate_per_sample, rms_norm
 from ._base import REVERSE_DRIFT_FACTOR, BlockNorm, Problem, func_vjp, vjp
 
 STEP_NODES = 3
-"""Gauss–Legendre nodes per backward step of ``backsolve`` and ``interp`` in per-sample mode:
+"""Gauss–Legendre nodes per backward step where the backward solver has no stage rule to use:
 exact for polynomials of degree 5, the order of the 5th-order methods' steps."""
-
-REBUILDS = ("reverse", "reset", "trajectory")
-
 
 @lru_cache(maxsize=16)
 def _unit_rule(nodes: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -52,8 +48,8 @@ def _unit_rule(nodes: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple((x + 1) / 2), tuple(w / 2)
 
 
-def per_sample_backward(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, *, rebuild: str,
-                        nodes: int = STEP_NODES, trajectory: Callable[[Tensor], Tensor] | None = None,
+def per_sample_backward(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, *,
+                        nodes: int | None = None, trajectory: Callable[[Tensor], Tensor] | None = None,
                         on_drift: str = "raise") -> tuple[Tensor, tuple[Tensor, ...], int]:
     """dL/dy0 ``Tensor[B, *shape]``, dL/dθ per parameter and the NFE spent, given the outputs
     ``ys`` and ``grad_ys = dL/dys`` (both ``Tensor[B, n, *shape]``).
@@ -61,9 +57,10 @@ def per_sample_backward(backend: Any, problem: Problem, ys: Tensor, grad_ys: Ten
     Args:
         backend: the adjoint backend (its backward method and tolerances).
         problem: the per-sample problem (``t: Tensor[B, n]``).
-        rebuild: where y comes from: ``"reverse"``, ``"reset"`` or ``"trajectory"`` (module docstring).
-        nodes: Gauss–Legendre nodes per backward step of the parameter quadrature.
-        trajectory: ``"trajectory"``: y at per-entry times ``Tensor[B]`` (float64), ``Tensor[B, *shape]``.
+        nodes: Gauss–Legendre nodes per backward step of the parameter quadrature (None: the
+            backward steps' own Runge–Kutta stages).
+        trajectory: y at per-entry times ``Tensor[B]`` (float64) as ``Tensor[B, *shape]``, read
+            instead of solving y backwards (None: y is solved backwards with a).
         on_drift: ``"raise"`` or ``"warn"`` when a reverse-solved y misses a stored output.
     """
     func, y0, t = problem.func, problem.y0, problem.t
@@ -71,7 +68,7 @@ def per_sample_backward(backend: Any, problem: Problem, ys: Tensor, grad_ys: Ten
     size = shape.numel()
     entries = torch.arange(batch, device=y0.device)
     count = t.shape[1]
-    carries_y = rebuild != "trajectory"
+    carries_y = trajectory is None
     stored = ys.reshape(batch, count, size)
     jumps = grad_ys.reshape(batch, count, size)
 
@@ -98,8 +95,7 @@ def per_sample_backward(backend: Any, problem: Problem, ys: Tensor, grad_ys: Ten
             return a
         y = state[:, :size]
         drift.check(y, landed, output)
-        if rebuild == "reset":
-            y = torch.where(landed[:, None], stored[entries, output], y)
+        y = torch.where(landed[:, None], stored[entries, output], y)  # as torchdiffeq's adjoint: no drift carried on
         return torch.cat([y, a], dim=1)
 
     def step(time: Tensor, h: Tensor, accepted: Tensor, state: Tensor, result) -> None:
@@ -150,16 +146,18 @@ class _DriftCheck:
 
 
 class _StepQuadrature:
-    """dL/dθ = Σ over accepted backward steps of every entry of ``−h Σ_k w_k a_kᵀ ∂f/∂θ(τ_k, y_k)``
-    (Gauss–Legendre on the step, y and a read off its dense output): one evaluation of func for the
-    whole batch per node and one backward pass per step. Entries whose step was rejected (or that
-    are done) get weight 0 and their own current state, so nothing non-finite enters the sum."""
+    """dL/dθ = Σ over accepted backward steps of every entry of ``−h Σ_k w_k a_kᵀ ∂f/∂θ(τ_k, y_k)``:
+    with ``nodes=None`` the step's own Runge–Kutta quadrature (its stages and weights b_i: what
+    integrating the parameter integral as an extra state of the sweep gives, error control
+    leaving it out), else ``nodes`` Gauss–Legendre nodes with y and a read off the step's dense
+    output. One evaluation of func for the whole batch per node and one backward pass per step.
+    Entries whose step was rejected (or that are done) get weight 0 and their own current state, so
+    nothing non-finite enters the sum."""
 
-    def __init__(self, func, params: tuple[Tensor, ...], nodes: int, split, time_dtype: torch.dtype):
-        self.func, self.params, self.split, self.time_dtype = func, params, split, time_dtype
+    def __init__(self, func, params: tuple[Tensor, ...], nodes: int | None, split, time_dtype: torch.dtype):
+        self.func, self.params, self.split, self.time_dtype, self.nodes = func, params, split, time_dtype, nodes
         self.wanted = [i for i, p in enumerate(params) if p.requires_grad]
         self.sums = [torch.zeros_like(p) for p in params]
-        self.fractions, self.weights = _unit_rule(nodes)
         self.evaluations = 0
 
     def add(self, solver, time: Tensor, h: Tensor, accepted: Tensor, state: Tensor, result) -> None:
@@ -168,24 +166,36 @@ class _StepQuadrature:
         batch = state.shape[0]
         ok = accepted.reshape(batch, 1)
         start, step = time.reshape(batch, 1), h.reshape(batch, 1)
-        readable = torch.where(step == 0, torch.ones_like(step), step)
-        node_times = start + step * start.new_tensor(self.fractions)  # [B, k]
-        dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
-        states = solver.interpolate(dense, start[:, :, None], readable[:, :, None], node_times[:, :, None])
+        fractions, weights, states = self._nodes(solver, start, step, result)
+        node_times = start + step * start.new_tensor(fractions)  # [B, k]
         outputs, cotangents = [], []
         with torch.enable_grad():
-            for k, weight in enumerate(self.weights):
+            for k, weight in enumerate(weights):
                 at = torch.where(ok, node_times[:, k:k + 1], start).reshape(batch)
-                y, a = self.split(at, torch.where(ok, states[:, k], state))
+                y, a = self.split(at, torch.where(ok, states[k], state))
                 outputs.append(self.func(at.to(self.time_dtype), y))
                 scale = torch.where(ok, -step * weight, 0.0).to(a.dtype)
                 cotangents.append(a * scale.reshape(batch, *([1] * (a.dim() - 1))))
             total = torch.stack(outputs).to(cotangents[0].dtype)  # on the graph: the backward pass runs under no_grad
             grads = vjp(total, [self.params[i] for i in self.wanted], torch.stack(cotangents))
-        self.evaluations += len(self.weights)
+        self.evaluations += len(weights)
         for i, g in zip(self.wanted, grads):
             if g is not None:
                 self.sums[i] += g
+
+    def _nodes(self, solver, start: Tensor, step: Tensor, result) -> tuple[tuple[float, ...], tuple[float, ...], list]:
+        """The step's quadrature: fractions of the step, weights and the states there (each
+        ``Tensor[B, width]``): the solver's own stages (``nodes=None``), or Gauss–Legendre nodes
+        read off its dense output."""
+        if self.nodes is None and hasattr(solver, "stage_rule"):
+            fractions, weights, stages = solver.stage_rule()
+            return fractions, weights, solver.stage_states(result.dense_info, step, stages)
+        fractions, weights = _unit_rule(self.nodes or STEP_NODES)
+        readable = torch.where(step == 0, torch.ones_like(step), step)
+        node_times = start + step * start.new_tensor(fractions)
+        dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
+        states = solver.interpolate(dense, start[:, :, None], readable[:, :, None], node_times[:, :, None])
+        return fractions, weights, list(states.unbind(1))
 
     def totals(self) -> tuple[Tensor, ...]:
         return tuple(self.sums)

@@ -222,7 +222,7 @@ class GaussQuadrature(AdjointBackend):
         """Per-sample: [y, a] solved backwards, y reset at each entry's output times, and the
         parameter integral by Gauss–Legendre quadrature on each entry's own backward steps
         (``nodes`` per step, default ``min_nodes``; see :mod:`._per_sample`)."""
-        return per_sample_backward(self, problem, ys, grad_ys, rebuild="reset", nodes=self.nodes or self.min_nodes,
+        return per_sample_backward(self, problem, ys, grad_ys, nodes=self.nodes or self.min_nodes,
                                    on_drift=self.on_drift)
 
 

@@ -117,6 +117,19 @@ class ExplicitRK(StepSolver):
         error = _add_scaled(None, h, tab.b_error, stages) if self.error_estimate else None
         return StepResult(y1, error, (y0, stages), stages[-1], partial(self.stiffness, inputs[-2:], stages[-2:], h))
 
+    def stage_rule(self) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int, ...]]:
+        """The quadrature a step applies to its stages: ``(c_i, b_i, i)`` over the stages with a
+        nonzero weight b_i (y1 = y0 + h Σ b_i K_i)."""
+        tab = self.tableau
+        used = tuple(i for i, b in enumerate(tab.b) if b != 0.0)
+        return tuple(tab.c[i] for i in used), tuple(tab.b[i] for i in used), used
+
+    def stage_states(self, dense_info, h: Scalar, stages: Sequence[int]) -> list[Tensor]:
+        """The states the step evaluated its ``stages`` at, ``Y_i = y0 + h Σ_j a_ij K_j``, from its
+        dense output ``(y0, K)`` (the arithmetic of :meth:`step`, so the same values)."""
+        y0, k = dense_info
+        return [y0 if i == 0 else _add_scaled(y0, h, self.tableau.a[i], k) for i in stages]
+
     def stiffness(self, inputs: list[Tensor], stages: list[Tensor], h: float) -> Tensor:
         """Hairer–Wanner stiffness estimate of a step, ``‖k_last − k_prev‖ / ‖g_last − g_prev‖ · |h|``
         (the last two stages and the states they were evaluated at): |hλ| of the dominant
