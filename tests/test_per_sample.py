@@ -261,3 +261,17 @@ def test_interp_fits_chebyshev_nodes_per_entry_and_refuses_by_entry():
     exact_y0 = y0.detach().clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(func.exact(exact_y0, t).sum(), exact_y0)
     torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("gradient", BACKENDS)
+def test_many_outputs_per_step_get_exact_gradients(gradient):
+    """Dense rows: most steps pass several output times of an entry, the last step its final ones
+    (the eager loop reads outputs in a window per step; each is written, and differentiated, once)."""
+    func = LinearPerEntry(torch.tensor([-0.2, 0.1, -0.5], dtype=torch.float64))
+    y0 = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    t = torch.stack([torch.linspace(0, 2, 29), torch.linspace(0.5, 1.5, 29), torch.linspace(1, 0, 29)]).double()
+    ys, grads = _gradients(func, y0, t, gradient, rtol=1e-9, atol=1e-11)
+    y0e, te = y0.clone().requires_grad_(True), t.clone().requires_grad_(True)
+    exact = func.exact(y0e, te)
+    for name, grad, expected in zip(("y0", "t", "A"), grads, torch.autograd.grad(_loss(exact), (y0e, te, func.A))):
+        torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-7, msg=f"{gradient}: dL/d{name}")

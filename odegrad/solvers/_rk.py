@@ -17,23 +17,48 @@ from ._tableaux import ALL_TABLEAUX, ButcherTableau
 
 def _add_scaled(base: Tensor | None, scale: Scalar, coefficients: Sequence[float],
                 terms: Sequence[Tensor]) -> Tensor:
-    """``base + scale · Σ_i coefficients[i] · terms[i]`` skipping zero coefficients (one fused add
-    per term keeps the autograd graph of direct backprop small). ``scale`` is a float (eager
-    driver) or a 0-dim float64 tensor (traced driver: each ``scale · coefficient`` is rounded to
-    the terms' dtype, as the fused add rounds its float ``alpha``)."""
+    """``base + scale · Σ_i coefficients[i] · terms[i]`` skipping zero coefficients. ``scale`` is a
+    float (eager driver: one fused add per term, ``alpha = scale · coefficient``, keeps the
+    autograd graph of direct backprop small) or a float64 tensor (traced and per-sample drivers,
+    one step size per entry: the combination first, then one product with the scale rounded to the
+    terms' dtype)."""
+    if isinstance(scale, Tensor):
+        combination = _combination(coefficients, terms)
+        if combination is None:
+            return torch.zeros_like(terms[0]) if base is None else base
+        scaled = combination * scale.to(combination.dtype)
+        return scaled if base is None else base + scaled
     result = base
-    exact_scale = isinstance(scale, Tensor)
     for coefficient, term in zip(coefficients, terms):
         if coefficient == 0.0:
             continue
-        if exact_scale:
-            result = _plus(result, term, scale * const(coefficient))
-        elif result is None:
+        if result is None:
             result = term * (scale * coefficient)
         else:
             result = result.add(term, alpha=scale * coefficient)
     if result is None:
         return torch.zeros_like(terms[0])
+    return result
+
+
+def _combination(coefficients: Sequence[float], terms: Sequence[Tensor]) -> Tensor | None:
+    """``Σ_i coefficients[i] · terms[i]`` over the nonzero coefficients (None: all zero): fused adds
+    with float coefficients eagerly, products while ``torch.compile`` traces, and while
+    :func:`~._scalars.exact_constants` is active products with their float64 tensors rounded to
+    the terms' dtype (an exported float would be rounded to float32)."""
+    result = None
+    for coefficient, term in zip(coefficients, terms):
+        if coefficient == 0.0:
+            continue
+        constant = const(coefficient)
+        if isinstance(constant, Tensor):
+            scaled = term * constant.to(term.dtype)
+        elif torch.compiler.is_compiling():  # an add's alpha becomes a symbolic float the loop's backward guards on
+            scaled = term * constant
+        else:
+            result = term * constant if result is None else result.add(term, alpha=constant)
+            continue
+        result = scaled if result is None else result + scaled
     return result
 
 

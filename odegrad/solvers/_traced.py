@@ -201,7 +201,8 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         h0 = direction * const(abs(config.first_step))
     else:
         h0 = direction * initial_step(field, t0, y0, state0, order, rtol, atol, entry_norm)
-    nans = torch.full_like(y0, math.nan).unsqueeze(1).expand(batch, count - 1, *y0.shape[1:])
+    spare = 0 if land or loop is not python_loop else 1  # a slot past the outputs for the eager emit's window
+    nans = torch.full_like(y0, math.nan).unsqueeze(1).expand(batch, count - 1 + spare, *y0.shape[1:])
     ys0 = torch.cat([y0.unsqueeze(1), nans], dim=1)
     zero = torch.zeros(batch, dtype=torch.int64, device=y0.device)
 
@@ -224,13 +225,7 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         if on_step is not None:
             on_step(t, step, ok, y, result)
         reached = ok.reshape(batch, 1) & (index >= out[:, None]) & (sign[:, None] * (times - t1.reshape(batch, 1)) <= 0)
-        if land:  # every output reached is the step's end
-            at = result.y1.unsqueeze(1)
-        else:
-            readable = torch.where(stepping, step, torch.ones_like(step)).reshape(point)  # no 0/0 for done entries
-            dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
-            at = torch.where(rows == t1.reshape(point), result.y1.unsqueeze(1),
-                             solver.interpolate(dense, t.reshape(point), readable, rows))
+        ys = emit(ys, reached, out, t, t1, torch.where(stepping, step, torch.ones_like(step)), result)
         previous = torch.where(ok, ratio, previous)
         h_next = torch.where(stepping, stepped_size(controller, step, h, ratio, previous, order, ok, direction), h)
         t_next = torch.where(ok, t1, t)
@@ -248,11 +243,38 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
                 state_next = pytree.tree_map(lambda new, old: torch.where(landed.reshape(column), new, old),
                                              solver.init(field, t_next, y_next), state_next)
         taken, refused = ok.reshape(batch).to(torch.int64), (stepping & ~ok).reshape(batch).to(torch.int64)
-        return (accepted + taken, rejected + refused, status, out_next, t_next, h_next, previous, y_next, state_next,
-                torch.where(reached.reshape(rows.shape), at, ys))
+        return (accepted + taken, rejected + refused, status, out_next, t_next, h_next, previous, y_next,
+                state_next, ys)
+
+    def emit(ys, reached, out, t, t1, readable, result):
+        """``ys`` with the outputs the step reached filled in: its end where an output time is the
+        end (every one when ``land``), else its dense output (``readable``: the step, 1 for done
+        entries, which reach nothing: no 0/0). Eagerly only the outputs up to the furthest any entry
+        reached are read (one value read); a traced loop reads every output time of every step."""
+        if land:
+            return torch.where(reached.reshape(rows.shape), result.y1.unsqueeze(1), ys)
+        dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
+        if loop is not python_loop:
+            at = torch.where(rows == t1.reshape(point), result.y1.unsqueeze(1),
+                             solver.interpolate(dense, t.reshape(point), readable.reshape(point), rows))
+            return torch.where(reached.reshape(rows.shape), at, ys)
+        width = int(reached.sum(dim=1).max())
+        if width == 0:
+            return ys
+        # the outputs out .. out + width − 1 of each entry; positions past its last output all go to
+        # one spare slot (index count, never returned), so no output is written twice (scatter's
+        # gradient would count it twice)
+        window = (out[:, None] + torch.arange(width, device=out.device)).clamp(max=count)  # [B, width]
+        at_times = times.gather(1, window.clamp(max=count - 1)).reshape(batch, width, *point[2:])
+        at = torch.where(at_times == t1.reshape(point), result.y1.unsqueeze(1),
+                         solver.interpolate(dense, t.reshape(point), readable.reshape(point), at_times))
+        slots = window.reshape(batch, width, *point[2:]).expand_as(at)
+        fresh = (reached.gather(1, window.clamp(max=count - 1)) & (window < count)).reshape(batch, width, *point[2:])
+        return ys.scatter(1, slots, torch.where(fresh, at, ys.gather(1, slots)))
 
     carry = (zero, zero.clone(), zero.clone(), torch.ones_like(zero), t0, h0, torch.zeros_like(t0), y0, state0, ys0)
     accepted, rejected, status, out, t_last, h_last, _, _, _, ys = loop(running, body, carry)
+    ys = ys[:, :count]
     status = torch.where((status == Status.SUCCESS.value) & (out < count), Status.MAX_STEPS.value, status)
     return Marched(accepted, rejected, status, out, t_last, h_last, ys)
 
