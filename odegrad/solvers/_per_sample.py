@@ -59,7 +59,8 @@ def integrate_per_sample(solver: Any, func: Callable, y0: Tensor, t: Tensor, con
         MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow: an entry failed (outside
             ``torch.compile``; the message names the first such entry).
     """
-    refuse_untraceable(solver, config, keep_dense=False)
+    refuse_untraceable(solver, config, keep_dense=False, what="per-sample solving (options['per_sample'] or a 2-D t)",
+                       remedy="they need the shared-step eager driver (a 1-D t without per_sample)")
     batch = y0.shape[0]
     counted_func = counted(func, t.dtype)
     nfe_before = counted_func.nfe

@@ -130,13 +130,14 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
     return solution
 
 
-def refuse_untraceable(solver: Any, config: IntegrationConfig, keep_dense: bool) -> None:
+def refuse_untraceable(solver: Any, config: IntegrationConfig, keep_dense: bool, *,
+                       what: str = "the traced adaptive loop",
+                       remedy: str = "they need the eager driver (options={'driver': 'eager'})") -> None:
     """Raise :class:`UnsupportedCombination` naming what of ``solver`` and ``config`` only the
-    eager driver does (:func:`traced_unsupported`)."""
+    eager driver does (:func:`traced_unsupported`); ``what`` cannot run them, ``remedy`` says what to do."""
     unsupported = traced_unsupported(solver, config, keep_dense)
     if unsupported:
-        raise UnsupportedCombination(f"the traced adaptive loop cannot run with {', '.join(unsupported)}: "
-                                     "they need the eager driver (options={'driver': 'eager'})")
+        raise UnsupportedCombination(f"{what} cannot run with {', '.join(unsupported)}: {remedy}")
 
 
 class Marched(NamedTuple):
