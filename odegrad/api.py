@@ -264,14 +264,17 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
             (a tuple of tensors when ``y0`` is a tuple).
         y0: initial state, ``Tensor[*shape]`` of any shape (batch dimensions included) or a tuple.
         t: ``Tensor[T]`` strictly increasing or strictly decreasing output times; ``t[0]`` is the
-            initial time.
+            initial time. Or ``Tensor[B, T]``: one row of output times per batch entry (each row
+            strictly monotone, rows may differ), which asks for per-sample solving.
         method: integrator name (``solver_names()``, ``"torchdiffeq:<name>"``) or an Integrator.
         gradient: backend name (``backend_names()``) or a configured Backend.
         rtol, atol: tolerances of adaptive methods (a :data:`Tolerance`: numbers, per-element
             tensors, or one per part of a tuple state).
         options: ``max_steps``; fixed-step: ``step_size``, ``grid`` or ``grid_constructor``,
             ``perturb``; adaptive: ``first_step``, ``norm``, ``controller`` or
-            ``safety``/``ifactor``/``dfactor``, ``step_t``, ``jump_t`` (docs: Getting started, Options).
+            ``safety``/``ifactor``/``dfactor``, ``step_t``, ``jump_t``, ``per_sample`` (the first
+            dimension of y0 indexes independent problems, each with its own steps; func then
+            receives ``t: Tensor[B]``) (docs: Getting started, Options, Per-sample solving).
         params: tensors to differentiate by adjoint-type backends (default: ``func.parameters()``
             when func is an ``nn.Module``).
         regularization: None or a :mod:`odegrad.regularization` term (``LocalRegularization``,
@@ -289,7 +292,8 @@ def solve(func: Callable, y0: State, t: Tensor, *, method: str | Integrator = "d
             methods then need ``options["step_size"]``).
 
     Returns:
-        Solution with ``ys: Tensor[T, *shape]`` (tuple for tuple states), ``stats``, ``steps``
+        Solution with ``ys: Tensor[T, *shape]`` (``Tensor[B, T, ...]`` for a per-sample ``t:
+        Tensor[B, T]``; tuple for tuple states), ``stats``, ``steps``
         and, with ``regularization``, the scalar term ``regularization`` (differentiable in
         func's parameters; add it to the loss).
 

@@ -41,6 +41,7 @@ STEP_NODES = 3
 """Gauss–Legendre nodes per backward step where the backward solver has no stage rule to use:
 exact for polynomials of degree 5, the order of the 5th-order methods' steps."""
 
+
 @lru_cache(maxsize=16)
 def _unit_rule(nodes: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Gauss–Legendre nodes and weights on [0, 1]."""

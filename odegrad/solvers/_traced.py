@@ -6,10 +6,15 @@ It advances the carry with the same functions as the eager driver (:mod:`._loop`
 solver's ``init``/``step``/``interpolate``, the controller's ``scaled_error`` and
 :func:`~._controller.stepped_size`, :func:`~._controller.initial_step`,
 :func:`~._controller.clip_to_stop` and :func:`~._controller.underflow`; times and step sizes are
-0-dim float64 tensors where the eager driver has Python floats (both are IEEE doubles: the same
+float64 tensors where the eager driver has Python floats (both are IEEE doubles: the same
 arithmetic, the same steps). Where the eager driver raises, this one stops with a status code
 (:class:`Status`), and the outputs it did not reach are NaN; outside ``torch.compile`` the status
 is turned into the eager driver's exception.
+
+The loop body (:func:`march`) steps a batch of *entries*, each with its own time, step size,
+error ratio, accept decision, status and output row (float64 tensors shaped ``[B, 1, ..., 1]``
+against the state): the traced driver is a batch of one entry, the whole state; per-sample solves
+(:mod:`._per_sample`) run it over the batch dimension.
 """
 
 from __future__ import annotations
