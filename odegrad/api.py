@@ -18,7 +18,7 @@ from .errors import ExportError, InvalidInput, UnsupportedCombination
 from .events import Event, check_events, solve_events
 from .gradients import BACKEND_ALIASES, AdjointBackend, Backend, Problem, backend_names, get_backend
 from .regularization import Regularizer, check_regularizer
-from .solvers import IntegrationConfig, Integrator, Solution, StaticTimes, StepSolver, get_solver, make_config
+from .solvers import IntegrationConfig, Integrator, Solution, StaticTimes, get_solver, make_config, solves_per_sample
 
 State = Tensor | tuple[Tensor, ...]
 """An ODE state: one tensor, or a tuple of tensors integrated together (``y0`` and ``ys``)."""
@@ -238,8 +238,7 @@ def _check_per_sample(solver: Integrator, dense: bool, events: tuple[Event, ...]
     Runge–Kutta methods (fixed-step, TL-NODE, implicit, the torchdiffeq adapter), dense output,
     events, regularization and export recording."""
     name = getattr(solver, "name", solver)
-    traceable = isinstance(solver, StepSolver) and solver.error_estimate and solver.traceable
-    if not traceable:
+    if not solves_per_sample(solver):
         raise UnsupportedCombination(
             f"options['per_sample'] (or a 2-D t) with the method {name!r}: per-sample solving runs odegrad's "
             "explicit adaptive Runge-Kutta methods (dopri5, tsit5, bosh3, ...); fixed-step methods, TL-NODE, "

@@ -296,3 +296,28 @@ def test_complex_states_custom_norms_and_stops_per_sample():
         torch.testing.assert_close(ys, expected.expand(-1, -1, 2), rtol=1e-7, atol=1e-8)
     with pytest.raises(UnsupportedCombination, match="per-sample.*jump_t"):
         odegrad.odeint(decay, y0, t, options={"jump_t": [0.5]})
+
+
+def test_float32_gradients_stay_finite_next_to_far_output_times():
+    """An entry that reaches no output in a step is not read at its far next output (its dense
+    output would overflow float32 there, and 0 · inf in the backward pass is NaN)."""
+    def forced(t, y):
+        return -y + torch.cos(t)[:, None]
+
+    for other in (5e-11, 1.0):
+        y0 = torch.ones(2, 2, requires_grad=True)
+        t = torch.tensor([[0.0, 1e3], [0.0, other]])
+        ys = odegrad.odeint(forced, y0, t, rtol=1e-5, atol=1e-6, options={"first_step": 1e-10})
+        (grad,) = torch.autograd.grad(ys[:, -1].sum(), y0)
+        assert torch.isfinite(grad).all(), other
+
+
+def test_backward_methods_and_norms_per_sample_are_checked_before_solving():
+    from odegrad.gradients import Backsolve, Interpolation
+
+    y0, t = torch.ones(2, 2, requires_grad=True), torch.linspace(0, 1, 3).expand(2, -1)
+    for backend in (Backsolve(method="rk4"), Interpolation(method="kvaerno5")):
+        with pytest.raises(UnsupportedCombination, match=r"\(method=.*per-sample"):
+            odegrad.odeint(_func, y0, t, gradient=backend)
+    with pytest.raises(InvalidInput, match=r"options\['norm'\]"):
+        odegrad.odeint(_func, y0, t, options={"norm": lambda x: float(x.abs().max())})

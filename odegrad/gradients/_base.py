@@ -26,7 +26,16 @@ from torch import Tensor
 from .._checks import check_non_negative
 from .._counting import check_func_output
 from ..errors import InvalidInput, NonFiniteValue, ReverseSolveDrift, UnsupportedCombination
-from ..solvers import IntegrationConfig, Integrator, Solution, bad_batch_entries, fixed_grid, get_solver, rms_norm
+from ..solvers import (
+    IntegrationConfig,
+    Integrator,
+    Solution,
+    bad_batch_entries,
+    fixed_grid,
+    get_solver,
+    rms_norm,
+    solves_per_sample,
+)
 
 
 @dataclass(frozen=True)
@@ -304,6 +313,11 @@ class AdjointBackend(Backend):
         if problem.t.dim() == 2 and type(self).per_sample_backward_pass is AdjointBackend.per_sample_backward_pass:
             raise UnsupportedCombination(f"gradient={self.name!r} has no per-sample backward pass (options["
                                          "'per_sample'] or a 2-D t); use 'direct', 'backsolve', 'gq' or 'interp'")
+        if problem.t.dim() == 2 and not solves_per_sample(solver):
+            raise UnsupportedCombination(
+                f"{type(self).__name__}(method={getattr(solver, 'name', solver)!r}) in per-sample mode: its "
+                "backward sweep is per sample too, which needs an explicit adaptive Runge-Kutta method "
+                "(dopri5, tsit5, bosh3, ...); leave method unset to use the forward one")
         if not solver.supports_autograd_func:
             raise UnsupportedCombination(
                 f"gradient={self.name!r} integrates an adjoint system built with torch.autograd.grad, "

@@ -97,7 +97,9 @@ class GaussQuadrature(AdjointBackend):
     Args:
         nodes: quadrature nodes per segment (1..256), or None for the automatic rule: the
             reference's ``ceil(gtol · NFE_forward · |t_i − t_{i-1}| / |t_N − t_0|)`` clipped to
-            ``[min_nodes, max_nodes]``.
+            ``[min_nodes, max_nodes]``. Per-sample solves (a 2-D ``t``) place nodes on every
+            backward step instead: ``nodes`` per step (None: ``min_nodes``); the automatic rule,
+            ``node_memory``, ``vectorize`` and ``max_batch`` do not apply there.
         gtol: factor of the automatic rule (more nodes for larger gtol). The reference's 0.1 gives
             about 0.6 nodes per dopri5 step, too few on a long segment: 3.5e-5 relative gradient
             error on the float32 digits benchmark (8 forward steps, 5 nodes) where 0.2 and above

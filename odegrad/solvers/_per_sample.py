@@ -17,10 +17,18 @@ import torch
 from torch import Tensor
 
 from .._counting import counted, is_tracing
+from ..errors import InvalidInput
 from ._base import IntegrationConfig, Norm, Solution, Stats, rms_norm
 from ._traced import Status, _raise_for, _while_loop, march, python_loop, refuse_untraceable
 
 _F64 = torch.float64
+
+
+def solves_per_sample(solver: Any) -> bool:
+    """Whether ``solver`` can run a per-sample solve: an adaptive step solver whose steps read no
+    tensor value (odegrad's explicit Runge–Kutta methods)."""
+    return bool(getattr(solver, "error_estimate", False) and getattr(solver, "traceable", False)
+                and hasattr(solver, "interpolate"))
 
 
 def entry_norm(norm: Norm, y: Tensor) -> Callable[[Tensor], Tensor]:
@@ -32,7 +40,16 @@ def entry_norm(norm: Norm, y: Tensor) -> Callable[[Tensor], Tensor]:
     if norm is rms_norm:
         return lambda x: x.reshape(batch, -1).pow(2).mean(dim=1).sqrt().to(_F64).reshape(column)
     per_entry = torch.func.vmap(norm)
-    return lambda x: per_entry(x).to(_F64).reshape(column)
+
+    def measure(x: Tensor) -> Tensor:
+        try:
+            return per_entry(x).to(_F64).reshape(column)
+        except (RuntimeError, NotImplementedError, TypeError, ValueError) as error:
+            raise InvalidInput("options['norm']", f"a norm torch.func.vmap cannot apply to each batch entry ({error})",
+                               "a norm made of tensor operations (no .item(), float() or data-dependent "
+                               "branches): per-sample mode applies it to every entry at once") from None
+
+    return measure
 
 
 def integrate_per_sample(solver: Any, func: Callable, y0: Tensor, t: Tensor, config: IntegrationConfig, *,

@@ -6,8 +6,9 @@ It advances the carry with the same functions as the eager driver (:mod:`._loop`
 solver's ``init``/``step``/``interpolate``, the controller's ``scaled_error`` and
 :func:`~._controller.stepped_size`, :func:`~._controller.initial_step`,
 :func:`~._controller.clip_to_stop` and :func:`~._controller.underflow`; times and step sizes are
-float64 tensors where the eager driver has Python floats (both are IEEE doubles: the same
-arithmetic, the same steps). Where the eager driver raises, this one stops with a status code
+float64 tensors where the eager driver has Python floats (both IEEE doubles: the same steps,
+values equal up to rounding — a tensor step size multiplies a stage combination once where a
+float one scales each term). Where the eager driver raises, this one stops with a status code
 (:class:`Status`), and the outputs it did not reach are NaN; outside ``torch.compile`` the status
 is turned into the eager driver's exception.
 
@@ -260,9 +261,13 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         if land:
             return torch.where(reached.reshape(rows.shape), result.y1.unsqueeze(1), ys)
         dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
+        end = t1.reshape(point)
         if loop is not python_loop:
-            at = torch.where(rows == t1.reshape(point), result.y1.unsqueeze(1),
-                             solver.interpolate(dense, t.reshape(point), readable.reshape(point), rows))
+            # an output not reached is read at the step's end: far outside the step its dense
+            # output can overflow, and the gradient of an unused inf is NaN (0 · inf)
+            at_times = torch.where(reached.reshape(rows.shape), rows, end)
+            at = torch.where(at_times == end, result.y1.unsqueeze(1),
+                             solver.interpolate(dense, t.reshape(point), readable.reshape(point), at_times))
             return torch.where(reached.reshape(rows.shape), at, ys)
         width = int(reached.sum(dim=1).max())
         if width == 0:
@@ -271,11 +276,11 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         # one spare slot (index count, never returned), so no output is written twice (scatter's
         # gradient would count it twice)
         window = (out[:, None] + torch.arange(width, device=out.device)).clamp(max=count)  # [B, width]
-        at_times = times.gather(1, window.clamp(max=count - 1)).reshape(batch, width, *point[2:])
-        at = torch.where(at_times == t1.reshape(point), result.y1.unsqueeze(1),
-                         solver.interpolate(dense, t.reshape(point), readable.reshape(point), at_times))
-        slots = window.reshape(batch, width, *point[2:]).expand_as(at)
         fresh = (reached.gather(1, window.clamp(max=count - 1)) & (window < count)).reshape(batch, width, *point[2:])
+        at_times = torch.where(fresh, times.gather(1, window.clamp(max=count - 1)).reshape(fresh.shape), end)
+        at = torch.where(at_times == end, result.y1.unsqueeze(1),
+                         solver.interpolate(dense, t.reshape(point), readable.reshape(point), at_times))
+        slots = window.reshape(fresh.shape).expand_as(at)
         return ys.scatter(1, slots, torch.where(fresh, at, ys.gather(1, slots)))
 
     carry = (zero, zero.clone(), zero.clone(), torch.ones_like(zero), t0, h0, torch.zeros_like(t0), y0, state0, ys0)
