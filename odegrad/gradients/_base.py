@@ -138,7 +138,8 @@ FIXED_STEP_DRIFT_RTOL = 1e-3
 """Tolerance unit of the drift check for fixed-step methods, whose accuracy no tolerance states."""
 
 
-def drift_unit(rtol: float, atol: float, scale: float, dtype: torch.dtype, steps: int) -> float:
+def drift_unit(rtol: float, atol: float, scale: float | Tensor, dtype: torch.dtype,
+               steps: int | Tensor) -> float | Tensor:
     """The absolute miss one tolerance unit of the drift check stands for, on a trajectory of
     magnitude ``scale`` (max |y| over the stored outputs) rebuilt by ``steps`` backward steps.
 
@@ -149,9 +150,14 @@ def drift_unit(rtol: float, atol: float, scale: float, dtype: torch.dtype, steps
     as many forward steps over the same stretch accumulate ``eps·sqrt(2·steps)·scale`` (rounding
     errors add as a random walk; the factor :data:`REVERSE_DRIFT_FACTOR` covers systematic
     rounding). Without this floor a float32 solve at rtol 1e-7 — finer than float32 resolves —
-    reads its rounding as drift."""
-    roundoff = torch.finfo(dtype).eps * math.sqrt(2 * max(steps, 1)) * scale
-    return max(atol + rtol * scale, roundoff, torch.finfo(dtype).tiny)
+    reads its rounding as drift. Tensors ``scale`` and ``steps`` (one per batch entry of a
+    per-sample sweep) give one unit per entry."""
+    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
+    if isinstance(scale, Tensor):
+        roundoff = eps * torch.sqrt(2.0 * steps.clamp(min=1).to(scale.dtype)) * scale
+        return (atol + rtol * scale).maximum(roundoff).clamp(min=tiny)
+    roundoff = eps * math.sqrt(2 * max(steps, 1)) * scale
+    return max(atol + rtol * scale, roundoff, tiny)
 
 
 def check_reverse_drift(backend: str, rebuilt: Tensor, ys: Tensor, segment: int, t_start: float,

@@ -35,7 +35,7 @@ from torch.utils import _pytree as pytree
 
 from ..errors import ReverseSolveDrift
 from ..solvers import integrate_per_sample, rms_norm
-from ._base import REVERSE_DRIFT_FACTOR, BlockNorm, Problem, func_vjp, vjp
+from ._base import REVERSE_DRIFT_FACTOR, BlockNorm, Problem, drift_unit, func_vjp, vjp
 
 STEP_NODES = 3
 """Gauss–Legendre nodes per backward step where the backward solver has no stage rule to use:
@@ -128,10 +128,7 @@ class _DriftCheck:
         if not bool(landed.any()):
             return
         entries = torch.arange(len(y), device=y.device)
-        eps, tiny = torch.finfo(y.dtype).eps, torch.finfo(y.dtype).tiny
-        roundoff = eps * torch.sqrt(2.0 * self.steps.clamp(min=1).to(self.scale.dtype)) * self.scale
-        unit = torch.maximum(torch.maximum(self.atol + self.rtol * self.scale, roundoff),
-                             torch.full_like(roundoff, tiny))  # drift_unit, per entry
+        unit = drift_unit(self.rtol, self.atol, self.scale, y.dtype, self.steps)
         miss = torch.where(landed, (y - self.stored[entries, output]).abs().amax(dim=1) / unit, 0.0)
         worst = int(miss.argmax())
         if float(miss[worst]) > REVERSE_DRIFT_FACTOR:
