@@ -62,7 +62,9 @@ def from_interval(t: Tensor, a: float, b: float) -> Tensor:
 
 def barycentric_matrix(x: Tensor, nodes: Tensor, weights: Tensor) -> Tensor:
     """Row m holds the Lagrange basis values ℓ_j(x_m), ``Tensor[len(x), len(nodes)]``, so that
-    ``barycentric_matrix(x, nodes, weights) @ values`` interpolates. ``x`` is 0-d or 1-D.
+    ``barycentric_matrix(x, nodes, weights) @ values`` interpolates. ``x`` is 0-d or 1-D; ``nodes``
+    and ``weights`` are ``[n]``, or ``[len(x), n]`` for nodes of their own per point (zero
+    weights pad rows to one length).
 
     Points that coincide with a node get the unit row of that node (no division by zero); the
     choice is made with tensor operations only, so there is no host synchronisation."""

@@ -18,8 +18,10 @@ import math
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -187,6 +189,12 @@ def check_reverse_drift(backend: str, rebuilt: Tensor, ys: Tensor, segment: int,
     if on_drift == "raise":
         raise ReverseSolveDrift(message, segment=segment, drift=drift)
     warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+@lru_cache(maxsize=64)
+def legendre_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss–Legendre nodes (ascending in [−1, 1]) and weights, both shape ``[n]``, float64."""
+    return np.polynomial.legendre.leggauss(n)
 
 
 def flat_cat(tensors: tuple[Tensor, ...] | list[Tensor], like: Tensor) -> Tensor:

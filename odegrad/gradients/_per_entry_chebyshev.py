@@ -98,12 +98,7 @@ class PerEntryChebyshev:
         start, end = self.starts[self.entries, segment], self.ends[self.entries, segment]
         x = (2.0 * time - (start + end)) / (end - start)
         chosen = self.chosen[self.entries, segment]
-        nodes, weights = self.nodes[chosen], self.weights[chosen]  # [B, n_max]
-        difference = x[:, None] - nodes
-        exact = difference == 0
-        basis = weights / torch.where(exact, torch.ones_like(difference), difference)
-        basis = torch.where(exact.any(dim=1, keepdim=True), exact.to(basis.dtype),
-                            basis / basis.sum(dim=1, keepdim=True))
+        basis = barycentric_matrix(x, self.nodes[chosen], self.weights[chosen])  # [B, n_max]: each entry its nodes
         values = self.values[self.entries, segment]  # [B, n_max, *shape]
         return torch.einsum("bn,bn...->b...", basis.to(values.dtype), values)
 

@@ -25,28 +25,19 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
 from ..errors import ReverseSolveDrift
 from ..solvers import integrate_per_sample, rms_norm
-from ._base import REVERSE_DRIFT_FACTOR, BlockNorm, Problem, drift_unit, func_vjp, vjp
+from ._base import REVERSE_DRIFT_FACTOR, BlockNorm, Problem, drift_unit, func_vjp, legendre_rule, vjp
 
 STEP_NODES = 3
 """Gauss–Legendre nodes per backward step where the backward solver has no stage rule to use:
 exact for polynomials of degree 5, the order of the 5th-order methods' steps."""
-
-
-@lru_cache(maxsize=16)
-def _unit_rule(nodes: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Gauss–Legendre nodes and weights on [0, 1]."""
-    x, w = np.polynomial.legendre.leggauss(nodes)
-    return tuple((x + 1) / 2), tuple(w / 2)
 
 
 def per_sample_backward(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, *,
@@ -164,8 +155,15 @@ class _StepQuadrature:
         batch = state.shape[0]
         ok = accepted.reshape(batch, 1)
         start, step = time.reshape(batch, 1), h.reshape(batch, 1)
-        fractions, weights, states = self._nodes(solver, start, step, result)
+        fractions, weights, stages = self._rule(solver)
         node_times = start + step * start.new_tensor(fractions)  # [B, k]
+        if stages is not None:
+            states = solver.stage_states(result.dense_info, step, stages)
+        else:  # read off the step's dense output (done entries: step 0, read with 1: no 0/0)
+            readable = torch.where(step == 0, torch.ones_like(step), step)
+            dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
+            states = solver.interpolate(dense, start[:, :, None], readable[:, :, None],
+                                        node_times[:, :, None]).unbind(1)
         outputs, cotangents = [], []
         with torch.enable_grad():
             for k, weight in enumerate(weights):
@@ -181,19 +179,13 @@ class _StepQuadrature:
             if g is not None:
                 self.sums[i] += g
 
-    def _nodes(self, solver, start: Tensor, step: Tensor, result) -> tuple[tuple[float, ...], tuple[float, ...], list]:
-        """The step's quadrature: fractions of the step, weights and the states there (each
-        ``Tensor[B, width]``): the solver's own stages (``nodes=None``), or Gauss–Legendre nodes
-        read off its dense output."""
+    def _rule(self, solver) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int, ...] | None]:
+        """The step's quadrature: fractions of the step, weights, and the solver's stages they are
+        (``nodes=None``: the step's own Runge–Kutta stages), or None for Gauss–Legendre nodes."""
         if self.nodes is None and hasattr(solver, "stage_rule"):
-            fractions, weights, stages = solver.stage_rule()
-            return fractions, weights, solver.stage_states(result.dense_info, step, stages)
-        fractions, weights = _unit_rule(self.nodes or STEP_NODES)
-        readable = torch.where(step == 0, torch.ones_like(step), step)
-        node_times = start + step * start.new_tensor(fractions)
-        dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
-        states = solver.interpolate(dense, start[:, :, None], readable[:, :, None], node_times[:, :, None])
-        return fractions, weights, list(states.unbind(1))
+            return solver.stage_rule()
+        x, w = legendre_rule(self.nodes or STEP_NODES)
+        return tuple((x + 1) / 2), tuple(w / 2), None
 
     def totals(self) -> tuple[Tensor, ...]:
         return tuple(self.sums)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -49,6 +48,7 @@ from ._base import (
     check_reverse_drift,
     continue_steps,
     func_vjp,
+    legendre_rule,
     same_steps_config,
     vjp,
 )
@@ -61,12 +61,6 @@ state [y, a, θ]: what backsolve's dopri5 keeps in its 7 stages and its state an
 MAX_NODES = 256
 """Largest node count accepted per segment (Gauss–Legendre with n nodes is exact for
 polynomials of degree 2n − 1; beyond this, add observation times instead)."""
-
-
-@lru_cache(maxsize=64)
-def legendre_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss–Legendre nodes (ascending in [−1, 1]) and weights, both shape ``[n]``, float64."""
-    return np.polynomial.legendre.leggauss(n)
 
 
 def segment_rule(t_start: float, t_end: float, n: int) -> tuple[np.ndarray, np.ndarray]:
