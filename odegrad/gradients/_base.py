@@ -178,17 +178,22 @@ def check_reverse_drift(backend: str, rebuilt: Tensor, ys: Tensor, segment: int,
         rtol, atol = FIXED_STEP_DRIFT_RTOL, 0.0
     unit = drift_unit(rtol, atol, float(ys.abs().max()), stored.dtype, steps)
     drift = float((rebuilt - stored).abs().max()) / unit
-    if drift <= REVERSE_DRIFT_FACTOR:
-        return
-    message = (f"gradient={backend!r}: the state rebuilt by solving backwards misses the forward "
-               f"state at the start of observation segment {segment} (t={t_start:.6g}) by {drift:.3g} "
-               f"tolerance units (allowed {REVERSE_DRIFT_FACTOR:g}; a unit is atol + rtol·max|y|, "
-               f"at least the {stored.dtype} rounding of {steps} steps): the dynamics are unstable in "
-               f"reverse time (e.g. dissipative), so these gradients would be wrong. Use "
-               f"gradient='interp' (no reverse solve of y) or 'direct'")
+    if drift > REVERSE_DRIFT_FACTOR:
+        refuse_drift(backend, f"the forward state at the start of observation segment {segment} (t={t_start:.6g})",
+                     drift, f"the {stored.dtype} rounding of {steps} steps", on_drift, segment)
+
+
+def refuse_drift(backend: str, missed: str, drift: float, floor: str, on_drift: str, segment: int) -> None:
+    """Raise :class:`ReverseSolveDrift` (``on_drift="raise"``) or warn: the state a backward solve of
+    ``backend`` rebuilt misses ``missed`` (which stored output) by ``drift`` tolerance units, the
+    unit floored at ``floor`` (what rounding it allows for)."""
+    message = (f"gradient={backend!r}: the state rebuilt by solving backwards misses {missed} by {drift:.3g} "
+               f"tolerance units (allowed {REVERSE_DRIFT_FACTOR:g}; a unit is atol + rtol·max|y|, at least "
+               f"{floor}): the dynamics are unstable in reverse time (e.g. dissipative), so these gradients "
+               "would be wrong. Use gradient='interp' (no reverse solve of y) or 'direct'")
     if on_drift == "raise":
         raise ReverseSolveDrift(message, segment=segment, drift=drift)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 @lru_cache(maxsize=64)

@@ -23,7 +23,6 @@ per step), and the backends keep their defining choices:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -31,9 +30,17 @@ import torch
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
-from ..errors import ReverseSolveDrift
 from ..solvers import integrate_per_sample, rms_norm
-from ._base import REVERSE_DRIFT_FACTOR, BlockNorm, Problem, drift_unit, func_vjp, legendre_rule, vjp
+from ._base import (
+    REVERSE_DRIFT_FACTOR,
+    BlockNorm,
+    Problem,
+    drift_unit,
+    func_vjp,
+    legendre_rule,
+    refuse_drift,
+    vjp,
+)
 
 STEP_NODES = 3
 """Gauss–Legendre nodes per backward step where the backward solver has no stage rule to use:
@@ -123,14 +130,8 @@ class _DriftCheck:
         miss = torch.where(landed, (y - self.stored[entries, output]).abs().amax(dim=1) / unit, 0.0)
         worst = int(miss.argmax())
         if float(miss[worst]) > REVERSE_DRIFT_FACTOR:
-            message = (f"gradient={self.backend!r}: the state rebuilt by solving backwards misses the forward "
-                       f"output {int(output[worst])} of batch entry {worst} by {float(miss[worst]):.3g} tolerance "
-                       f"units (allowed {REVERSE_DRIFT_FACTOR:g}; a unit is atol + rtol·max|y|, at least the "
-                       f"{y.dtype} rounding of its steps): the dynamics are unstable in reverse time, so these "
-                       "gradients would be wrong. Use gradient='interp' (no reverse solve of y) or 'direct'")
-            if self.on_drift == "raise":
-                raise ReverseSolveDrift(message, segment=int(output[worst]), drift=float(miss[worst]))
-            warnings.warn(message, RuntimeWarning, stacklevel=4)
+            refuse_drift(self.backend, f"the forward output {int(output[worst])} of batch entry {worst}",
+                         float(miss[worst]), f"the {y.dtype} rounding of its steps", self.on_drift, int(output[worst]))
         self.steps = torch.where(landed, 0, self.steps)
 
 

@@ -37,7 +37,7 @@ from ._rk import ExplicitRK, make_rk
 from ._rosenbrock import Rosenbrock, rodas4
 from ._scalars import exact_constants
 from ._static import StaticSolve, StaticTimes, require_unrollable
-from ._step_solver import StepSolver
+from ._step_solver import StepSolver, uses_traced_driver
 from ._tableaux import ALL_TABLEAUX, ButcherTableau
 from ._taylor import LearnedMidpoint, Taylor
 from ._traced import Status, integrate_traced, traced_constants, traced_unsupported
@@ -114,5 +114,6 @@ __all__ = [
     "midpoint", "register_solver",
     "require_unrollable", "rk4",
     "integrate_per_sample", "rms_norm", "solver_names", "solves_per_sample", "times_option", "traced_constants",
+    "uses_traced_driver",
     "traced_unsupported", "tsit5", "unroll",
 ]

@@ -1,0 +1,139 @@
+"""``gradient="backsolve"`` on the traced driver: the backward pass is one ``torch.while_loop`` sweep
+over all output times, so an adaptive training step compiles into one graph. Exact gradients of a
+linear ODE, agreement with the eager backsolve, ``torch.compile(fullgraph=True)`` without
+recompilation, the drift check, and the eager fallback where the backward cannot be traced."""
+
+import pytest
+import torch
+
+import odegrad
+from odegrad.errors import ReverseSolveDrift
+from odegrad.gradients import Backsolve, Problem, get_backend
+from odegrad.gradients._traced_adjoint import traces_backward
+from odegrad.models import NeuralODE
+from odegrad.solvers import get_solver, make_config
+from odegrad.testing import LinearField
+
+from .support import train_step
+
+F64 = torch.float64
+TRACED = {"driver": "traced"}
+
+
+class Field(torch.nn.Module):
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+
+    def forward(self, t, y):
+        return self.net(y) * torch.cos(t)
+
+
+def _grads(func, y0, t, options=None, **settings):
+    solution = odegrad.solve(func, y0, t, gradient="backsolve", rtol=1e-9, atol=1e-11, options=options, **settings)
+    loss = (solution.ys * torch.linspace(0.5, 1.5, solution.ys.numel(), dtype=F64).view_as(solution.ys)).sum()
+    return solution, torch.autograd.grad(loss, (y0, t, *func.parameters()))
+
+
+@pytest.mark.parametrize("times", [(0.0, 0.3, 1.1, 2.0), (1.5, 0.9, -0.4)], ids=["forward", "reverse"])
+def test_gradients_match_the_matrix_exponential(times):
+    A = torch.tensor([[-0.4, 1.1, 0.0], [-0.9, -0.2, 0.3], [0.2, 0.0, -0.5]], dtype=F64)
+    func = LinearField(A)
+    y0 = torch.randn(4, 3, dtype=F64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    t = torch.tensor(times, dtype=F64, requires_grad=True)
+    solution, grads = _grads(func, y0, t, TRACED)
+    y0e, te, Ae = y0.detach().requires_grad_(), t.detach().requires_grad_(), A.clone().requires_grad_()
+    exact = torch.einsum("nij,bj->nbi", torch.linalg.matrix_exp(Ae * (te - te[0])[:, None, None]), y0e)
+    weights = torch.linspace(0.5, 1.5, exact.numel(), dtype=F64).view_as(exact)
+    expected = torch.autograd.grad((exact * weights).sum(), (y0e, te, Ae))
+    torch.testing.assert_close(solution.ys.detach(), exact.detach(), rtol=1e-8, atol=1e-9)
+    for name, grad, want in zip(("y0", "t", "A"), grads, expected):
+        torch.testing.assert_close(grad, want, rtol=1e-7, atol=1e-8, msg=f"dL/d{name}")
+    assert solution.stats.nfe_backward > 0 and solution.status is not None
+
+
+def test_one_sweep_agrees_with_the_eager_backward_segment_by_segment():
+    func = Field()
+    y0 = torch.randn(5, 2, dtype=F64, requires_grad=True)
+    t = torch.linspace(0.0, 2.0, 6, dtype=F64, requires_grad=True)
+    traced, traced_grads = _grads(func, y0, t, TRACED)
+    eager, eager_grads = _grads(func, y0, t)
+    assert eager.status is None  # the eager backsolve: eager driver, segment by segment
+    assert traced.stats.steps_accepted == eager.stats.steps_accepted
+    for grad, expected in zip(traced_grads, eager_grads):
+        torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_compiled_backsolve_training_step_is_one_graph(no_recompiles):
+    model = NeuralODE(Field(), t=(0.0, 0.4, 1.0), method="dopri5", gradient="backsolve", rtol=1e-7, atol=1e-9,
+                      return_trajectory=True)
+    reference = NeuralODE(Field(), t=(0.0, 0.4, 1.0), method="dopri5", gradient="backsolve", rtol=1e-7, atol=1e-9,
+                          return_trajectory=True, options=TRACED)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")  # a graph break fails here
+    for _ in range(2):  # new values, same shapes: a recompilation fails the test
+        x = torch.randn(4, 2, dtype=F64)
+        out, grads = train_step(compiled, x)
+        expected, expected_grads = train_step(reference, x)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        for grad, want in zip(grads, expected_grads):
+            torch.testing.assert_close(grad, want, rtol=1e-10, atol=1e-12)
+        with torch.no_grad():
+            for module in (model, reference):
+                for parameter, grad in zip(module.parameters(), grads):
+                    parameter -= 0.05 * grad
+
+
+def _dissipative():
+    return LinearField(torch.diag(torch.tensor([-1.0, -60.0], dtype=F64)))
+
+
+def test_a_reverse_solve_that_drifts_is_refused():
+    func = _dissipative()
+    y0 = torch.ones(1, 2, dtype=F64, requires_grad=True)
+    t = torch.linspace(0.0, 3.0, 4, dtype=F64)
+    ys = odegrad.odeint(func, y0, t, gradient="backsolve", rtol=1e-6, atol=1e-8, options=TRACED)
+    with pytest.raises(ReverseSolveDrift, match="misses the stored forward output") as caught:
+        ys.sum().backward()
+    assert caught.value.drift > 1e3 and 0 <= caught.value.segment < 3
+    warned = Backsolve(on_drift="warn")
+    ys = odegrad.odeint(func, y0, t, gradient=warned, rtol=1e-6, atol=1e-8, options=TRACED)
+    with pytest.warns(RuntimeWarning, match="tolerance units"):
+        ys.sum().backward()
+
+
+def test_a_compiled_reverse_solve_that_drifts_gives_nan_gradients():
+    torch._dynamo.reset()
+    func = _dissipative()
+    t = torch.linspace(0.0, 3.0, 4, dtype=F64)
+
+    def loss(y0):
+        return odegrad.odeint(func, y0, t, gradient="backsolve", rtol=1e-6, atol=1e-8).sum()
+
+    y0 = torch.ones(1, 2, dtype=F64, requires_grad=True)
+    torch.compile(loss, fullgraph=True, backend="aot_eager")(y0).backward()
+    assert torch.isnan(y0.grad).all() and torch.isnan(func.A.grad).all()
+
+
+def test_the_backward_stays_eager_where_it_cannot_be_traced():
+    """A func that is not a module owning the parameters (its values cannot be swapped into
+    torch.func.vjp) keeps the eager backward pass, with the same gradients."""
+    module = Field()
+    closure = lambda t, y: module(t, y)  # noqa: E731
+    y0 = torch.randn(3, 2, dtype=F64, requires_grad=True)
+    t = torch.linspace(0.0, 1.0, 3, dtype=F64)
+    solver = get_solver("dopri5")
+    backend = get_backend("backsolve")
+    params = tuple(module.parameters())
+
+    def problem(func):
+        return Problem(func=func, y0=y0, t=t, solver=solver, config=make_config(solver, 1e-6, 1e-8, TRACED),
+                       params=params)
+
+    assert traces_backward(backend, problem(module)) and not traces_backward(backend, problem(closure))
+    ys = odegrad.odeint(closure, y0, t, gradient="backsolve", params=params, options=TRACED)
+    got = torch.autograd.grad(ys.pow(2).sum(), (y0, *params))
+    ys = odegrad.odeint(module, y0, t, gradient="backsolve", options=TRACED)
+    expected = torch.autograd.grad(ys.pow(2).sum(), (y0, *params))
+    for grad, want in zip(got, expected):
+        torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-8)
