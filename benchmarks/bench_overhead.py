@@ -4,7 +4,9 @@
    points, dopri5 rtol 1e-7 / atol 1e-9, direct backprop), odegrad vs torchdiffeq, timed
    alternately in one process; then jitted diffrax on the same task from
    ``bench_overhead_diffrax.py`` in a fresh process of ``--diffrax-python`` (JAX is not an odegrad
-   dependency: the row is skipped, with the reason, where that interpreter has no diffrax).
+   dependency: the row is skipped, with the reason, where that interpreter has no diffrax); and the
+   same iteration with ``gradient="backsolve"``: eager (segment by segment), compiled (one traced
+   backward sweep) and torchdiffeq's ``odeint_adjoint``.
 2. ``NeuralODE`` rk4, h = 0.1 on [0, 1], MLP 32-256-256-32 tanh, batch 2048: a training step
    (forward, MSE loss, backward, SGD update) eager vs ``torch.compile(model, fullgraph=True)``
    vs, on CUDA, ``mode="reduce-overhead"`` (CUDA graphs), with torchdiffeq's rk4 as reference;
@@ -56,15 +58,18 @@ def spiral_overhead(device: torch.device, repeats: int, pretrain_iterations: int
     pretrain(func, data, pretrain_iterations, 1e-5, 1e-7)
     cursor = iter(range(10 ** 9))
 
-    def train(odeint: Callable) -> Callable[[], None]:
+    def train(odeint: Callable, **settings) -> Callable[[], None]:
         def step() -> None:
             y0, t, target = data[next(cursor) % len(data)]
             func.zero_grad()
-            (odeint(func, y0, t, rtol=1e-7, atol=1e-9) - target).abs().mean().backward()
+            (odeint(func, y0, t, rtol=1e-7, atol=1e-9, **settings) - target).abs().mean().backward()
         return step
 
     def torchdiffeq_dopri5(func, y0, t, **tolerances):
         return torchdiffeq.odeint(func, y0, t, method="dopri5", **tolerances)
+
+    def torchdiffeq_adjoint(func, y0, t, **tolerances):
+        return torchdiffeq.odeint_adjoint(func, y0, t, method="dopri5", **tolerances)
 
     nfe = [odegrad.solve(func, y0, t, rtol=1e-7, atol=1e-9).stats.nfe_forward for y0, t, _ in data]
 
@@ -80,7 +85,7 @@ def spiral_overhead(device: torch.device, repeats: int, pretrain_iterations: int
         (y - target[-1]).abs().mean().backward()
 
     timed = _timer(device)
-    compiled_odeint, compile_seconds = _compiled_adaptive(func, data, timed)
+    compiled_odeint, compile_seconds = _compiled_adaptive(func, data, timed, "direct")
     ours, ref, floor, compiled = paired_median_times(
         [timed(train(odegrad.odeint)), timed(train(torchdiffeq_dopri5)), timed(field_only),
          timed(train(compiled_odeint))], repeats)
@@ -93,21 +98,31 @@ def spiral_overhead(device: torch.device, repeats: int, pretrain_iterations: int
           f"took {compile_seconds:.1f} s, {_graphs()} graph(s) |")
     print(f"| the field alone (odegrad's forward NFE, chained; forward + backward) | {floor * 1e3:.2f} ms | | | "
           f"odegrad direct is {ratio(ours, floor)} of it |")
+    compiled_adjoint, compile_seconds = _compiled_adaptive(func, data, timed, "backsolve")
+    eager, ref, compiled = paired_median_times(
+        [timed(train(odegrad.odeint, gradient="backsolve")), timed(train(torchdiffeq_adjoint)),
+         timed(train(compiled_adjoint))], repeats)
+    print(f"| odegrad backsolve (eager: segment by segment) | {eager * 1e3:.2f} ms | {ref * 1e3:.2f} ms "
+          f"(torchdiffeq `odeint_adjoint`) | {ratio(eager, ref)} | |")
+    print(f"| odegrad backsolve, `torch.compile(fullgraph=True)` (one traced backward sweep) | {compiled * 1e3:.2f} ms "
+          f"| {ref * 1e3:.2f} ms | {ratio(compiled, ref)} | {ratio(compiled, eager)} of odegrad eager backsolve; "
+          f"compiling took {compile_seconds:.1f} s |")
 
 
 def _graphs() -> int:
     return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
-def _compiled_adaptive(func: torch.nn.Module, data: list, timed: Callable) -> tuple[Callable, float]:
-    """``odegrad.odeint`` (dopri5, direct) under ``torch.compile(fullgraph=True)`` (inductor): the
-    traced driver's while loop, forward and backward; compiled here on the first batch, so the
+def _compiled_adaptive(func: torch.nn.Module, data: list, timed: Callable, gradient: str
+                       ) -> tuple[Callable, float]:
+    """``odegrad.odeint`` (dopri5, ``gradient``) under ``torch.compile(fullgraph=True)`` (inductor):
+    the traced driver's while loops, forward and backward; compiled here on the first batch, so the
     timed runs see no compilation. Returns the compiled odeint and the compile time."""
     torch._dynamo.reset()
 
     @torch.compile(fullgraph=True)
     def compiled(func, y0, t, rtol, atol):
-        return odegrad.odeint(func, y0, t, rtol=rtol, atol=atol)
+        return odegrad.odeint(func, y0, t, rtol=rtol, atol=atol, gradient=gradient)
 
     y0, t, target = data[0]
     start = time.perf_counter()
