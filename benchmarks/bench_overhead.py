@@ -131,12 +131,14 @@ def _compiled_adaptive(func: torch.nn.Module, data: list, timed: Callable, gradi
 
 
 def diffrax_overhead(python: str, repeats: int, pretrain_iterations: int) -> None:
-    """The jitted diffrax row, from a fresh process (or why it is missing)."""
+    """The jitted diffrax rows (backprop, BacksolveAdjoint), from a fresh process (or why they are missing)."""
     script = Path(__file__).with_name("bench_overhead_diffrax.py")
     result = subprocess.run([python, str(script), "--repeats", str(repeats * 5), "--pretrain",
                              str(pretrain_iterations)], capture_output=True, text=True, timeout=600)
     lines = (result.stdout if result.returncode == 0 else result.stderr).strip().splitlines()
-    print(lines[-1] if result.returncode == 0 and lines else f"(diffrax skipped: {lines[-1:] or result.returncode})")
+    rows = [line for line in lines if line.startswith("| jitted diffrax")]
+    skipped = f"(diffrax skipped: {lines[-1:] or result.returncode})"
+    print("\n".join(rows) if result.returncode == 0 and rows else skipped)
 
 
 def _mlp(width: int, hidden: int) -> torch.nn.Sequential:
