@@ -246,9 +246,8 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         if on_output is not None:
             landed = reached.any(dim=1)
             y_next = on_output(t_next, y_next, landed, out_next - 1)
-            if loop is not python_loop or bool(landed.any()):  # the carried state of a changed y
-                state_next = pytree.tree_map(lambda new, old: torch.where(landed.reshape(column), new, old),
-                                             solver.init(field, t_next, y_next), state_next)
+            state_next = _refreshed(solver, field, t_next, y_next, state_next, landed.reshape(column),
+                                    traced=loop is not python_loop)
         taken, refused = ok.reshape(batch).to(torch.int64), (stepping & ~ok).reshape(batch).to(torch.int64)
         return (accepted + taken, rejected + refused, status, out_next, t_next, h_next, previous, y_next,
                 state_next, ys)
@@ -288,6 +287,23 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
     ys = ys[:, :count]
     status = torch.where((status == Status.SUCCESS.value) & (out < count), Status.MAX_STEPS.value, status)
     return Marched(accepted, rejected, status, out, t_last, h_last, ys)
+
+
+def _refreshed(solver: Any, field: Callable, t: Tensor, y: Tensor, state: Any, landed: Tensor, *,
+               traced: bool) -> Any:
+    """The solver's carried state (e.g. the FSAL derivative) recomputed for the entries whose y an
+    ``on_output`` hook changed (``landed``), only in a step where one did: a value read in a
+    Python loop, ``torch.cond`` in a traced one (else every step would pay an evaluation)."""
+    leaves, spec = pytree.tree_flatten(state)
+
+    def recompute(t: Tensor, y: Tensor, *leaves: Tensor) -> tuple[Tensor, ...]:
+        new = pytree.tree_leaves(solver.init(field, t, y))
+        return tuple(torch.where(landed, fresh, old) for fresh, old in zip(new, leaves))
+
+    if not traced:
+        return pytree.tree_unflatten(list(recompute(t, y, *leaves)), spec) if bool(landed.any()) else state
+    kept = torch.cond(landed.any(), recompute, lambda t, y, *leaves: tuple(_fresh(x) for x in leaves), (t, y, *leaves))
+    return pytree.tree_unflatten(list(kept), spec)
 
 
 def _fresh(x: Tensor) -> Tensor:
