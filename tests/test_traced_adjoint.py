@@ -1,14 +1,15 @@
-"""``gradient="backsolve"`` on the traced driver: the backward pass is one ``torch.while_loop`` sweep
-over all output times, so an adaptive training step compiles into one graph. Exact gradients of a
-linear ODE, agreement with the eager backsolve, ``torch.compile(fullgraph=True)`` without
-recompilation, the drift check, and the eager fallback where the backward cannot be traced."""
+"""``gradient="backsolve"`` and ``"gq"`` on the traced driver: the backward pass is one
+``torch.while_loop`` sweep over all output times, so an adaptive training step compiles into one
+graph. Exact gradients of a linear ODE, agreement with the eager backward, ``torch.compile(
+fullgraph=True)`` without recompilation, the drift check, and the eager fallback where the
+backward cannot be traced."""
 
 import pytest
 import torch
 
 import odegrad
 from odegrad.errors import ReverseSolveDrift
-from odegrad.gradients import Backsolve, Problem, get_backend
+from odegrad.gradients import Backsolve, GaussQuadrature, Problem, get_backend
 from odegrad.gradients._traced_adjoint import traces_backward
 from odegrad.models import NeuralODE
 from odegrad.solvers import get_solver, make_config
@@ -18,6 +19,7 @@ from .support import train_step
 
 F64 = torch.float64
 TRACED = {"driver": "traced"}
+TRACEABLE = ["backsolve", "gq"]
 
 
 class Field(torch.nn.Module):
@@ -30,19 +32,20 @@ class Field(torch.nn.Module):
         return self.net(y) * torch.cos(t)
 
 
-def _grads(func, y0, t, options=None, **settings):
-    solution = odegrad.solve(func, y0, t, gradient="backsolve", rtol=1e-9, atol=1e-11, options=options, **settings)
+def _grads(func, y0, t, options=None, gradient="backsolve"):
+    solution = odegrad.solve(func, y0, t, gradient=gradient, rtol=1e-9, atol=1e-11, options=options)
     loss = (solution.ys * torch.linspace(0.5, 1.5, solution.ys.numel(), dtype=F64).view_as(solution.ys)).sum()
     return solution, torch.autograd.grad(loss, (y0, t, *func.parameters()))
 
 
+@pytest.mark.parametrize("gradient", TRACEABLE)
 @pytest.mark.parametrize("times", [(0.0, 0.3, 1.1, 2.0), (1.5, 0.9, -0.4)], ids=["forward", "reverse"])
-def test_gradients_match_the_matrix_exponential(times):
+def test_gradients_match_the_matrix_exponential(times, gradient):
     A = torch.tensor([[-0.4, 1.1, 0.0], [-0.9, -0.2, 0.3], [0.2, 0.0, -0.5]], dtype=F64)
     func = LinearField(A)
     y0 = torch.randn(4, 3, dtype=F64, generator=torch.Generator().manual_seed(0), requires_grad=True)
     t = torch.tensor(times, dtype=F64, requires_grad=True)
-    solution, grads = _grads(func, y0, t, TRACED)
+    solution, grads = _grads(func, y0, t, TRACED, gradient)
     y0e, te, Ae = y0.detach().requires_grad_(), t.detach().requires_grad_(), A.clone().requires_grad_()
     exact = torch.einsum("nij,bj->nbi", torch.linalg.matrix_exp(Ae * (te - te[0])[:, None, None]), y0e)
     weights = torch.linspace(0.5, 1.5, exact.numel(), dtype=F64).view_as(exact)
@@ -53,22 +56,24 @@ def test_gradients_match_the_matrix_exponential(times):
     assert solution.stats.nfe_backward > 0 and solution.status is not None
 
 
-def test_one_sweep_agrees_with_the_eager_backward_segment_by_segment():
+@pytest.mark.parametrize("gradient", TRACEABLE)
+def test_one_sweep_agrees_with_the_eager_backward_segment_by_segment(gradient):
     func = Field()
     y0 = torch.randn(5, 2, dtype=F64, requires_grad=True)
     t = torch.linspace(0.0, 2.0, 6, dtype=F64, requires_grad=True)
-    traced, traced_grads = _grads(func, y0, t, TRACED)
-    eager, eager_grads = _grads(func, y0, t)
+    traced, traced_grads = _grads(func, y0, t, TRACED, gradient)
+    eager, eager_grads = _grads(func, y0, t, gradient=gradient)
     assert eager.status is None  # the eager backsolve: eager driver, segment by segment
     assert traced.stats.steps_accepted == eager.stats.steps_accepted
     for grad, expected in zip(traced_grads, eager_grads):
         torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-8)
 
 
-def test_compiled_backsolve_training_step_is_one_graph(no_recompiles):
-    model = NeuralODE(Field(), t=(0.0, 0.4, 1.0), method="dopri5", gradient="backsolve", rtol=1e-7, atol=1e-9,
+@pytest.mark.parametrize("gradient", TRACEABLE)
+def test_compiled_training_step_is_one_graph(no_recompiles, gradient):
+    model = NeuralODE(Field(), t=(0.0, 0.4, 1.0), method="dopri5", gradient=gradient, rtol=1e-7, atol=1e-9,
                       return_trajectory=True)
-    reference = NeuralODE(Field(), t=(0.0, 0.4, 1.0), method="dopri5", gradient="backsolve", rtol=1e-7, atol=1e-9,
+    reference = NeuralODE(Field(), t=(0.0, 0.4, 1.0), method="dopri5", gradient=gradient, rtol=1e-7, atol=1e-9,
                           return_trajectory=True, options=TRACED)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")  # a graph break fails here
     for _ in range(2):  # new values, same shapes: a recompilation fails the test
@@ -88,15 +93,16 @@ def _dissipative():
     return LinearField(torch.diag(torch.tensor([-1.0, -60.0], dtype=F64)))
 
 
-def test_a_reverse_solve_that_drifts_is_refused():
+@pytest.mark.parametrize("backend", [Backsolve, GaussQuadrature])
+def test_a_reverse_solve_that_drifts_is_refused(backend):
     func = _dissipative()
     y0 = torch.ones(1, 2, dtype=F64, requires_grad=True)
     t = torch.linspace(0.0, 3.0, 4, dtype=F64)
-    ys = odegrad.odeint(func, y0, t, gradient="backsolve", rtol=1e-6, atol=1e-8, options=TRACED)
+    ys = odegrad.odeint(func, y0, t, gradient=backend(), rtol=1e-6, atol=1e-8, options=TRACED)
     with pytest.raises(ReverseSolveDrift, match="misses the stored forward output") as caught:
         ys.sum().backward()
     assert caught.value.drift > 1e3 and 0 <= caught.value.segment < 3
-    warned = Backsolve(on_drift="warn")
+    warned = backend(on_drift="warn")
     ys = odegrad.odeint(func, y0, t, gradient=warned, rtol=1e-6, atol=1e-8, options=TRACED)
     with pytest.warns(RuntimeWarning, match="tolerance units"):
         ys.sum().backward()
@@ -137,3 +143,18 @@ def test_the_backward_stays_eager_where_it_cannot_be_traced():
     expected = torch.autograd.grad(ys.pow(2).sum(), (y0, *params))
     for grad, want in zip(got, expected):
         torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 256])
+def test_the_float_gauss_legendre_rule_is_numpys(n):
+    """gq's rule is computed in Python floats (torch.compile cannot trace numpy's leggauss)."""
+    import numpy as np
+
+    from odegrad.gradients._base import legendre_rule
+
+    x, w = (np.asarray(values) for values in legendre_rule(n))
+    expected_x, expected_w = np.polynomial.legendre.leggauss(n)
+    np.testing.assert_allclose(x, expected_x, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(w, expected_w, rtol=0, atol=1e-14)
+    for degree in range(0, min(2 * n, 40), 2):  # exact for polynomials of degree 2n - 1
+        assert abs((w * x ** degree).sum() - 2 / (degree + 1)) < 1e-14

@@ -25,7 +25,7 @@ from ._base import (
     split_like,
 )
 from ._per_sample import per_sample_backward
-from ._traced_adjoint import traced_backsolve, traces_backward
+from ._traced_adjoint import traced_adjoint, traces_backward
 
 
 class Backsolve(AdjointBackend):
@@ -51,13 +51,9 @@ class Backsolve(AdjointBackend):
     def __repr__(self) -> str:
         return f"Backsolve(rtol={self.rtol}, atol={self.atol}, seminorm={self.seminorm})"
 
-    def solve(self, problem: Problem) -> Solution:
-        """On the traced driver (``torch.compile``, ``driver="traced"``) with a backward pass that
-        is traced too where it can be (:mod:`._traced_adjoint`); else as every adjoint backend."""
-        if traces_backward(self, problem):
-            self.check_pairing(problem)
-            return traced_backsolve(self, problem)
-        return super().solve(problem)
+    def traced_solve(self, problem: Problem) -> Solution | None:
+        """On the traced driver: one traced backward sweep of [y, a, g] (:mod:`._traced_adjoint`)."""
+        return traced_adjoint(self, problem) if traces_backward(self, problem) else None
 
     def backward_pass(self, problem: Problem, ys: Tensor, context, grad_ys: Tensor):
         """Solve the augmented system ``[y, a, g]`` backwards from each output time to the previous

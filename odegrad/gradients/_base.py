@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -197,9 +196,34 @@ def refuse_drift(backend: str, missed: str, drift: float, floor: str, on_drift: 
 
 
 @lru_cache(maxsize=64)
-def legendre_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss–Legendre nodes (ascending in [−1, 1]) and weights, both shape ``[n]``, float64."""
-    return np.polynomial.legendre.leggauss(n)
+def legendre_rule(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Gauss–Legendre nodes (ascending in [−1, 1]) and weights, ``n`` of each, in Python floats:
+    Newton's iteration on the Legendre polynomial Pₙ from Tricomi's initial guesses, the weights
+    2 / ((1 − x²) Pₙ'(x)²) (as numpy's ``leggauss`` to 1e-15; plain float arithmetic, so
+    ``torch.compile`` can trace a backward pass that needs a rule, where numpy's cannot)."""
+    nodes, weights = [], []
+    for i in range(1, n + 1):
+        x = math.cos(math.pi * (i - 0.25) / (n + 0.5))
+        for _ in range(100):
+            p, slope = _legendre(n, x)
+            step = p / slope
+            x -= step
+            if abs(step) < 1e-16:
+                break
+        _, slope = _legendre(n, x)
+        nodes.append(x)
+        weights.append(2.0 / ((1.0 - x * x) * slope * slope))
+    return tuple(reversed(nodes)), tuple(reversed(weights))
+
+
+def _legendre(n: int, x: float) -> tuple[float, float]:
+    """Pₙ(x) and Pₙ'(x) by the three-term recurrence (|x| < 1)."""
+    previous, p = 1.0, x
+    for k in range(2, n + 1):
+        previous, p = p, ((2 * k - 1) * x * p - (k - 1) * previous) / k
+    if n == 0:
+        return 1.0, 0.0
+    return p, n * (x * p - previous) / (x * x - 1.0)
 
 
 def flat_cat(tensors: tuple[Tensor, ...] | list[Tensor], like: Tensor) -> Tensor:
@@ -366,16 +390,26 @@ class AdjointBackend(Backend):
         backends that have one override it (:mod:`._per_sample` holds their shared sweep)."""
         raise UnsupportedCombination(f"gradient={self.name!r} has no per-sample backward pass")
 
-    @torch.compiler.disable(recursive=True)
+    def traced_solve(self, problem: Problem) -> Solution | None:
+        """The solve with a traced backward pass (one graph under ``torch.compile``), or None where
+        this backend has none for ``problem`` (see :mod:`._traced_adjoint`)."""
+        return None
+
     def solve(self, problem: Problem) -> Solution:
         """Solve by ``forward_pass`` inside an autograd Function whose backward calls
-        ``backward_pass``; its NFE is added to ``Solution.stats.nfe_backward`` when it runs.
+        ``backward_pass``; its NFE is added to ``Solution.stats.nfe_backward`` when it runs. Where
+        :meth:`traced_solve` gives a solve, that one instead.
 
         Raises:
             UnsupportedCombination: the backward integrator cannot integrate the adjoint system
                 (checked before the forward solve).
         """
         self.check_pairing(problem)
+        traced = self.traced_solve(problem)
+        return self._eager_solve(problem) if traced is None else traced
+
+    @torch.compiler.disable(recursive=True)
+    def _eager_solve(self, problem: Problem) -> Solution:
         holder: dict[str, Solution] = {}
         ys = _AdjointFunction.apply(self, problem, holder, problem.y0, *problem.params)
         solution = holder["solution"]

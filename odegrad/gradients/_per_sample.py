@@ -186,7 +186,7 @@ class _StepQuadrature:
         if self.nodes is None and hasattr(solver, "stage_rule"):
             return solver.stage_rule()
         x, w = legendre_rule(self.nodes or STEP_NODES)
-        return tuple((x + 1) / 2), tuple(w / 2), None
+        return tuple((xk + 1) / 2 for xk in x), tuple(wk / 2 for wk in w), None
 
     def totals(self) -> tuple[Tensor, ...]:
         return tuple(self.sums)

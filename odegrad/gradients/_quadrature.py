@@ -39,7 +39,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_int, check_positive
 from ..errors import InvalidInput, OdegradError
-from ..solvers import AcceptedStep, Integrator, JacobianStructure
+from ..solvers import AcceptedStep, Integrator, JacobianStructure, Solution
 from ._base import (
     AdjointBackend,
     BlockNorm,
@@ -53,6 +53,7 @@ from ._base import (
     vjp,
 )
 from ._per_sample import per_sample_backward
+from ._traced_adjoint import traced_adjoint, traces_backward
 
 NODE_MEMORY_STATES = 8
 """Default budget of the batched node evaluations, in copies of the classic adjoint's augmented
@@ -66,7 +67,7 @@ polynomials of degree 2n − 1; beyond this, add observation times instead)."""
 def segment_rule(t_start: float, t_end: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of ``∫_{t_end}^{t_start} g dt ≈ Σ_k w_k g(τ_k)`` (signed), both ``[n]``,
     with the nodes ordered from ``t_start`` towards ``t_end`` (the direction of the backward solve)."""
-    x, w = legendre_rule(n)
+    x, w = (np.asarray(values) for values in legendre_rule(n))
     half = (t_start - t_end) / 2.0
     mid = (t_start + t_end) / 2.0
     return (mid + half * x)[::-1].copy(), (half * w)[::-1].copy()
@@ -213,6 +214,14 @@ class GaussQuadrature(AdjointBackend):
             a = sol.ys[-1, n:].view(shape) + grad_ys[i - 1]
         grads = quadrature.result()
         return a, grads, nfe + quadrature.evaluations
+
+    def traced_solve(self, problem: Problem) -> Solution | None:
+        """On the traced driver: one traced backward sweep of [y, a], the parameter integral by
+        Gauss–Legendre quadrature on each backward step (``nodes`` per step, default ``min_nodes``,
+        as per sample; see :mod:`._traced_adjoint`)."""
+        if not traces_backward(self, problem):
+            return None
+        return traced_adjoint(self, problem, nodes=self.nodes or self.min_nodes)
 
     def per_sample_backward_pass(self, problem: Problem, ys: Tensor, context: int, grad_ys: Tensor):
         """Per-sample: [y, a] solved backwards, y reset at each entry's output times, and the

@@ -1,17 +1,23 @@
-"""``gradient="backsolve"`` on the traced driver: the forward solve and the whole backward pass are
-each one ``torch.while_loop``, so a training step compiles into one graph
+"""``gradient="backsolve"`` and ``"gq"`` on the traced driver: the forward solve and the whole
+backward pass are each one ``torch.while_loop``, so a training step compiles into one graph
 (``torch.compile(fullgraph=True)``), where the eager backward pass is a graph break.
 
 The backward pass is one sweep from the last output time to the first (the per-sample loop body
-with a batch of one entry, :func:`~odegrad.solvers.integrate_per_sample`): the augmented state
+with a batch of one entry, :func:`~odegrad.solvers.integrate_per_sample`) of the state
 
-    [y, a, g, d],   dy/dt = f,   da/dt = −aᵀ∂f/∂y,   dg/dt = −aᵀ∂f/∂θ,   dd/dt = 0,
+    [y, a, g, d],   dy/dt = f,   da/dt = −aᵀ∂f/∂y,
 
-lands on every output time, where dL/dy_i is added to a and y is reset to the stored forward
+which lands on every output time, where dL/dy_i is added to a and y is reset to the stored forward
 output (as the eager backward does between its segments) after its miss has been measured: d
 carries the largest miss so far in the drift check's units (:func:`~._base.drift_unit`) and the
 output where it happened, outside the error norm. The step-size controller is never restarted
-(the eager backward solves each segment on its own).
+(the eager backward solves each segment on its own). g collects dL/dθ = ∫ aᵀ∂f/∂θ dt:
+
+* ``backsolve``: integrated with the state, dg/dt = −aᵀ∂f/∂θ (in the error norm unless
+  ``seminorm``) — the classic augmented system;
+* ``gq``: dg/dt = 0 and, after each accepted backward step, the step's Gauss–Legendre quadrature
+  (``nodes`` per step, default ``min_nodes``) with y and a read off the step's dense output, as in
+  per-sample solves; y and a alone drive the error norm.
 
 Inside a loop body ``torch.autograd.grad`` cannot run; the vector–Jacobian products are
 ``torch.func.vjp`` of func with its parameters swapped in by ``torch.func.functional_call``, so
@@ -40,7 +46,16 @@ from ..solvers import (
     traced_unsupported,
     uses_traced_driver,
 )
-from ._base import REVERSE_DRIFT_FACTOR, BlockNorm, Problem, drift_unit, flat_cat, refuse_drift, split_like
+from ._base import (
+    REVERSE_DRIFT_FACTOR,
+    BlockNorm,
+    Problem,
+    drift_unit,
+    flat_cat,
+    legendre_rule,
+    refuse_drift,
+    split_like,
+)
 
 
 def parameter_names(func: Any, params: tuple[Tensor, ...]) -> tuple[str, ...] | None:
@@ -70,11 +85,14 @@ def traces_backward(backend: Any, problem: Problem) -> bool:
             and parameter_names(problem.func, problem.params) is not None)
 
 
-def traced_backsolve(backend: Any, problem: Problem) -> Solution:
-    """Solve ``problem`` on the traced driver with the backsolve backward sweep as its autograd
-    backward. ``Solution.stats``: the forward steps (0-dim tensors under ``torch.compile``)."""
+def traced_adjoint(backend: Any, problem: Problem, nodes: int | None = None) -> Solution:
+    """Solve ``problem`` on the traced driver with the traced backward sweep as its autograd
+    backward: ``nodes=None`` integrates the parameter gradient with the state (backsolve), else
+    ``nodes`` Gauss–Legendre nodes per backward step (gq). ``Solution.stats``: the forward steps
+    (0-dim tensors under ``torch.compile``)."""
     stats = Stats()
-    ys, status, accepted, rejected = _TracedBacksolve.apply(backend, problem, stats, problem.y0, *problem.params)
+    ys, status, accepted, rejected = _TracedAdjoint.apply(backend, problem, nodes, stats, problem.y0,
+                                                          *problem.params)
     if is_tracing():
         stats.steps_accepted, stats.steps_rejected = accepted, rejected
     else:  # the forward evaluations counted from the steps, as the traced driver does
@@ -82,15 +100,15 @@ def traced_backsolve(backend: Any, problem: Problem) -> Solution:
     return Solution(ys=ys, stats=stats, status=status)
 
 
-class _TracedBacksolve(torch.autograd.Function):
+class _TracedAdjoint(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, backend: Any, problem: Problem, stats: Stats, y0: Tensor, *params: Tensor):
+    def forward(ctx, backend: Any, problem: Problem, nodes: int | None, stats: Stats, y0: Tensor, *params: Tensor):
         solution = integrate_traced(problem.solver, problem.func, y0.detach(), problem.t, problem.config)
         if not is_tracing():
             stats.nfe_forward = solution.stats.nfe_forward
         accepted = torch.as_tensor(solution.stats.steps_accepted)
         rejected = torch.as_tensor(solution.stats.steps_rejected)
-        ctx.backend, ctx.problem, ctx.stats = backend, problem, stats
+        ctx.backend, ctx.problem, ctx.nodes, ctx.stats = backend, problem, nodes, stats
         ctx.save_for_backward(solution.ys, accepted)
         ctx.mark_non_differentiable(solution.status, accepted, rejected)
         return solution.ys, solution.status, accepted, rejected
@@ -98,40 +116,67 @@ class _TracedBacksolve(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_ys: Tensor, *unused: Any):
         ys, forward_steps = ctx.saved_tensors
-        grad_y0, grad_params, nfe = backsolve_sweep(ctx.backend, ctx.problem, ys, grad_ys, forward_steps)
+        grad_y0, grad_params, nfe = adjoint_sweep(ctx.backend, ctx.problem, ys, grad_ys, forward_steps, ctx.nodes)
         if not is_tracing():
             ctx.stats.nfe_backward += nfe
-        return (None, None, None, grad_y0, *grad_params)
+        return (None, None, None, None, grad_y0, *grad_params)
 
 
-def backsolve_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, forward_steps: Tensor
-                    ) -> tuple[Tensor, tuple[Tensor, ...], int]:
+def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, forward_steps: Tensor,
+                  nodes: int | None) -> tuple[Tensor, tuple[Tensor, ...], int]:
     """dL/dy0, dL/dθ per parameter and the NFE spent (0 under ``torch.compile``) from one backward
-    sweep of ``[y, a, g, d]`` over all output times (see the module docstring), given ``ys`` and
-    ``grad_ys = dL/dys`` (``Tensor[n, *shape]``) and the forward solve's accepted steps (the
-    rounding floor of the drift unit)."""
+    sweep of ``[y, a, g, d]`` over all output times (see the module docstring; ``nodes``: None for
+    backsolve's integrated g, else gq's nodes per step), given ``ys`` and ``grad_ys = dL/dys``
+    (``Tensor[n, *shape]``) and the forward solve's accepted steps (the rounding floor of the drift
+    unit)."""
     func, params, t, y0 = problem.func, problem.params, problem.t, problem.y0
     shape, n, count = y0.shape, y0.numel(), len(t)
     names = parameter_names(func, params)
     sizes = (n, n, sum(p.numel() for p in params), 2)
     solver = backend.backward_solver(problem)
-    config = backend.backward_config(problem, norm=BlockNorm(sizes, 2 if backend.seminorm else 3))
+    in_norm = 3 if nodes is None and not backend.seminorm else 2
+    config = backend.backward_config(problem, norm=BlockNorm(sizes, in_norm))
     (rtol, atol), forward = config.scalar_tolerances(), problem.config.scalar_tolerances()
     # copies: the loop's closure inputs may not alias each other
     stored, jumps = ys.reshape(count, n).clone(), grad_ys.reshape(count, n).to(ys.dtype, copy=True)
     unit = drift_unit(max(rtol, forward[0]), max(atol, forward[1]), ys.abs().amax(), ys.dtype, forward_steps)
 
+    def call(time: Tensor, y: Tensor, values: tuple[Tensor, ...]) -> Tensor:
+        return check_func_output(torch.func.functional_call(func, dict(zip(names, values)), (time, y)), y)
+
     def augmented(time: Tensor, state: Tensor) -> Tensor:
         y, a = state[0, :n].view(shape), state[0, n:2 * n].view(shape)
         moment = time.reshape(())
+        if nodes is None:
+            f, pullback = torch.func.vjp(lambda y, *values: call(moment, y, values), y, *params)
+            vjp_y, *vjp_params = pullback(a)
+            g = -flat_cat(tuple(vjp_params), state)
+        else:
+            f, pullback = torch.func.vjp(lambda y: call(moment, y, params), y)
+            (vjp_y,) = pullback(a)
+            g = state.new_zeros(sizes[2])
+        return torch.cat((f.reshape(-1), -vjp_y.reshape(-1), g, state.new_zeros(sizes[3]))).unsqueeze(0)
 
-        def field(y: Tensor, *values: Tensor) -> Tensor:
-            return check_func_output(torch.func.functional_call(func, dict(zip(names, values)), (moment, y)), y)
+    x, w = legendre_rule(nodes or 1)
+    fractions, halves = [(xk + 1) / 2 for xk in x], [wk / 2 for wk in w]
 
-        f, pullback = torch.func.vjp(field, y, *params)
-        vjp_y, *vjp_params = pullback(a)
-        parts = (f.reshape(-1), -vjp_y.reshape(-1), -flat_cat(tuple(vjp_params), state), state.new_zeros(sizes[3]))
-        return torch.cat(parts).unsqueeze(0)
+    def quadrature(time: Tensor, h: Tensor, accepted: Tensor, state: Tensor, result) -> Tensor:
+        """gq: the step's end state with the step's Gauss–Legendre quadrature of ``−∫ aᵀ∂f/∂θ``
+        added to g (accepted steps)."""
+        readable = torch.where(h == 0, torch.ones_like(h), h)  # a done entry's step is 0: no 0/0
+        points = [solver.interpolate(result.dense_info, time, readable, time + readable * c) for c in fractions]
+        moments = [(time + readable * c).reshape(()) for c in fractions]
+
+        def evaluate(*values: Tensor) -> Tensor:
+            return torch.stack([call(m, p[0, :n].view(shape), values) for m, p in zip(moments, points)])
+
+        weights = torch.stack([-(readable * half).reshape(()).to(ys.dtype) * p[0, n:2 * n].view(shape)
+                               for half, p in zip(halves, points)])
+        _, pullback = torch.func.vjp(evaluate, *params)
+        increment = flat_cat(pullback(weights), state)
+        y1, a1, g1, d1 = result.y1.split(sizes, dim=1)
+        g1 = g1 + torch.where(accepted.reshape(1, 1), increment.unsqueeze(0), 0.0)
+        return torch.cat([y1, a1, g1, d1], dim=1)
 
     def worst(d: Tensor, y: Tensor, output: Tensor, here: Tensor) -> Tensor:
         """``d = [largest miss, its output index]`` updated with y's miss of ``stored[output]``."""
@@ -150,7 +195,7 @@ def backsolve_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor,
 
     start = torch.cat([stored[-1], jumps[-1], stored.new_zeros(sizes[2] + 2)]).unsqueeze(0)
     sweep = integrate_per_sample(solver, augmented, start, t.flip(0).unsqueeze(0), config, land=True,
-                                 on_output=land)
+                                 on_output=land, amend=None if nodes is None else quadrature)
     y_end, a_end, g_end, d_end = sweep.ys[:, -1].split(sizes, dim=1)
     first = torch.zeros_like(sweep.status)
     drift, missed = worst(d_end, y_end, first, torch.ones_like(first, dtype=torch.bool)[:, None]).unbind(1)
@@ -166,4 +211,6 @@ def backsolve_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor,
         output = int(missed)
         refuse_drift(backend.name, f"the stored forward output {output} (t={float(t[output]):.6g})", float(drift),
                      f"the {stored.dtype} rounding of the forward steps", backend.on_drift, output)
-    return grad_y0, grad_params, sweep.stats.nfe_forward
+    evaluations = 0 if nodes is None or is_tracing() else nodes * int(sweep.stats.steps_accepted.sum()
+                                                                     + sweep.stats.steps_rejected.sum())
+    return grad_y0, grad_params, sweep.stats.nfe_forward + evaluations

@@ -54,7 +54,7 @@ def entry_norm(norm: Norm, y: Tensor) -> Callable[[Tensor], Tensor]:
 
 def integrate_per_sample(solver: Any, func: Callable, y0: Tensor, t: Tensor, config: IntegrationConfig, *,
                          land: bool = False, on_output: Callable | None = None,
-                         on_step: Callable | None = None) -> Solution:
+                         on_step: Callable | None = None, amend: Callable | None = None) -> Solution:
     """Solve ``B`` independent problems through their own output times.
 
     Args:
@@ -65,7 +65,7 @@ def integrate_per_sample(solver: Any, func: Callable, y0: Tensor, t: Tensor, con
         t: ``Tensor[B, n]``, each row strictly monotone (rows may differ, reverse time included).
         config: tolerances, norm (applied per entry), controller, ``first_step``, ``step_t`` and
             ``max_steps`` (per entry).
-        land, on_output, on_step: see :func:`~._traced.march` (backward sweeps of adjoint backends).
+        land, on_output, on_step, amend: see :func:`~._traced.march` (backward sweeps of adjoint backends).
 
     Returns:
         Solution with ``ys: Tensor[B, n, *shape]``, ``status: Tensor[B]``, ``next_step:
@@ -88,7 +88,8 @@ def integrate_per_sample(solver: Any, func: Callable, y0: Tensor, t: Tensor, con
 
     compiled = is_tracing() or config.driver == "traced"
     marched = march(solver, field, y0, t.detach().to(_F64), config, entry_norm(config.norm, y0),
-                    loop=_while_loop if compiled else python_loop, land=land, on_output=on_output, on_step=on_step)
+                    loop=_while_loop if compiled else python_loop, land=land, on_output=on_output, on_step=on_step,
+                    amend=amend)
     stats = Stats(steps_accepted=marched.accepted, steps_rejected=marched.rejected)
     solution = Solution(ys=marched.ys, stats=stats, next_step=marched.h.reshape(batch), status=marched.status)
     if is_tracing():

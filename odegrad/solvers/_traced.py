@@ -163,7 +163,8 @@ class Marched(NamedTuple):
 
 def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: IntegrationConfig,
           entry_norm: Callable[[Tensor], Tensor], *, loop: Callable, land: bool = False,
-          on_output: Callable | None = None, on_step: Callable | None = None) -> Marched:
+          on_output: Callable | None = None, on_step: Callable | None = None,
+          amend: Callable | None = None) -> Marched:
     """Step ``B`` independent entries of one batched state through their own output times: each
     entry has its own time, step size, error ratio, accept decision and status (masks, no Python
     branch on a value); an entry that is done (or failed) no longer changes, stepping by zero.
@@ -185,6 +186,10 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         on_step: ``on_step(t, h, accepted, y, result)`` after each step (eager loops only): the
             per-entry start, signed step (0 for done entries), acceptance and state before the
             step, and the step's :class:`StepResult`.
+        amend: with ``land``: ``amend(t, h, accepted, y, result) -> y1`` after each step: the
+            step's end state as carried on and written to the outputs, changed by a function of
+            the step (a traced backward sweep adds its parameter quadrature to a part of the
+            state this way).
     """
     batch, count = times.shape
     column = (batch,) + (1,) * (y0.dim() - 1)
@@ -231,6 +236,8 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         ok = stepping & (ratio <= const(1.0))
         if on_step is not None:
             on_step(t, step, ok, y, result)
+        if amend is not None:
+            result = result._replace(y1=amend(t, step, ok, y, result))
         reached = ok.reshape(batch, 1) & (index >= out[:, None]) & (sign[:, None] * (times - t1.reshape(batch, 1)) <= 0)
         ys = emit(ys, reached, out, t, t1, torch.where(stepping, step, torch.ones_like(step)), result)
         previous = torch.where(ok, ratio, previous)
