@@ -158,3 +158,16 @@ def test_the_float_gauss_legendre_rule_is_numpys(n):
     np.testing.assert_allclose(w, expected_w, rtol=0, atol=1e-14)
     for degree in range(0, min(2 * n, 40), 2):  # exact for polynomials of degree 2n - 1
         assert abs((w * x ** degree).sum() - 2 / (degree + 1)) < 1e-14
+
+
+@pytest.mark.parametrize("gradient", TRACEABLE)
+def test_a_module_without_parameters_gets_its_y0_gradient(gradient):
+    class Decay(torch.nn.Module):
+        def forward(self, t, y):
+            return -y * torch.cos(t)
+
+    y0 = torch.randn(3, 2, dtype=F64, requires_grad=True)
+    t = torch.linspace(0.0, 1.0, 3, dtype=F64)
+    (traced,) = torch.autograd.grad(odegrad.odeint(Decay(), y0, t, gradient=gradient, options=TRACED).sum(), y0)
+    exact = torch.exp(-torch.sin(t))[:, None, None].expand(3, 3, 2).sum(dim=0)  # d/dy0 of Σ_i y0·e^{−sin t_i}
+    torch.testing.assert_close(traced, exact, rtol=1e-6, atol=1e-8)

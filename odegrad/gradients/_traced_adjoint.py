@@ -157,7 +157,7 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
             g = state.new_zeros(sizes[2])
         return torch.cat((f.reshape(-1), -vjp_y.reshape(-1), g, state.new_zeros(sizes[3]))).unsqueeze(0)
 
-    x, w = legendre_rule(nodes or 1)
+    x, w = legendre_rule.__wrapped__(nodes or 1)  # uncached: torch.compile traces no lru_cache
     fractions, halves = [(xk + 1) / 2 for xk in x], [wk / 2 for wk in w]
 
     def quadrature(time: Tensor, h: Tensor, accepted: Tensor, state: Tensor, result) -> Tensor:
@@ -195,7 +195,7 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
 
     start = torch.cat([stored[-1], jumps[-1], stored.new_zeros(sizes[2] + 2)]).unsqueeze(0)
     sweep = integrate_per_sample(solver, augmented, start, t.flip(0).unsqueeze(0), config, land=True,
-                                 on_output=land, amend=None if nodes is None else quadrature)
+                                 on_output=land, amend=None if nodes is None or not params else quadrature)
     y_end, a_end, g_end, d_end = sweep.ys[:, -1].split(sizes, dim=1)
     first = torch.zeros_like(sweep.status)
     drift, missed = worst(d_end, y_end, first, torch.ones_like(first, dtype=torch.bool)[:, None]).unbind(1)
