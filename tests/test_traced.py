@@ -149,18 +149,21 @@ def test_compiled_inductor_matches_eager():
                                rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("gradient", ["interp"])
+@pytest.mark.parametrize("gradient", ["backsolve", "gq", "interp"])
 def test_adjoint_backends_run_under_compile_with_graph_breaks(gradient):
-    """interp keeps its eager backward pass: under torch.compile (without fullgraph) it runs with
-    a graph break and gives the eager gradients (backsolve and gq compile into one graph:
-    tests/test_traced_adjoint.py)."""
+    """An adjoint backend whose backward pass cannot be traced (here: func is a closure, whose
+    parameters torch.func cannot swap in) keeps its eager backward pass: under torch.compile
+    (without fullgraph) it runs with a graph break and gives the eager gradients (module funcs
+    compile into one graph: tests/test_traced_adjoint.py)."""
     torch._dynamo.reset()
     field = Field()
+    params = tuple(field.parameters())
     t = torch.linspace(0, 1, 3, dtype=F64)
     y0 = torch.randn(4, 2, dtype=F64, requires_grad=True)
 
     def loss(y):
-        return odegrad.odeint(field, y, t, gradient=gradient, rtol=1e-7, atol=1e-9).pow(2).sum()
+        return odegrad.odeint(lambda t, y: field(t, y), y, t, gradient=gradient, params=params, rtol=1e-7,
+                              atol=1e-9).pow(2).sum()
 
     (compiled,) = torch.autograd.grad(torch.compile(loss, backend="eager")(y0), y0)
     (eager,) = torch.autograd.grad(loss(y0), y0)

@@ -1,15 +1,15 @@
-"""``gradient="backsolve"`` and ``"gq"`` on the traced driver: the backward pass is one
-``torch.while_loop`` sweep over all output times, so an adaptive training step compiles into one
-graph. Exact gradients of a linear ODE, agreement with the eager backward, ``torch.compile(
-fullgraph=True)`` without recompilation, the drift check, and the eager fallback where the
-backward cannot be traced."""
+"""``gradient="backsolve"``, ``"gq"`` and ``"interp"`` on the traced driver: the backward pass is
+one ``torch.while_loop`` sweep over all output times, so an adaptive training step compiles into
+one graph. Exact gradients of a linear ODE, agreement with the eager backward, ``torch.compile(
+fullgraph=True)`` without recompilation, the drift check, interp's held-out check, and the eager
+fallback where the backward cannot be traced."""
 
 import pytest
 import torch
 
 import odegrad
-from odegrad.errors import ReverseSolveDrift
-from odegrad.gradients import Backsolve, GaussQuadrature, Problem, get_backend
+from odegrad.errors import InterpolationError, ReverseSolveDrift
+from odegrad.gradients import Backsolve, GaussQuadrature, Interpolation, Problem, get_backend
 from odegrad.gradients._traced_adjoint import traces_backward
 from odegrad.models import NeuralODE
 from odegrad.solvers import get_solver, make_config
@@ -19,7 +19,7 @@ from .support import train_step
 
 F64 = torch.float64
 TRACED = {"driver": "traced"}
-TRACEABLE = ["backsolve", "gq"]
+TRACEABLE = ["backsolve", "gq", "interp"]
 
 
 class Field(torch.nn.Module):
@@ -171,3 +171,22 @@ def test_a_module_without_parameters_gets_its_y0_gradient(gradient):
     (traced,) = torch.autograd.grad(odegrad.odeint(Decay(), y0, t, gradient=gradient, options=TRACED).sum(), y0)
     exact = torch.exp(-torch.sin(t))[:, None, None].expand(3, 3, 2).sum(dim=0)  # d/dy0 of Σ_i y0·e^{−sin t_i}
     torch.testing.assert_close(traced, exact, rtol=1e-6, atol=1e-8)
+
+
+def test_an_interpolant_that_misses_its_held_out_points_is_refused():
+    """interp's traced forward samples a fixed node count per segment: too few nodes on a long
+    segment fail the held-out check as in the eager interp (raise, warn, NaN when compiled)."""
+    torch._dynamo.reset()
+    func = Field()
+    t = torch.tensor([0.0, 6.0], dtype=F64)
+    y0 = torch.randn(3, 2, dtype=F64, requires_grad=True)
+    with pytest.raises(InterpolationError, match="4-node Chebyshev interpolant"):
+        odegrad.odeint(func, y0, t, gradient=Interpolation(nodes=4), options=TRACED)
+    with pytest.warns(RuntimeWarning, match="held-out"):
+        odegrad.odeint(func, y0, t, gradient=Interpolation(nodes=4, on_failure="warn"), options=TRACED)
+
+    def loss(y0):
+        return odegrad.odeint(func, y0, t, gradient=Interpolation(nodes=4)).sum()
+
+    torch.compile(loss, fullgraph=True, backend="aot_eager")(y0).backward()
+    assert torch.isnan(y0.grad).all()

@@ -66,6 +66,7 @@ from ._base import (
 )
 from ._per_entry_chebyshev import PerEntryChebyshev
 from ._per_sample import per_sample_backward, solve_keeping_steps
+from ._traced_adjoint import TRACED_NODES, Sweep, traced_adjoint, traces_backward
 
 BACKWARD_TOLERANCE_DIVISOR = 10.0
 BACKWARD_RTOL_ULPS = 10.0
@@ -452,7 +453,7 @@ class Interpolation(AdjointBackend):
         if problem.t.dim() == 2:  # per sample: Chebyshev interpolants per entry and segment
             solution, sample = solve_keeping_steps(problem)
             rtol, atol = self.check_tolerances(problem)
-            return solution, PerEntryChebyshev(sample, problem.t, self.node_counts(), rtol, atol, self.on_failure)
+            return solution, PerEntryChebyshev.fit(sample, problem.t, self.node_counts(), rtol, atol, self.on_failure)
         times = problem.t.tolist()
         trajectory = Trajectory(direction=1.0 if times[-1] > times[0] else -1.0)
         rtol, atol = self.check_tolerances(problem)
@@ -578,6 +579,15 @@ class Interpolation(AdjointBackend):
             a = sol.ys[-1][:n].view(shape) + grad_ys[i - 1]
             g = sol.ys[-1][n:]
         return a, split_like(g, params), nfe + trajectory.refit_nfe
+
+    def traced_solve(self, problem: Problem) -> Solution | None:
+        """On the traced driver: one traced backward sweep of [a, g], y read from Chebyshev
+        interpolants of ``nodes`` (default :data:`~._traced_adjoint.TRACED_NODES`) nodes per
+        segment, sampled as extra output times of the forward solve (see :mod:`._traced_adjoint`)."""
+        if not traces_backward(self, problem):
+            return None
+        sweep = Sweep(chebyshev=self.nodes or TRACED_NODES, check=self.check_tolerances(problem))
+        return traced_adjoint(self, problem, sweep)
 
     def per_sample_backward_pass(self, problem: Problem, ys: Tensor, context, grad_ys: Tensor):
         """Per-sample: only a is solved backwards, y read from the Chebyshev interpolants of each

@@ -27,56 +27,62 @@ from ._barycentric import barycentric_matrix, chebyshev_extrema, chebyshev_nodes
 class PerEntryChebyshev:
     """y(t) per entry from per-(entry, segment) Chebyshev interpolants: ``trajectory(t: Tensor[B])
     -> Tensor[B, *shape]`` (float64 times; a time outside an entry's span reads its end segment).
+    Built by :meth:`fit` (per-sample solves) or :func:`from_outputs` (the traced interp backward).
 
     Args:
-        sample: ``sample(t: Tensor[B, K]) -> Tensor[B, K, *shape]``, the forward solution per entry.
-        t: the per-sample output times ``Tensor[B, n]``.
-        counts: node counts to try, increasing.
-        rtol, atol: tolerances of the held-out check.
-        on_failure: ``"raise"`` or ``"warn"`` when no count meets the check on a segment.
+        t: the output times ``Tensor[B, n]``.
+        nodes, weights: the node sets and their barycentric weights, ``Tensor[counts, n_max]``
+            (padding: nodes at 2 with weight 0).
+        values: the node values, ``Tensor[B, segments, n_max, *shape]``.
+        chosen: which node set each (entry, segment) uses, ``Tensor[B, segments]`` (int64).
     """
 
-    def __init__(self, sample: Callable[[Tensor], Tensor], t: Tensor, counts: list[int], rtol: float,
-                 atol: float, on_failure: str):
+    def __init__(self, t: Tensor, nodes: Tensor, weights: Tensor, values: Tensor, chosen: Tensor):
         times = t.detach().to(torch.float64)
         self.sign = torch.sign(times[:, -1] - times[:, 0])
-        self.starts, self.ends = times[:, :-1], times[:, 1:]
-        batch, segments = self.starts.shape
+        # copies, not views of one tensor: a traced loop reading them may not take aliased inputs
+        self.starts, self.ends = times[:, :-1].clone(), times[:, 1:].clone()
+        self.nodes, self.weights, self.values, self.chosen = nodes, weights, values, chosen
+        self.entries = torch.arange(len(times), device=times.device)
+
+    @classmethod
+    def fit(cls, sample: Callable[[Tensor], Tensor], t: Tensor, counts: list[int], rtol: float, atol: float,
+            on_failure: str) -> PerEntryChebyshev:
+        """Interpolants from the forward solution ``sample(t: Tensor[B, K]) -> Tensor[B, K, *shape]``
+        per entry: each (entry, segment) takes the first of the node ``counts`` (increasing) that
+        meets the held-out check with ``rtol``/``atol``; ``on_failure`` (``"raise"`` or
+        ``"warn"``) where none does."""
+        times = t.detach().to(torch.float64)
+        starts, ends = times[:, :-1], times[:, 1:]
+        batch, segments = starts.shape
         device = times.device
-        self.n_max = counts[-1]
-        self.nodes = torch.full((len(counts), self.n_max), 2.0, dtype=torch.float64, device=device)
-        self.weights = torch.zeros_like(self.nodes)  # padding: a node outside [-1, 1] with weight 0
+        n_max = counts[-1]
+        nodes = torch.full((len(counts), n_max), 2.0, dtype=torch.float64, device=device)
+        weights = torch.zeros_like(nodes)
         chosen = torch.full((batch, segments), -1, dtype=torch.int64, device=device)
         values = None
         for k, n in enumerate(counts):
-            self.nodes[k, :n] = chebyshev_nodes(n, device=device)
-            self.weights[k, :n] = chebyshev_weights(n, device=device)
+            nodes[k, :n] = chebyshev_nodes(n, device=device)
+            weights[k, :n] = chebyshev_weights(n, device=device)
             open_ = chosen < 0
             if not bool(open_.any()):
                 break
             held_out = chebyshev_extrema(n, device=device)
-            points = torch.cat([self.nodes[k, :n], held_out])
-            samples = sample(self._times(points).reshape(batch, segments * len(points)))
+            points = torch.cat([nodes[k, :n], held_out])
+            samples = sample(segment_times(starts, ends, points).reshape(batch, segments * len(points)))
             samples = samples.reshape(batch, segments, len(points), *samples.shape[2:])
             if values is None:
-                values = samples.new_zeros((batch, segments, self.n_max, *samples.shape[3:]))
-            basis = barycentric_matrix(held_out, self.nodes[k, :n], self.weights[k, :n]).to(samples.dtype)
-            approx = torch.einsum("hn,bsn...->bsh...", basis, samples[:, :, :n])
-            exact = samples[:, :, n:]
-            error = _held_out_error(approx, exact, rtol, atol)
+                values = samples.new_zeros((batch, segments, n_max, *samples.shape[3:]))
+            error = check_error(samples[:, :, :n], samples[:, :, n:], n, rtol, atol)
             last = k == len(counts) - 1
             take = open_ & ((error <= 1.0) | last)
             values[:, :, :n] = torch.where(take.reshape(batch, segments, *([1] * (values.dim() - 2))),
                                            samples[:, :, :n], values[:, :, :n])
             chosen = torch.where(take, k, chosen)
             if last and bool((take & (error > 1.0)).any()):
-                self._refuse(error, take, n, rtol, atol, on_failure)
-        self.values, self.chosen = values, chosen
-        self.entries = torch.arange(batch, device=device)
+                cls._refuse(error, take, n, rtol, atol, on_failure)
+        return cls(t, nodes, weights, values, chosen)
 
-    def _times(self, points: Tensor) -> Tensor:
-        """The normalized ``points`` on every entry's every segment, ``Tensor[B, segments, len(points)]``."""
-        return 0.5 * (self.starts + self.ends)[:, :, None] + 0.5 * (self.ends - self.starts)[:, :, None] * points
 
     @staticmethod
     def _refuse(error: Tensor, failed: Tensor, n: int, rtol: float, atol: float, on_failure: str) -> None:
@@ -103,6 +109,21 @@ class PerEntryChebyshev:
         return torch.einsum("bn,bn...->b...", basis.to(values.dtype), values)
 
 
+def segment_times(starts: Tensor, ends: Tensor, points: Tensor) -> Tensor:
+    """The normalized ``points`` (of [−1, 1]) on every segment [starts, ends] (``Tensor[B,
+    segments]``), ``Tensor[B, segments, len(points)]``."""
+    return 0.5 * (starts + ends)[:, :, None] + 0.5 * (ends - starts)[:, :, None] * points
+
+
+def check_error(values: Tensor, held_out: Tensor, n: int, rtol: float, atol: float) -> Tensor:
+    """The held-out check of ``n``-node interpolants, ``Tensor[B, segments]`` (≤ 1: passed): their
+    node ``values`` (``Tensor[B, segments, n, *shape]``) interpolated at the n + 1 second-kind
+    points against the solution there, ``held_out`` (``Tensor[B, segments, n + 1, *shape]``)."""
+    basis = barycentric_matrix(chebyshev_extrema(n, device=values.device), chebyshev_nodes(n, device=values.device),
+                               chebyshev_weights(n, device=values.device)).to(values.dtype)
+    return _held_out_error(torch.einsum("hn,bsn...->bsh...", basis, values), held_out, rtol, atol)
+
+
 def _held_out_error(approx: Tensor, exact: Tensor, rtol: float, atol: float) -> Tensor:
     """Per (entry, segment), the largest |approx − exact| / (atol + rtol·|value|) over its held-out
     points, ``Tensor[B, segments]`` (both ``Tensor[B, segments, points, *shape]``); tolerances
@@ -113,3 +134,46 @@ def _held_out_error(approx: Tensor, exact: Tensor, rtol: float, atol: float) -> 
     scale = torch.maximum(exact.abs(), approx.abs()) * max(rtol, 64 * eps)
     scale = scale + floor.reshape(*floor.shape, *([1] * (exact.dim() - 2)))
     return ((approx - exact).abs() / scale).flatten(2).amax(dim=2)
+
+
+def chebyshev_output_times(t: Tensor, n: int) -> Tensor:
+    """The output times of a forward solve that samples ``n``-node interpolants on every segment of
+    the 1-D ``t`` (the traced interp backward): each ``t_i`` followed by the 2n − 1 points inside
+    [t_i, t_{i+1}] (the n nodes and the n − 1 interior held-out points, ordered from t_i),
+    ``Tensor[(len(t) − 1)·2n + 1]`` in t's dtype."""
+    times = t.detach().to(torch.float64)
+    inside = segment_times(times[None, :-1], times[None, 1:], _interior_points(n, t.device)[0])[0]
+    return torch.cat([torch.cat([times[:-1, None], inside], dim=1).reshape(-1), times[-1:]]).to(t.dtype)
+
+
+def from_outputs(ys: Tensor, t: Tensor, n: int, rtol: float, atol: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``n``-node interpolants of a solve at :func:`chebyshev_output_times` (``ys:
+    Tensor[(len(t) − 1)·2n + 1, *shape]``): their node values ``Tensor[segments, n, *shape]`` (read
+    them with :func:`shared_trajectory`), the outputs at ``t`` and the held-out check per segment
+    (≤ 1: passed)."""
+    segments, width = len(t) - 1, 2 * n
+    outputs = ys[::width]
+    rows = ys[:-1].reshape(segments, width, *ys.shape[1:])  # row 0: t_i; then the inside points
+    _, position = _interior_points(n, ys.device)
+    values = rows[:, 1 + position[:n]]
+    held_out = torch.cat([outputs[1:, None], rows[:, 1 + position[n:]], outputs[:-1, None]], dim=1)  # x = 1 … −1
+    return values, outputs, check_error(values[None], held_out[None], n, rtol, atol)[0]
+
+
+def shared_trajectory(t: Tensor, values: Tensor) -> PerEntryChebyshev:
+    """y(t) of a shared-step solve from the node values of :func:`from_outputs` (``Tensor[segments,
+    n, *shape]``) on the segments of the 1-D ``t``: a batch of one entry, read at ``Tensor[1]``
+    times."""
+    segments, n = values.shape[:2]
+    chosen = torch.zeros((1, segments), dtype=torch.int64, device=values.device)
+    return PerEntryChebyshev(t[None], chebyshev_nodes(n, device=values.device)[None],
+                             chebyshev_weights(n, device=values.device)[None], values[None], chosen)
+
+
+def _interior_points(n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The n first-kind nodes and the n − 1 interior second-kind points of [−1, 1], ascending
+    (``Tensor[2n − 1]``), and where each of them (nodes, then held-out points in their own order)
+    stands in that ascending order."""
+    points = torch.cat([chebyshev_nodes(n, device=device), chebyshev_extrema(n, device=device)[1:-1]])
+    ascending, order = points.sort()
+    return ascending, torch.argsort(order)

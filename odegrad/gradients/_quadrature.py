@@ -53,7 +53,7 @@ from ._base import (
     vjp,
 )
 from ._per_sample import per_sample_backward
-from ._traced_adjoint import traced_adjoint, traces_backward
+from ._traced_adjoint import Sweep, traced_adjoint, traces_backward
 
 NODE_MEMORY_STATES = 8
 """Default budget of the batched node evaluations, in copies of the classic adjoint's augmented
@@ -221,7 +221,7 @@ class GaussQuadrature(AdjointBackend):
         as per sample; see :mod:`._traced_adjoint`)."""
         if not traces_backward(self, problem):
             return None
-        return traced_adjoint(self, problem, nodes=self.nodes or self.min_nodes)
+        return traced_adjoint(self, problem, Sweep(nodes=self.nodes or self.min_nodes))
 
     def per_sample_backward_pass(self, problem: Problem, ys: Tensor, context: int, grad_ys: Tensor):
         """Per-sample: [y, a] solved backwards, y reset at each entry's output times, and the

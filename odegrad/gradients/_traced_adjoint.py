@@ -1,6 +1,6 @@
-"""``gradient="backsolve"`` and ``"gq"`` on the traced driver: the forward solve and the whole
-backward pass are each one ``torch.while_loop``, so a training step compiles into one graph
-(``torch.compile(fullgraph=True)``), where the eager backward pass is a graph break.
+"""``gradient="backsolve"``, ``"gq"`` and ``"interp"`` on the traced driver: the forward solve and
+the whole backward pass are each one ``torch.while_loop``, so a training step compiles into one
+graph (``torch.compile(fullgraph=True)``), where the eager backward pass is a graph break.
 
 The backward pass is one sweep from the last output time to the first (the per-sample loop body
 with a batch of one entry, :func:`~odegrad.solvers.integrate_per_sample`) of the state
@@ -17,7 +17,12 @@ output where it happened, outside the error norm. The step-size controller is ne
   ``seminorm``) — the classic augmented system;
 * ``gq``: dg/dt = 0 and, after each accepted backward step, the step's Gauss–Legendre quadrature
   (``nodes`` per step, default ``min_nodes``) with y and a read off the step's dense output, as in
-  per-sample solves; y and a alone drive the error norm.
+  per-sample solves; y and a alone drive the error norm;
+* ``interp``: no y in the state — it is read from Chebyshev interpolants of the forward solution,
+  one per segment with a fixed node count (``nodes``, default :data:`TRACED_NODES`: a traced loop
+  cannot choose a count per segment at run time), whose nodes and held-out points the forward
+  solve takes as extra output times (they never shorten its steps); g as for backsolve. A
+  segment that misses the held-out check refuses like the eager interp.
 
 Inside a loop body ``torch.autograd.grad`` cannot run; the vector–Jacobian products are
 ``torch.func.vjp`` of func with its parameters swapped in by ``torch.func.functional_call``, so
@@ -29,12 +34,15 @@ non-finite values, step underflow, a drift refusal) raises the eager backward's 
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .._counting import check_func_output
+from ..errors import InterpolationError
 from ..solvers import (
     Solution,
     Stats,
@@ -56,6 +64,13 @@ from ._base import (
     refuse_drift,
     split_like,
 )
+from ._per_entry_chebyshev import PerEntryChebyshev, chebyshev_output_times, from_outputs, shared_trajectory
+
+TRACED_NODES = 16
+"""Chebyshev nodes per observation segment of the traced interp backward when the backend sets no
+``nodes``: the eager interp's automatic rule (4 doubled up to 64, splitting beyond) needs a node
+count per segment known only at run time. 16 nodes reproduce a smooth segment of a few dopri5
+steps to a relative 1e-10 and cost 2·16 extra output times per segment."""
 
 
 def parameter_names(func: Any, params: tuple[Tensor, ...]) -> tuple[str, ...] | None:
@@ -85,13 +100,27 @@ def traces_backward(backend: Any, problem: Problem) -> bool:
             and parameter_names(problem.func, problem.params) is not None)
 
 
-def traced_adjoint(backend: Any, problem: Problem, nodes: int | None = None) -> Solution:
-    """Solve ``problem`` on the traced driver with the traced backward sweep as its autograd
-    backward: ``nodes=None`` integrates the parameter gradient with the state (backsolve), else
-    ``nodes`` Gauss–Legendre nodes per backward step (gq). ``Solution.stats``: the forward steps
-    (0-dim tensors under ``torch.compile``)."""
+@dataclass(frozen=True)
+class Sweep:
+    """What a traced backward sweep does besides backsolve's: ``nodes`` Gauss–Legendre nodes per
+    backward step for the parameter integral (gq), or y read from ``chebyshev``-node interpolants
+    checked with ``check = (rtol, atol)`` (interp) instead of being solved backwards."""
+
+    nodes: int | None = None
+    chebyshev: int | None = None
+    check: tuple[float, float] = (0.0, 0.0)
+
+
+def traced_adjoint(backend: Any, problem: Problem, sweep: Sweep = Sweep()) -> Solution:
+    """Solve ``problem`` on the traced driver with the traced backward ``sweep`` as its autograd
+    backward. ``Solution.stats``: the forward steps (0-dim tensors under ``torch.compile``).
+
+    Raises:
+        InterpolationError: outside ``torch.compile``, an interp segment misses the held-out check
+            (``on_failure="raise"``).
+    """
     stats = Stats()
-    ys, status, accepted, rejected = _TracedAdjoint.apply(backend, problem, nodes, stats, problem.y0,
+    ys, status, accepted, rejected = _TracedAdjoint.apply(backend, problem, sweep, stats, problem.y0,
                                                           *problem.params)
     if is_tracing():
         stats.steps_accepted, stats.steps_rejected = accepted, rejected
@@ -102,39 +131,56 @@ def traced_adjoint(backend: Any, problem: Problem, nodes: int | None = None) -> 
 
 class _TracedAdjoint(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, backend: Any, problem: Problem, nodes: int | None, stats: Stats, y0: Tensor, *params: Tensor):
-        solution = integrate_traced(problem.solver, problem.func, y0.detach(), problem.t, problem.config)
+    def forward(ctx, backend: Any, problem: Problem, sweep: Sweep, stats: Stats, y0: Tensor, *params: Tensor):
+        n, t = sweep.chebyshev, problem.t
+        times = t if n is None else chebyshev_output_times(t, n)
+        solution = integrate_traced(problem.solver, problem.func, y0.detach(), times, problem.config)
+        ys, values, failed = solution.ys, solution.ys, torch.zeros((), dtype=torch.bool, device=y0.device)
+        if n is not None:
+            values, ys, error = from_outputs(solution.ys, t, n, *sweep.check)
+            failed = (error > 1.0).any()
+            if not is_tracing() and bool(failed):
+                _refuse_interpolant(backend, error, n, sweep.check)
         if not is_tracing():
             stats.nfe_forward = solution.stats.nfe_forward
         accepted = torch.as_tensor(solution.stats.steps_accepted)
         rejected = torch.as_tensor(solution.stats.steps_rejected)
-        ctx.backend, ctx.problem, ctx.nodes, ctx.stats = backend, problem, nodes, stats
-        ctx.save_for_backward(solution.ys, accepted)
+        ctx.backend, ctx.problem, ctx.sweep, ctx.stats = backend, problem, sweep, stats
+        ctx.save_for_backward(ys, accepted, values, failed)
         ctx.mark_non_differentiable(solution.status, accepted, rejected)
-        return solution.ys, solution.status, accepted, rejected
+        return ys, solution.status, accepted, rejected
 
     @staticmethod
     def backward(ctx, grad_ys: Tensor, *unused: Any):
-        ys, forward_steps = ctx.saved_tensors
-        grad_y0, grad_params, nfe = adjoint_sweep(ctx.backend, ctx.problem, ys, grad_ys, forward_steps, ctx.nodes)
+        ys, forward_steps, values, failed = ctx.saved_tensors
+        sweep, problem = ctx.sweep, ctx.problem
+        trajectory = None if sweep.chebyshev is None else shared_trajectory(problem.t, values)
+        grad_y0, grad_params, nfe = adjoint_sweep(ctx.backend, problem, ys, grad_ys, forward_steps, sweep.nodes,
+                                                  trajectory)
+        if is_tracing() and getattr(ctx.backend, "on_failure", "raise") == "raise":
+            grad_y0 = torch.where(failed, torch.nan, grad_y0)
+            grad_params = tuple(torch.where(failed, torch.nan, g) for g in grad_params)
         if not is_tracing():
             ctx.stats.nfe_backward += nfe
         return (None, None, None, None, grad_y0, *grad_params)
 
 
 def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, forward_steps: Tensor,
-                  nodes: int | None) -> tuple[Tensor, tuple[Tensor, ...], int]:
+                  nodes: int | None, trajectory: PerEntryChebyshev | None = None
+                  ) -> tuple[Tensor, tuple[Tensor, ...], int]:
     """dL/dy0, dL/dθ per parameter and the NFE spent (0 under ``torch.compile``) from one backward
     sweep of ``[y, a, g, d]`` over all output times (see the module docstring; ``nodes``: None for
-    backsolve's integrated g, else gq's nodes per step), given ``ys`` and ``grad_ys = dL/dys``
-    (``Tensor[n, *shape]``) and the forward solve's accepted steps (the rounding floor of the drift
-    unit)."""
+    an integrated g, else gq's nodes per step; ``trajectory``: y read from it, not solved), given
+    ``ys`` and ``grad_ys = dL/dys`` (``Tensor[n, *shape]``) and the forward solve's accepted steps
+    (the rounding floor of the drift unit)."""
     func, params, t, y0 = problem.func, problem.params, problem.t, problem.y0
     shape, n, count = y0.shape, y0.numel(), len(t)
     names = parameter_names(func, params)
-    sizes = (n, n, sum(p.numel() for p in params), 2)
+    carried = n if trajectory is None else 0  # the size of the y block (interp: none)
+    drift_slots = 2 if trajectory is None else 0
+    sizes = (carried, n, sum(p.numel() for p in params), drift_slots)
     solver = backend.backward_solver(problem)
-    in_norm = 3 if nodes is None and not backend.seminorm else 2
+    in_norm = 3 if nodes is None and not backend.seminorm else 2  # an empty y block counts too
     config = backend.backward_config(problem, norm=BlockNorm(sizes, in_norm))
     (rtol, atol), forward = config.scalar_tolerances(), problem.config.scalar_tolerances()
     # copies: the loop's closure inputs may not alias each other
@@ -145,7 +191,8 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
         return check_func_output(torch.func.functional_call(func, dict(zip(names, values)), (time, y)), y)
 
     def augmented(time: Tensor, state: Tensor) -> Tensor:
-        y, a = state[0, :n].view(shape), state[0, n:2 * n].view(shape)
+        y = (state[0, :n] if trajectory is None else trajectory(time.to(torch.float64))[0].to(ys.dtype)).view(shape)
+        a = state[0, carried:carried + n].view(shape)
         moment = time.reshape(())
         if nodes is None:
             f, pullback = torch.func.vjp(lambda y, *values: call(moment, y, values), y, *params)
@@ -155,7 +202,8 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
             f, pullback = torch.func.vjp(lambda y: call(moment, y, params), y)
             (vjp_y,) = pullback(a)
             g = state.new_zeros(sizes[2])
-        return torch.cat((f.reshape(-1), -vjp_y.reshape(-1), g, state.new_zeros(sizes[3]))).unsqueeze(0)
+        parts = (f.reshape(-1)[:carried], -vjp_y.reshape(-1), g, state.new_zeros(drift_slots))
+        return torch.cat(parts).unsqueeze(0)
 
     x, w = legendre_rule.__wrapped__(nodes or 1)  # uncached: torch.compile traces no lru_cache
     fractions, halves = [(xk + 1) / 2 for xk in x], [wk / 2 for wk in w]
@@ -188,22 +236,25 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
         output = count - 1 - index.clamp(0, count - 1)  # index counts along the reversed times
         y, a, g, d = state.split(sizes, dim=1)
         here = landed[:, None]
-        d = worst(d, y, output, here)
         a = a + torch.where(here, jumps[output], 0.0)
-        y = torch.where(here, stored[output], y)  # the eager backward's reset between segments
+        if trajectory is None:
+            d = worst(d, y, output, here)
+            y = torch.where(here, stored[output], y)  # the eager backward's reset between segments
         return torch.cat([y, a, g, d], dim=1)
 
-    start = torch.cat([stored[-1], jumps[-1], stored.new_zeros(sizes[2] + 2)]).unsqueeze(0)
+    start = torch.cat([stored[-1, :carried], jumps[-1], stored.new_zeros(sizes[2] + drift_slots)]).unsqueeze(0)
     sweep = integrate_per_sample(solver, augmented, start, t.flip(0).unsqueeze(0), config, land=True,
                                  on_output=land, amend=None if nodes is None or not params else quadrature)
     y_end, a_end, g_end, d_end = sweep.ys[:, -1].split(sizes, dim=1)
-    first = torch.zeros_like(sweep.status)
-    drift, missed = worst(d_end, y_end, first, torch.ones_like(first, dtype=torch.bool)[:, None]).unbind(1)
     grad_y0 = (a_end.reshape(shape) + jumps[0].view(shape)).to(y0.dtype)
     grad_params = split_like(g_end.reshape(-1), params)
+    drift, missed = torch.zeros(1, dtype=ys.dtype, device=ys.device), 0
+    if trajectory is None:
+        first = torch.zeros_like(sweep.status)
+        drift, missed = worst(d_end, y_end, first, torch.ones_like(first, dtype=torch.bool)[:, None]).unbind(1)
     if is_tracing():  # no exception can leave a graph: a failed sweep gives NaN gradients (and 0 NFE)
         failed = sweep.status[0] != Status.SUCCESS.value
-        if backend.on_drift == "raise":
+        if getattr(backend, "on_drift", "raise") == "raise":
             failed = failed | (drift[0] > REVERSE_DRIFT_FACTOR)
         grad_y0 = torch.where(failed, torch.nan, grad_y0)
         grad_params = tuple(torch.where(failed, torch.nan, g) for g in grad_params)
@@ -214,3 +265,17 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
     evaluations = 0 if nodes is None or is_tracing() else nodes * int(sweep.stats.steps_accepted.sum()
                                                                      + sweep.stats.steps_rejected.sum())
     return grad_y0, grad_params, sweep.stats.nfe_forward + evaluations
+
+
+def _refuse_interpolant(backend: Any, error: Tensor, n: int, check: tuple[float, float]) -> None:
+    """Raise :class:`InterpolationError` (or warn, ``on_failure="warn"``): the ``n``-node
+    interpolant of a segment misses its held-out points by ``error`` (per segment) check units."""
+    segment = int(error.argmax())
+    message = (f"gradient='interp' on the traced driver: the {n}-node Chebyshev interpolant of the forward "
+               f"trajectory on observation segment {segment} misses held-out points by {float(error[segment]):.3g}x "
+               f"the check tolerance (rtol={check[0]:.3g}, atol={check[1]:.3g}); the traced loop uses one node "
+               "count per segment. Give more nodes (Interpolation(nodes=...)), add output times, or use "
+               "options={'driver': 'eager'}")
+    if backend.on_failure == "raise":
+        raise InterpolationError(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=5)
