@@ -5,8 +5,8 @@
    alternately in one process; then jitted diffrax on the same task from
    ``bench_overhead_diffrax.py`` in a fresh process of ``--diffrax-python`` (JAX is not an odegrad
    dependency: the row is skipped, with the reason, where that interpreter has no diffrax); and the
-   same iteration with ``gradient="backsolve"`` and ``"gq"``: eager (segment by segment), compiled
-   (one traced backward sweep) and torchdiffeq's ``odeint_adjoint``.
+   same iteration with ``gradient="backsolve"``, ``"gq"`` and ``"interp"``: eager (segment by
+   segment), compiled (one traced backward sweep) and torchdiffeq's ``odeint_adjoint``.
 2. ``NeuralODE`` rk4, h = 0.1 on [0, 1], MLP 32-256-256-32 tanh, batch 2048: a training step
    (forward, MSE loss, backward, SGD update) eager vs ``torch.compile(model, fullgraph=True)``
    vs, on CUDA, ``mode="reduce-overhead"`` (CUDA graphs), with torchdiffeq's rk4 as reference;
@@ -98,7 +98,7 @@ def spiral_overhead(device: torch.device, repeats: int, pretrain_iterations: int
           f"took {compile_seconds:.1f} s, {_graphs()} graph(s) |")
     print(f"| the field alone (odegrad's forward NFE, chained; forward + backward) | {floor * 1e3:.2f} ms | | | "
           f"odegrad direct is {ratio(ours, floor)} of it |")
-    for gradient in ("backsolve", "gq"):
+    for gradient in ("backsolve", "gq", "interp"):
         compiled_adjoint, compile_seconds = _compiled_adaptive(func, data, timed, gradient)
         eager, ref, compiled = paired_median_times(
             [timed(train(odegrad.odeint, gradient=gradient)), timed(train(torchdiffeq_adjoint)),
