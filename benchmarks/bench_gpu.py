@@ -18,11 +18,17 @@ a fresh process of ``--diffrax-python`` so JAX and PyTorch do not share the GPU'
 are skipped, with the reason, where that interpreter has no diffrax). Its MLP has the same shape
 but JAX's initialisation, so its NFE may differ: the step counts are printed beside.
 
+``--compiled`` adds each odegrad method under ``torch.compile(fullgraph=True)`` (``common.
+COMPILED_METHODS``: the traced driver, and one traced backward sweep for the adjoint backends);
+their first call (not timed) compiles, and their field-call count is not measured (n/a: calls
+inside a compiled loop are not counted).
+
 Peak memory is measured by ``bench_memory.py`` (a fresh process per method); compiled fixed-cost
 paths by ``bench_overhead.py`` and ``bench_tlnode.py``; ``gpu_suite.sh`` runs them all.
 
     python benchmarks/bench_gpu.py                  # CUDA when available, else CPU (1 thread)
     python benchmarks/bench_gpu.py --quick          # smoke run (batch / 16, 2 repeats)
+    python benchmarks/bench_gpu.py --problems large --compiled   # compiled vs eager vs diffrax
 """
 
 from __future__ import annotations
@@ -36,21 +42,24 @@ import time
 import warnings
 
 import torch
-from common import METHODS, PROBLEMS, ODEProblem, paired_median_times, train_iteration
+from common import COMPILED_METHODS, METHODS, PROBLEMS, ODEProblem, paired_median_times, train_iteration
 
 from odegrad.solvers import CountedFunc
 
 
-def time_problem(problem: ODEProblem, device: str, batch: int, repeats: int) -> dict[str, tuple[float, int]]:
-    """Method -> (median seconds per training iteration, calls of the field in one iteration)."""
-    field, y0, t = problem.make(device, batch=batch)
-    field = CountedFunc(field)
-    runs = {name: train_iteration(problem, name, field, y0, t) for name in METHODS}
+def time_problem(problem: ODEProblem, device: str, batch: int, repeats: int, compiled: bool = False
+                 ) -> dict[str, tuple[float, int]]:
+    """Method -> (median seconds per training iteration, calls of the field in one iteration; -1
+    for compiled methods, whose calls inside a compiled loop are not counted)."""
+    raw, y0, t = problem.make(device, batch=batch)
+    field = CountedFunc(raw)  # compiled methods get the raw field: a changing counter would recompile them
+    names = [*METHODS, *(COMPILED_METHODS if compiled else ())]
+    runs = {name: train_iteration(problem, name, raw if name in COMPILED_METHODS else field, y0, t) for name in names}
     nfe = {}
-    for name, run in runs.items():
+    for name, run in runs.items():  # the first call: counts calls, and compiles the compiled methods
         before = field.nfe
         run()
-        nfe[name] = field.nfe - before
+        nfe[name] = -1 if name in COMPILED_METHODS else field.nfe - before
     seconds = paired_median_times(list(runs.values()), repeats)
     return {name: (s, nfe[name]) for name, s in zip(runs, seconds)}
 
@@ -114,7 +123,7 @@ def report(problem: ODEProblem, batch: int, rows: dict[str, tuple[float, int]], 
              "| method | forward + backward [ms] | field calls (diffrax: steps) | vs torchdiffeq adjoint "
              "| vs odegrad direct |", "|---|---|---|---|---|"]
     for name, (seconds, count) in {**rows, **diffrax}.items():
-        lines.append(f"| {name} | {seconds * 1e3:.1f} | {count} | {seconds / baseline:.2f}x "
+        lines.append(f"| {name} | {seconds * 1e3:.1f} | {count if count >= 0 else 'n/a'} | {seconds / baseline:.2f}x "
                      f"| {seconds / direct:.2f}x |")
     return "\n".join(lines)
 
@@ -127,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--diffrax-problems", nargs="*", default=["large"], choices=list(PROBLEMS))
     parser.add_argument("--diffrax-python", default=sys.executable, help="an interpreter with jax and diffrax")
     parser.add_argument("--quick", action="store_true", help="batch / 16, 2 repeats (smoke run)")
+    parser.add_argument("--compiled", action="store_true", help="also time odegrad under torch.compile(fullgraph=True)")
     parser.add_argument("--diffrax-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.diffrax_worker:
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     for key in args.problems:
         problem = PROBLEMS[key]
         batch = max(problem.batch // (16 if args.quick else 1), 1)
-        rows = time_problem(problem, args.device, batch, repeats)
+        rows = time_problem(problem, args.device, batch, repeats, args.compiled)
         diffrax = {}
         if key in args.diffrax_problems:
             diffrax = diffrax_in_subprocess(key, batch, repeats, args.diffrax_python)

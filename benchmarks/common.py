@@ -166,20 +166,24 @@ def parse_backend(spec: str) -> odegrad.gradients.Backend:
     return type(backend)(**kwargs)
 
 
-def _odegrad(gradient):
+def _odegrad(gradient, compiled: bool = False):
     def run(field, y0, t, rtol, atol):
         return odegrad.odeint(field, y0, t, rtol=rtol, atol=atol, method="dopri5", gradient=gradient)
 
-    return run
+    return torch.compile(run, fullgraph=True) if compiled else run
 
+
+_BACKENDS: dict[str, Callable[[], str | odegrad.gradients.Backend]] = {
+    "direct": lambda: "direct",
+    "backsolve": lambda: odegrad.gradients.Backsolve(on_drift="warn"),
+    "gq": lambda: odegrad.gradients.GaussQuadrature(on_drift="warn"),
+    "interp": lambda: "interp",
+}
 
 METHODS: dict[str, Callable[..., Callable]] = {
     "tdq direct": lambda: _torchdiffeq(False),
     "tdq adjoint": lambda: _torchdiffeq(True),
-    "direct": lambda: _odegrad("direct"),
-    "backsolve": lambda: _odegrad(odegrad.gradients.Backsolve(on_drift="warn")),
-    "gq": lambda: _odegrad(odegrad.gradients.GaussQuadrature(on_drift="warn")),
-    "interp": lambda: _odegrad("interp"),
+    **{name: (lambda name=name: _odegrad(_BACKENDS[name]())) for name in _BACKENDS},
 }
 """Method name → factory of ``run(field, y0, t, rtol, atol) -> ys`` (dopri5 everywhere). backsolve
 and gq warn instead of raising when the reverse solve misses the forward states: at T = 50 the
@@ -187,10 +191,19 @@ fields' Jacobian eigenvalues (real parts ±0.15) amplify errors by e^7.5 in eith
 their gradients are off there, but what they cost in time and memory is what is measured."""
 
 
+COMPILED_METHODS: dict[str, Callable[..., Callable]] = {
+    f"{name} compiled": (lambda name=name: _odegrad(_BACKENDS[name](), compiled=True)) for name in _BACKENDS
+}
+"""The odegrad methods under ``torch.compile(fullgraph=True)`` (inductor): the traced driver forward
+and, for the adjoint backends, one traced backward sweep. The first call compiles."""
+
+
 def make_method(spec: str) -> Callable:
-    """``run(field, y0, t, rtol, atol) -> ys`` for a :data:`METHODS` name or an odegrad backend
-    spec such as ``"gq(nodes=16)"``."""
-    return METHODS[spec]() if spec in METHODS else _odegrad(parse_backend(spec))
+    """``run(field, y0, t, rtol, atol) -> ys`` for a :data:`METHODS` or :data:`COMPILED_METHODS`
+    name or an odegrad backend spec such as ``"gq(nodes=16)"``."""
+    if spec in METHODS:
+        return METHODS[spec]()
+    return COMPILED_METHODS[spec]() if spec in COMPILED_METHODS else _odegrad(parse_backend(spec))
 
 
 def train_iteration(problem: ODEProblem, method: str, field, y0, t) -> Callable[[], None]:

@@ -32,6 +32,7 @@ part() {  # part NAME SECONDS CORES COMMAND...: run, time-limited and pinned, in
 part tlnode_cpu 420 6-15 "$python" bench_tlnode.py --jobs 10 &
 part memory 110 0-5 "$python" bench_memory.py --device cuda
 part gpu 130 0-5 "$python" bench_gpu.py --diffrax-problems large
+part gpu_compiled 150 0-5 "$python" bench_gpu.py --problems large --diffrax-problems --compiled
 part overhead 120 0-5 "$python" bench_overhead.py --device cuda --diffrax-python "$python" --pretrain 100
 part tlnode_gpu 200 0-5 "$python" bench_tlnode.py --device cuda --jobs 4 --seeds 0 --no-breakdown
 wait

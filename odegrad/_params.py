@@ -7,6 +7,7 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .errors import InvalidInput
@@ -27,7 +28,7 @@ def resolve_params(func: Callable, params: Any, adjoint: bool) -> tuple[Tensor, 
     if params is None:
         owned = tuple(p for p in func.parameters() if p.requires_grad) if isinstance(func, nn.Module) else ()
         if adjoint:
-            _refuse_untracked(func, owned)
+            _refuse_untracked(func)
         return owned
     if isinstance(params, Tensor):
         params = (params,)
@@ -44,11 +45,10 @@ def resolve_params(func: Callable, params: Any, adjoint: bool) -> tuple[Tensor, 
     return chosen
 
 
-def _refuse_untracked(func: Callable, owned: tuple[Tensor, ...]) -> None:
-    """Raise if ``func`` reaches trainable tensors beyond ``owned`` (its own parameters, none for
-    a plain callable): adjoint-type backends would leave them without a gradient."""
-    ids = {id(p) for p in owned}
-    found = [t for t in trainable_tensors_reachable_from(func) if id(t) not in ids]
+def _refuse_untracked(func: Callable) -> None:
+    """Raise if ``func`` reaches trainable tensors beyond its own registered parameters (none for a
+    plain callable): adjoint-type backends would leave them without a gradient."""
+    found = _untracked_shapes(func)
     if not found:
         return
     what = ("an nn.Module that also uses" if isinstance(func, nn.Module) else "not an nn.Module but uses")
@@ -60,9 +60,19 @@ def _refuse_untracked(func: Callable, owned: tuple[Tensor, ...]) -> None:
              "differentiate, register them (nn.Parameter attributes, submodules), or use gradient='direct'")
 
 
-def _describe(tensors: list[Tensor]) -> str:
-    shown = ", ".join(f"{tuple(t.shape)}" for t in tensors[:4])
-    return "shapes " + shown + ("" if len(tensors) <= 4 else f" and {len(tensors) - 4} more")
+@torch.compiler.assume_constant_result
+def _untracked_shapes(func: Callable) -> tuple[tuple[int, ...], ...]:
+    """The shapes of the trainable tensors ``func`` reaches besides its registered parameters (all
+    of them for a plain callable). A structural fact, taken as a constant by ``torch.compile``:
+    traced, the search would guard on the size of the namespaces it reads (the globals of func's
+    module, which every compilation in that module grows), recompiling again and again."""
+    owned = {id(p) for p in func.parameters()} if isinstance(func, nn.Module) else set()
+    return tuple(tuple(t.shape) for t in trainable_tensors_reachable_from(func) if id(t) not in owned)
+
+
+def _describe(shapes: tuple[tuple[int, ...], ...]) -> str:
+    shown = ", ".join(f"{shape}" for shape in shapes[:4])
+    return "shapes " + shown + ("" if len(shapes) <= 4 else f" and {len(shapes) - 4} more")
 
 
 def trainable_tensors_reachable_from(func: Any) -> list[Tensor]:

@@ -190,3 +190,25 @@ def test_an_interpolant_that_misses_its_held_out_points_is_refused():
 
     torch.compile(loss, fullgraph=True, backend="aot_eager")(y0).backward()
     assert torch.isnan(y0.grad).all()
+
+
+def test_compiling_more_functions_does_not_recompile_the_first(no_recompiles):
+    """The check that func reaches no unregistered trainable tensor reads the globals of func's
+    module, which every compilation in that module grows: traced, it would guard on their size and
+    each new compiled function would recompile the others (a recompile storm in a training script
+    with a compiled train and eval step). Field is defined here, beside the compiled functions."""
+    func = Field()
+    t = torch.tensor([0.0, 0.5], dtype=F64)
+
+    def train(y0):
+        return odegrad.odeint(func, y0, t, gradient="backsolve").sum()
+
+    def evaluate(y0):
+        return odegrad.odeint(func, y0, t, gradient="gq").sum()
+
+    first = torch.compile(train, fullgraph=True, backend="aot_eager")
+    second = torch.compile(evaluate, fullgraph=True, backend="aot_eager")
+    y0 = torch.ones(1, 2, dtype=F64, requires_grad=True)
+    for _ in range(2):  # a recompilation of either fails the test
+        first(y0).backward()
+        second(y0).backward()
