@@ -199,8 +199,9 @@ def refuse_drift(backend: str, missed: str, drift: float, floor: str, on_drift: 
 def legendre_rule(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Gauss–Legendre nodes (ascending in [−1, 1]) and weights, ``n`` of each, in Python floats:
     Newton's iteration on the Legendre polynomial Pₙ from Tricomi's initial guesses, the weights
-    2 / ((1 − x²) Pₙ'(x)²) (as numpy's ``leggauss`` to 1e-15; plain float arithmetic, so
-    ``torch.compile`` can trace a backward pass that needs a rule, where numpy's cannot)."""
+    2 / ((1 − x²) Pₙ'(x)²) (numpy's ``leggauss`` to 1e-15 in the nodes, 1e-14 in the weights;
+    plain float arithmetic, so ``torch.compile`` can trace a backward pass that needs a rule, where
+    numpy's cannot)."""
     nodes, weights = [], []
     for i in range(1, n + 1):
         x = math.cos(math.pi * (i - 0.25) / (n + 0.5))
