@@ -99,7 +99,8 @@ def check_times(t: Any, y0: Tensor, open_end: bool = False, increasing: bool = F
         except (TypeError, ValueError, RuntimeError):
             raise InvalidInput("t", type(t).__name__, "a 1-D tensor of times") from None
     if t.dim() != 1 or t.numel() == 0:
-        raise InvalidInput("t shape", str(tuple(t.shape)), "a non-empty 1-D tensor of times")
+        raise InvalidInput("t shape", str(tuple(t.shape)), "a non-empty 1-D tensor of times, or a 2-D "
+                           "[batch, n_times] one for per-sample solving (each row a batch entry's times)")
     if not t.is_floating_point():
         raise InvalidInput("t dtype", str(t.dtype), "a floating-point dtype (e.g. torch.linspace)")
     if t.device != y0.device:
