@@ -24,13 +24,14 @@ per step), and the backends keep their defining choices:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
-from ..solvers import integrate_per_sample, rms_norm
+from ..solvers import integrate_per_sample, is_tracing, rms_norm
 from ._base import (
     REVERSE_DRIFT_FACTOR,
     BlockNorm,
@@ -153,52 +154,64 @@ class _StepQuadrature:
     def add(self, solver, time: Tensor, h: Tensor, accepted: Tensor, state: Tensor, result) -> None:
         if not self.wanted or not bool(accepted.any()):
             return
-        batch = state.shape[0]
-        ok = accepted.reshape(batch, 1)
-        start, step = time.reshape(batch, 1), h.reshape(batch, 1)
-        fractions, weights, stages = self._rule(solver)
-        node_times = start + step * start.new_tensor(fractions)  # [B, k]
-        if stages is not None:
-            states = solver.stage_states(result.dense_info, step, stages)
-        else:  # read off the step's dense output (done entries: step 0, read with 1: no 0/0)
-            readable = torch.where(step == 0, torch.ones_like(step), step)
-            dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
-            states = solver.interpolate(dense, start[:, :, None], readable[:, :, None],
-                                        node_times[:, :, None]).unbind(1)
         outputs, cotangents = [], []
         with torch.enable_grad():
-            for k, weight in enumerate(weights):
-                at = torch.where(ok, node_times[:, k:k + 1], start).reshape(batch)
-                y, a = self.split(at, torch.where(ok, states[k], state))
+            for at, node_state, scale in step_nodes(solver, self.nodes, time, h, accepted, state, result):
+                y, a = self.split(at, node_state)
                 outputs.append(self.func(at.to(self.time_dtype), y))
-                scale = torch.where(ok, -step * weight, 0.0).to(a.dtype)
-                cotangents.append(a * scale.reshape(batch, *([1] * (a.dim() - 1))))
+                cotangents.append(a * scale.to(a.dtype).reshape(len(a), *([1] * (a.dim() - 1))))
             total = torch.stack(outputs).to(cotangents[0].dtype)  # on the graph: the backward pass runs under no_grad
             grads = vjp(total, [self.params[i] for i in self.wanted], torch.stack(cotangents))
-        self.evaluations += len(weights)
+        self.evaluations += len(outputs)
         for i, g in zip(self.wanted, grads):
             if g is not None:
                 self.sums[i] += g
-
-    def _rule(self, solver) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int, ...] | None]:
-        """The step's quadrature: fractions of the step, weights, and the solver's stages they are
-        (``nodes=None``: the step's own Runge–Kutta stages), or None for Gauss–Legendre nodes."""
-        if self.nodes is None and hasattr(solver, "stage_rule"):
-            return solver.stage_rule()
-        x, w = legendre_rule(self.nodes or STEP_NODES)
-        return tuple((xk + 1) / 2 for xk in x), tuple(wk / 2 for wk in w), None
 
     def totals(self) -> tuple[Tensor, ...]:
         return tuple(self.sums)
 
 
+def step_nodes(solver: Any, nodes: int | None, time: Tensor, h: Tensor, accepted: Tensor, state: Tensor,
+               result: Any) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """The nodes of one backward step's parameter quadrature for a batch of entries, each as
+    ``(time Tensor[B] (float64), state Tensor[B, W], scale Tensor[B, 1])`` with ``scale = −h·w``:
+    with ``nodes=None`` the step's own Runge–Kutta stages and weights, else ``nodes`` (default
+    :data:`STEP_NODES`) Gauss–Legendre nodes read off the step's dense output. Entries whose step
+    was rejected (or that are done) get their own start time and state and scale 0, so nothing
+    non-finite enters a sum."""
+    batch = state.shape[0]
+    ok = accepted.reshape(batch, 1)
+    start, step = time.reshape(batch, 1), h.reshape(batch, 1)
+    fractions, weights, stages = step_rule(solver, nodes)
+    node_times = start + step * start.new_tensor(fractions)  # [B, k]
+    if stages is not None:
+        states = solver.stage_states(result.dense_info, step, stages)
+    else:  # read off the step's dense output (done entries: step 0, read with 1: no 0/0)
+        readable = torch.where(step == 0, torch.ones_like(step), step)
+        dense = pytree.tree_map(lambda x: x.unsqueeze(1), result.dense_info)
+        states = solver.interpolate(dense, start[:, :, None], readable[:, :, None], node_times[:, :, None]).unbind(1)
+    return [(torch.where(ok, node_times[:, k:k + 1], start).reshape(batch), torch.where(ok, states[k], state),
+             torch.where(ok, -step * weight, 0.0)) for k, weight in enumerate(weights)]
+
+
+def step_rule(solver: Any, nodes: int | None) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int, ...] | None]:
+    """A backward step's quadrature: fractions of the step, weights, and the solver's stages they are
+    (``nodes=None``: the step's own Runge–Kutta stages), or None for Gauss–Legendre nodes."""
+    if nodes is None and hasattr(solver, "stage_rule"):
+        return solver.stage_rule()
+    rule = legendre_rule.__wrapped__ if is_tracing() else legendre_rule  # torch.compile traces no lru_cache
+    x, w = rule(nodes or STEP_NODES)
+    return tuple((xk + 1) / 2 for xk in x), tuple(wk / 2 for wk in w), None
+
+
 def solve_keeping_steps(problem: Problem) -> tuple[Any, Callable[[Tensor], Tensor]]:
     """The per-sample forward solve of ``problem`` (without a graph), and a reader of its accepted
     steps' dense output per entry: ``sample(t: Tensor[B, K]) -> Tensor[B, K, *shape]`` (float64
-    times, row b read from entry b's steps; a time outside the span reads the nearest step)."""
+    times, row b read from entry b's steps; a time outside the span reads the nearest step). The
+    record needs the eager loop (a value read per step), whatever ``options['driver']`` says."""
     record = _DenseRecord(problem.solver)
-    solution = integrate_per_sample(problem.solver, problem.func, problem.y0, problem.t, problem.config,
-                                    on_step=record.add)
+    solution = integrate_per_sample(problem.solver, problem.func, problem.y0, problem.t,
+                                    replace(problem.config, driver="eager"), on_step=record.add)
     return solution, record.finish(problem.t)
 
 

@@ -51,6 +51,7 @@ from ..solvers import (
     integrate_traced,
     is_tracing,
     solves_per_sample,
+    sweep_per_sample,
     traced_unsupported,
     uses_traced_driver,
 )
@@ -60,11 +61,11 @@ from ._base import (
     Problem,
     drift_unit,
     flat_cat,
-    legendre_rule,
     refuse_drift,
     split_like,
 )
 from ._per_entry_chebyshev import PerEntryChebyshev, chebyshev_output_times, from_outputs, shared_trajectory
+from ._per_sample import step_nodes, step_rule
 
 TRACED_NODES = 16
 """Chebyshev nodes per observation segment of the traced interp backward when the backend sets no
@@ -95,7 +96,7 @@ def traces_backward(backend: Any, problem: Problem) -> bool:
     backward pass included: the forward solve is traced (``driver="traced"``, or ``"auto"`` under
     ``torch.compile``), the backward method is an explicit adaptive Runge–Kutta method, nothing
     asked for needs the eager driver, and func is a module owning the parameters."""
-    if problem.t.dim() != 1 or not uses_traced_driver(problem.solver, problem.config, problem.keep_dense):
+    if not uses_traced_driver(problem.solver, problem.config, problem.keep_dense):
         return False
     solver = backend.backward_solver(problem)
     return (solves_per_sample(solver) and not traced_unsupported(solver, backend.backward_config(problem), False)
@@ -124,7 +125,7 @@ def traced_adjoint(backend: Any, problem: Problem, sweep: Sweep = Sweep()) -> So
     stats = Stats()
     ys, status, accepted, rejected = _TracedAdjoint.apply(backend, problem, sweep, stats, problem.y0,
                                                           *problem.params)
-    if is_tracing():
+    if is_tracing() or problem.t.dim() == 2:  # tensors (per sample: one count per entry)
         stats.steps_accepted, stats.steps_rejected = accepted, rejected
     else:
         stats.steps_accepted, stats.steps_rejected = int(accepted), int(rejected)
@@ -136,7 +137,8 @@ class _TracedAdjoint(torch.autograd.Function):
     def forward(ctx, backend: Any, problem: Problem, sweep: Sweep, stats: Stats, y0: Tensor, *params: Tensor):
         n, t = sweep.chebyshev, problem.t
         times = t if n is None else chebyshev_output_times(t, n)
-        solution = integrate_traced(problem.solver, problem.func, y0.detach(), times, problem.config)
+        solve = integrate_per_sample if t.dim() == 2 else integrate_traced
+        solution = solve(problem.solver, problem.func, y0.detach(), times, problem.config)
         ys, values, failed = solution.ys, solution.ys, torch.zeros((), dtype=torch.bool, device=y0.device)
         if n is not None:
             values, ys, error = from_outputs(solution.ys, t, n, *sweep.check)
@@ -171,66 +173,77 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
                   nodes: int | None, trajectory: PerEntryChebyshev | None = None
                   ) -> tuple[Tensor, tuple[Tensor, ...], int]:
     """dL/dy0, dL/dθ per parameter and the NFE spent (0 under ``torch.compile``) from one backward
-    sweep of ``[y, a, g, d]`` over all output times (see the module docstring; ``nodes``: None for
-    an integrated g, else gq's nodes per step; ``trajectory``: y read from it, not solved), given
-    ``ys`` and ``grad_ys = dL/dys`` (``Tensor[n, *shape]``) and the forward solve's accepted steps
-    (the rounding floor of the drift unit)."""
-    func, params, t, y0 = problem.func, problem.params, problem.t, problem.y0
-    shape, n, count = y0.shape, y0.numel(), len(t)
+    sweep of ``[y, a, g, d]`` per entry over all output times (see the module docstring; a
+    shared-step solve is a batch of one entry). ``nodes``: None for the steps' own Runge–Kutta
+    rule, else gq's Gauss–Legendre nodes per step; ``trajectory``: y read from it, not solved.
+    ``ys``, ``grad_ys = dL/dys``: ``Tensor[n, *shape]`` (per sample ``Tensor[B, n, *shape]``);
+    ``forward_steps``: the forward solve's accepted steps (per entry), the rounding floor of the
+    drift unit."""
+    func, params, y0 = problem.func, problem.params, problem.y0
+    per_sample = problem.t.dim() == 2
+    t = problem.t if per_sample else problem.t[None]
+    entry_shape = y0.shape[1:] if per_sample else y0.shape
+    batch, count = t.shape
+    n, entries = entry_shape.numel(), torch.arange(batch, device=y0.device)
     names = parameter_names(func, params)
+    integrated = nodes is None and not per_sample  # g a block of the state; else summed over all steps and entries
     carried = n if trajectory is None else 0  # the size of the y block (interp: none)
     drift_slots = 2 if trajectory is None else 0
-    sizes = (carried, n, sum(p.numel() for p in params), drift_slots)
+    size = sum(p.numel() for p in params)
+    sizes = (carried, n, size if integrated else 0, drift_slots)
     solver = backend.backward_solver(problem)
-    in_norm = 3 if nodes is None and not backend.seminorm else 2  # an empty y block counts too
+    in_norm = 3 if integrated and not backend.seminorm else 2  # an empty y block counts too
     config = backend.backward_config(problem, norm=BlockNorm(sizes, in_norm))
     (rtol, atol), forward = config.scalar_tolerances(), problem.config.scalar_tolerances()
     # copies: the loop's closure inputs may not alias each other
-    stored, jumps = ys.reshape(count, n).clone(), grad_ys.reshape(count, n).to(ys.dtype, copy=True)
-    unit = drift_unit(max(rtol, forward[0]), max(atol, forward[1]), ys.abs().amax(), ys.dtype, forward_steps)
+    stored = (ys if per_sample else ys[None]).reshape(batch, count, n).clone()
+    jumps = (grad_ys if per_sample else grad_ys[None]).reshape(batch, count, n).to(ys.dtype, copy=True)
+    unit = drift_unit(max(rtol, forward[0]), max(atol, forward[1]), stored.abs().amax(dim=(1, 2)), ys.dtype,
+                      forward_steps.reshape(-1)).reshape(batch, 1)
 
     def call(time: Tensor, y: Tensor, values: tuple[Tensor, ...]) -> Tensor:
-        return check_func_output(torch.func.functional_call(func, dict(zip(names, values)), (time, y)), y)
+        """func at per-entry times ``Tensor[B]`` and states ``Tensor[B, *entry_shape]``, with the
+        parameter ``values`` swapped in."""
+        swapped = dict(zip(names, values))
+        if per_sample:
+            return check_func_output(torch.func.functional_call(func, swapped, (time, y)), y)
+        return check_func_output(torch.func.functional_call(func, swapped, (time.reshape(()), y[0])), y[0])[None]
+
+    def split(time: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        y = state[:, :n] if trajectory is None else trajectory(time.to(torch.float64)).reshape(batch, n).to(ys.dtype)
+        return y.reshape(batch, *entry_shape), state[:, carried:carried + n].reshape(batch, *entry_shape)
 
     def augmented(time: Tensor, state: Tensor) -> Tensor:
-        y = (state[0, :n] if trajectory is None else trajectory(time.to(torch.float64))[0].to(ys.dtype)).view(shape)
-        a = state[0, carried:carried + n].view(shape)
-        moment = time.reshape(())
-        if nodes is None:
-            f, pullback = torch.func.vjp(lambda y, *values: call(moment, y, values), y, *params)
+        y, a = split(time, state)
+        if integrated:
+            f, pullback = torch.func.vjp(lambda y, *values: call(time, y, values), y, *params)
             vjp_y, *vjp_params = pullback(a)
-            g = -flat_cat(tuple(vjp_params), state)
+            g = -flat_cat(tuple(vjp_params), state).reshape(batch, -1)
         else:
-            f, pullback = torch.func.vjp(lambda y: call(moment, y, params), y)
+            f, pullback = torch.func.vjp(lambda y: call(time, y, params), y)
             (vjp_y,) = pullback(a)
-            g = state.new_zeros(sizes[2])
-        parts = (f.reshape(-1)[:carried], -vjp_y.reshape(-1), g, state.new_zeros(drift_slots))
-        return torch.cat(parts).unsqueeze(0)
+            g = state.new_zeros(batch, 0)
+        parts = (f.reshape(batch, n)[:, :carried], -vjp_y.reshape(batch, n), g, state.new_zeros(batch, drift_slots))
+        return torch.cat(parts, dim=1)
 
-    x, w = legendre_rule.__wrapped__(nodes or 1)  # uncached: torch.compile traces no lru_cache
-    fractions, halves = [(xk + 1) / 2 for xk in x], [wk / 2 for wk in w]
-
-    def quadrature(time: Tensor, h: Tensor, accepted: Tensor, state: Tensor, result) -> Tensor:
-        """gq: the step's end state with the step's Gauss–Legendre quadrature of ``−∫ aᵀ∂f/∂θ``
-        added to g (accepted steps)."""
-        readable = torch.where(h == 0, torch.ones_like(h), h)  # a done entry's step is 0: no 0/0
-        points = [solver.interpolate(result.dense_info, time, readable, time + readable * c) for c in fractions]
-        moments = [(time + readable * c).reshape(()) for c in fractions]
+    def quadrature(total: Tensor, time: Tensor, h: Tensor, accepted: Tensor, state: Tensor, result) -> Tensor:
+        """``total`` plus the step's quadrature of ``−∫ aᵀ∂f/∂θ`` over all entries (accepted steps)."""
+        moments, points, cotangents = [], [], []
+        for at, node_state, scale in step_nodes(solver, nodes, time, h, accepted, state, result):
+            y, a = split(at, node_state)
+            moments.append(at.to(t.dtype))
+            points.append(y)
+            cotangents.append(a * scale.to(a.dtype).reshape(batch, *([1] * len(entry_shape))))
 
         def evaluate(*values: Tensor) -> Tensor:
-            return torch.stack([call(m, p[0, :n].view(shape), values) for m, p in zip(moments, points)])
+            return torch.stack([call(m, y, values) for m, y in zip(moments, points)])
 
-        weights = torch.stack([-(readable * half).reshape(()).to(ys.dtype) * p[0, n:2 * n].view(shape)
-                               for half, p in zip(halves, points)])
         _, pullback = torch.func.vjp(evaluate, *params)
-        increment = flat_cat(pullback(weights), state)
-        y1, a1, g1, d1 = result.y1.split(sizes, dim=1)
-        g1 = g1 + torch.where(accepted.reshape(1, 1), increment.unsqueeze(0), 0.0)
-        return torch.cat([y1, a1, g1, d1], dim=1)
+        return total + flat_cat(pullback(torch.stack(cotangents)), total)
 
     def worst(d: Tensor, y: Tensor, output: Tensor, here: Tensor) -> Tensor:
-        """``d = [largest miss, its output index]`` updated with y's miss of ``stored[output]``."""
-        miss = ((y - stored[output]).abs().amax(dim=1, keepdim=True) / unit).to(y.dtype)
+        """``d = [largest miss, its output index]`` per entry, updated with y's miss of its output."""
+        miss = ((y - stored[entries, output]).abs().amax(dim=1, keepdim=True) / unit).to(y.dtype)
         larger = here & (miss > d[:, :1])
         return torch.where(larger, torch.cat([miss, output[:, None].to(y.dtype)], dim=1), d)
 
@@ -238,34 +251,40 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
         output = count - 1 - index.clamp(0, count - 1)  # index counts along the reversed times
         y, a, g, d = state.split(sizes, dim=1)
         here = landed[:, None]
-        a = a + torch.where(here, jumps[output], 0.0)
+        a = a + torch.where(here, jumps[entries, output], 0.0)
         if trajectory is None:
             d = worst(d, y, output, here)
-            y = torch.where(here, stored[output], y)  # the eager backward's reset between segments
+            y = torch.where(here, stored[entries, output], y)  # the eager backward's reset between segments
         return torch.cat([y, a, g, d], dim=1)
 
-    start = torch.cat([stored[-1, :carried], jumps[-1], stored.new_zeros(sizes[2] + drift_slots)]).unsqueeze(0)
-    sweep = integrate_per_sample(solver, augmented, start, t.flip(0).unsqueeze(0), config, land=True,
-                                 on_output=land, amend=None if nodes is None or not params else quadrature)
+    start = torch.cat([stored[:, -1, :carried], jumps[:, -1], stored.new_zeros(batch, sizes[2] + drift_slots)], dim=1)
+    summed = not integrated and bool(params)
+    sweep, total = sweep_per_sample(solver, augmented, start, t.flip(1), config, land=True, on_output=land,
+                                    accumulate=quadrature if summed else None,
+                                    totals=stored.new_zeros(size) if summed else None)
     y_end, a_end, g_end, d_end = sweep.ys[:, -1].split(sizes, dim=1)
-    grad_y0 = (a_end.reshape(shape) + jumps[0].view(shape)).to(y0.dtype)
-    grad_params = split_like(g_end.reshape(-1), params)
-    drift, missed = torch.zeros(1, dtype=ys.dtype, device=ys.device), 0
+    grad_y0 = (a_end + jumps[:, 0]).reshape(y0.shape).to(y0.dtype)
+    grad_params = split_like(g_end.reshape(-1) if integrated else (total if summed else stored.new_zeros(0)), params)
+    drift = torch.zeros(batch, 2, dtype=ys.dtype, device=ys.device)
     if trajectory is None:
-        first = torch.zeros_like(sweep.status)
-        drift, missed = worst(d_end, y_end, first, torch.ones_like(first, dtype=torch.bool)[:, None]).unbind(1)
+        first = torch.zeros(batch, dtype=torch.int64, device=ys.device)
+        drift = worst(d_end, y_end, first, torch.ones_like(first, dtype=torch.bool)[:, None])
     if is_tracing():  # no exception can leave a graph: a failed sweep gives NaN gradients (and 0 NFE)
-        failed = sweep.status[0] != Status.SUCCESS.value
+        failed = (sweep.status != Status.SUCCESS.value).any()
         if getattr(backend, "on_drift", "raise") == "raise":
-            failed = failed | (drift[0] > REVERSE_DRIFT_FACTOR)
+            failed = failed | (drift[:, 0] > REVERSE_DRIFT_FACTOR).any()
         grad_y0 = torch.where(failed, torch.nan, grad_y0)
         grad_params = tuple(torch.where(failed, torch.nan, g) for g in grad_params)
-    elif float(drift) > REVERSE_DRIFT_FACTOR:
-        output = int(missed)
-        refuse_drift(backend.name, f"the stored forward output {output} (t={float(t[output]):.6g})", float(drift),
+    elif bool((drift[:, 0] > REVERSE_DRIFT_FACTOR).any()):
+        entry = int(drift[:, 0].argmax())
+        output = int(drift[entry, 1])
+        where = f" of batch entry {entry}" if per_sample else f" (t={float(t[entry, output]):.6g})"
+        refuse_drift(backend.name, f"the stored forward output {output}{where}", float(drift[entry, 0]),
                      f"the {stored.dtype} rounding of the forward steps", backend.on_drift, output)
-    evaluations = 0 if nodes is None or is_tracing() else nodes * int(sweep.stats.steps_accepted.sum()
-                                                                     + sweep.stats.steps_rejected.sum())
+    evaluations = 0
+    if summed and not is_tracing():  # the quadrature's evaluations: its nodes in every iteration
+        iterations = int((sweep.stats.steps_accepted + sweep.stats.steps_rejected).max())
+        evaluations = iterations * len(step_rule(solver, nodes)[1])
     return grad_y0, grad_params, sweep.stats.nfe_forward + evaluations
 
 

@@ -32,7 +32,7 @@ from ._implicit_tableaux import ESDIRK_TABLEAUX
 from ._jacobian import JACOBIAN_MODES, JacobianStructure
 from ._loop import integrate_on_times, unroll
 from ._options import VALID_OPTIONS, make_config, times_option
-from ._per_sample import integrate_per_sample, solves_per_sample
+from ._per_sample import integrate_per_sample, solves_per_sample, sweep_per_sample
 from ._rk import ExplicitRK, make_rk
 from ._rosenbrock import Rosenbrock, rodas4
 from ._scalars import exact_constants
@@ -114,6 +114,6 @@ __all__ = [
     "midpoint", "register_solver",
     "require_unrollable", "rk4",
     "integrate_per_sample", "rms_norm", "solver_names", "solves_per_sample", "times_option", "traced_constants",
-    "uses_traced_driver",
+    "sweep_per_sample", "uses_traced_driver",
     "traced_unsupported", "tsit5", "unroll",
 ]

@@ -54,7 +54,7 @@ def entry_norm(norm: Norm, y: Tensor) -> Callable[[Tensor], Tensor]:
 
 def integrate_per_sample(solver: Any, func: Callable, y0: Tensor, t: Tensor, config: IntegrationConfig, *,
                          land: bool = False, on_output: Callable | None = None,
-                         on_step: Callable | None = None, amend: Callable | None = None) -> Solution:
+                         on_step: Callable | None = None) -> Solution:
     """Solve ``B`` independent problems through their own output times.
 
     Args:
@@ -65,7 +65,7 @@ def integrate_per_sample(solver: Any, func: Callable, y0: Tensor, t: Tensor, con
         t: ``Tensor[B, n]``, each row strictly monotone (rows may differ, reverse time included).
         config: tolerances, norm (applied per entry), controller, ``first_step``, ``step_t`` and
             ``max_steps`` (per entry).
-        land, on_output, on_step, amend: see :func:`~._traced.march` (backward sweeps of adjoint backends).
+        land, on_output, on_step: see :func:`~._traced.march` (backward sweeps of adjoint backends).
 
     Returns:
         Solution with ``ys: Tensor[B, n, *shape]``, ``status: Tensor[B]``, ``next_step:
@@ -76,6 +76,14 @@ def integrate_per_sample(solver: Any, func: Callable, y0: Tensor, t: Tensor, con
         MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow: an entry failed (outside
             ``torch.compile``; the message names the first such entry).
     """
+    return sweep_per_sample(solver, func, y0, t, config, land=land, on_output=on_output, on_step=on_step)[0]
+
+
+def sweep_per_sample(solver: Any, func: Callable, y0: Tensor, t: Tensor, config: IntegrationConfig, *,
+                     land: bool = False, on_output: Callable | None = None, on_step: Callable | None = None,
+                     accumulate: Callable | None = None, totals: Any = None) -> tuple[Solution, Any]:
+    """:func:`integrate_per_sample` with ``accumulate`` and ``totals`` (see
+    :func:`~._traced.march`): the solution and the accumulated totals (None without)."""
     refuse_untraceable(solver, config, keep_dense=False, what="per-sample solving (options['per_sample'] or a 2-D t)",
                        remedy="they need the shared-step eager driver (a 1-D t without per_sample)")
     batch = y0.shape[0]
@@ -89,11 +97,11 @@ def integrate_per_sample(solver: Any, func: Callable, y0: Tensor, t: Tensor, con
     compiled = is_tracing() or config.driver == "traced"
     marched = march(solver, field, y0, t.detach().to(_F64), config, entry_norm(config.norm, y0),
                     loop=_while_loop if compiled else python_loop, land=land, on_output=on_output, on_step=on_step,
-                    amend=amend)
+                    accumulate=accumulate, totals=totals)
     stats = Stats(steps_accepted=marched.accepted, steps_rejected=marched.rejected)
     solution = Solution(ys=marched.ys, stats=stats, next_step=marched.h.reshape(batch), status=marched.status)
     if is_tracing():
-        return solution
+        return solution, marched.totals
     stats.nfe_forward = counted_func.nfe - nfe_before
     if compiled:  # the while loop's body ran compiled: its evaluations counted from the iterations
         stats.nfe_forward += int((marched.accepted + marched.rejected).max()) * (solver.evaluations_per_step or 0)
@@ -102,4 +110,4 @@ def integrate_per_sample(solver: Any, func: Callable, y0: Tensor, t: Tensor, con
         entry = int(failed[0])
         _raise_for(Status(int(marched.status[entry])), float(marched.t.reshape(batch)[entry]), float(t[entry, -1]),
                    float(marched.h.reshape(batch)[entry]), stats.nfe_forward, config, entry=f" (batch entry {entry})")
-    return solution
+    return solution, marched.totals

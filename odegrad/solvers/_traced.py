@@ -159,12 +159,13 @@ class Marched(NamedTuple):
     t: Tensor
     h: Tensor
     ys: Tensor
+    totals: Any = None
 
 
 def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: IntegrationConfig,
           entry_norm: Callable[[Tensor], Tensor], *, loop: Callable, land: bool = False,
           on_output: Callable | None = None, on_step: Callable | None = None,
-          amend: Callable | None = None) -> Marched:
+          accumulate: Callable | None = None, totals: Any = None) -> Marched:
     """Step ``B`` independent entries of one batched state through their own output times: each
     entry has its own time, step size, error ratio, accept decision and status (masks, no Python
     branch on a value); an entry that is done (or failed) no longer changes, stepping by zero.
@@ -186,10 +187,10 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         on_step: ``on_step(t, h, accepted, y, result)`` after each step (eager loops only): the
             per-entry start, signed step (0 for done entries), acceptance and state before the
             step, and the step's :class:`StepResult`.
-        amend: with ``land``: ``amend(t, h, accepted, y, result) -> y1`` after each step: the
-            step's end state as carried on and written to the outputs, changed by a function of
-            the step (a traced backward sweep adds its parameter quadrature to a part of the
-            state this way).
+        accumulate: ``accumulate(totals, t, h, accepted, y, result) -> totals`` after each step,
+            with ``totals`` (a tensor or a tuple of them, not per entry) carried through the loop
+            from the given initial value and returned in :attr:`Marched.totals`: what a traced
+            backward sweep sums over the steps of all entries (its parameter quadrature).
     """
     batch, count = times.shape
     column = (batch,) + (1,) * (y0.dim() - 1)
@@ -221,10 +222,10 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
     def active(accepted, rejected, status, out):
         return (out < count) & (status == Status.SUCCESS.value) & (accepted + rejected < max_steps)
 
-    def running(accepted, rejected, status, out, t, h, previous, y, state, ys):
+    def running(accepted, rejected, status, out, t, h, previous, y, state, ys, *sums):
         return active(accepted, rejected, status, out).any()
 
-    def body(accepted, rejected, status, out, t, h, previous, y, state, ys):
+    def body(accepted, rejected, status, out, t, h, previous, y, state, ys, *sums):
         stepping = active(accepted, rejected, status, out).reshape(column)
         keys = torch.where(stop_keys > sign[:, None] * t.reshape(batch, 1), stop_keys, stop_keys[:, -1:])
         if land:
@@ -236,8 +237,8 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         ok = stepping & (ratio <= const(1.0))
         if on_step is not None:
             on_step(t, step, ok, y, result)
-        if amend is not None:
-            result = result._replace(y1=amend(t, step, ok, y, result))
+        if accumulate is not None:
+            sums = (accumulate(sums[0], t, step, ok, y, result),)
         reached = ok.reshape(batch, 1) & (index >= out[:, None]) & (sign[:, None] * (times - t1.reshape(batch, 1)) <= 0)
         ys = emit(ys, reached, out, t, t1, torch.where(stepping, step, torch.ones_like(step)), result)
         previous = torch.where(ok, ratio, previous)
@@ -257,7 +258,7 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
                                     traced=loop is not python_loop)
         taken, refused = ok.reshape(batch).to(torch.int64), (stepping & ~ok).reshape(batch).to(torch.int64)
         return (accepted + taken, rejected + refused, status, out_next, t_next, h_next, previous, y_next,
-                state_next, ys)
+                state_next, ys, *sums)
 
     def emit(ys, reached, out, t, t1, readable, result):
         """``ys`` with the outputs the step reached filled in: its end where an output time is the
@@ -289,11 +290,12 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         slots = window.reshape(fresh.shape).expand_as(at)
         return ys.scatter(1, slots, torch.where(fresh, at, ys.gather(1, slots)))
 
-    carry = (zero, zero.clone(), zero.clone(), torch.ones_like(zero), t0, h0, torch.zeros_like(t0), y0, state0, ys0)
-    accepted, rejected, status, out, t_last, h_last, _, _, _, ys = loop(running, body, carry)
+    carry = (zero, zero.clone(), zero.clone(), torch.ones_like(zero), t0, h0, torch.zeros_like(t0), y0, state0, ys0,
+             *(() if accumulate is None else (totals,)))
+    accepted, rejected, status, out, t_last, h_last, _, _, _, ys, *sums = loop(running, body, carry)
     ys = ys[:, :count]
     status = torch.where((status == Status.SUCCESS.value) & (out < count), Status.MAX_STEPS.value, status)
-    return Marched(accepted, rejected, status, out, t_last, h_last, ys)
+    return Marched(accepted, rejected, status, out, t_last, h_last, ys, sums[0] if sums else None)
 
 
 def _refreshed(solver: Any, field: Callable, t: Tensor, y: Tensor, state: Any, landed: Tensor, *,
