@@ -52,7 +52,9 @@ def test_traced_driver_gives_the_eager_solution_and_gradients(case: ODECase):
                 eager_stats.steps_accepted, eager_stats.steps_rejected), label
             torch.testing.assert_close(ys, eager_ys, rtol=1e-10, atol=1e-12, msg=label)
             assert len(grads) == len(eager_grads), label
-            swept = gradient != "direct"  # solve tolerances: 1e-6 / 1e-8
-            rtol, atol = (1e-5, 1e-7) if swept else (1e-8, 1e-10)
+            # two different backward solves at rtol 1e-6 / atol 1e-8: each errs by up to ~1e-6 against
+            # a converged gradient (so does direct: 4.5e-6 on a forced linear field, dev profile)
+            swept = gradient != "direct"
+            rtol, atol = (1e-4, 1e-6) if swept else (1e-8, 1e-10)
             for grad, eager_grad in zip(grads, eager_grads):
                 torch.testing.assert_close(grad, eager_grad, rtol=rtol, atol=atol, msg=label)
