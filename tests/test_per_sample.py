@@ -162,20 +162,24 @@ def test_float32_per_sample_gradients_agree_with_direct(gradient):
         torch.testing.assert_close(grad, reference, rtol=2e-3, atol=2e-4)
 
 
-def test_per_sample_compiles_to_one_graph_with_the_eager_answer(no_recompiles):
+@pytest.mark.parametrize("gradient", ["direct", "backsolve", "gq"])
+def test_per_sample_compiles_to_one_graph_with_the_eager_answer(no_recompiles, gradient):
+    """direct backpropagates through the traced loop; backsolve and gq run their per-sample sweep
+    traced too (the same nodes and sums as eagerly: gradients to 1e-10). interp's per-sample
+    forward records every step, which a traced loop cannot: it keeps a graph break."""
     func = LinearPerEntry(torch.tensor([-0.3, 0.2], dtype=torch.float64))
     y0 = torch.ones(2, 3, dtype=torch.float64)
     t = _times(2, 4)
 
     def loss(y0):
-        return odegrad.odeint(func, y0, t, rtol=1e-8, atol=1e-10).pow(2).sum()
+        return odegrad.odeint(func, y0, t, rtol=1e-8, atol=1e-10, gradient=gradient).pow(2).sum()
 
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
     y0c, y0e = y0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
     value, eager = compiled(y0c), loss(y0e)
     torch.testing.assert_close(value, eager, rtol=1e-12, atol=1e-12)
-    (gc,), (ge,) = torch.autograd.grad(value, y0c), torch.autograd.grad(eager, y0e)
-    torch.testing.assert_close(gc, ge, rtol=1e-10, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(value, (y0c, func.A)), torch.autograd.grad(eager, (y0e, func.A))):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     compiled(y0c * 1.5)  # the same shapes: no recompilation (an error under no_recompiles)
 
 
@@ -193,13 +197,14 @@ def test_failures_name_the_batch_entry():
         odegrad.odeint(blows_up, y0, torch.linspace(0, 1, 3, dtype=torch.float64).expand(2, -1))
 
 
-def test_backsolve_refuses_a_reverse_solve_that_drifts():
+@pytest.mark.parametrize("driver", ["eager", "traced"])
+def test_backsolve_refuses_a_reverse_solve_that_drifts(driver):
     func = LinearPerEntry(torch.tensor([0.0, -40.0], dtype=torch.float64))
     with torch.no_grad():
         func.A.zero_()
     y0 = torch.ones(2, 3, dtype=torch.float64, requires_grad=True)
     ys = odegrad.odeint(func, y0, torch.linspace(0, 3, 4, dtype=torch.float64).expand(2, -1),
-                        gradient="backsolve", rtol=1e-6, atol=1e-8)
+                        gradient="backsolve", rtol=1e-6, atol=1e-8, options={"driver": driver})
     with pytest.raises(ReverseSolveDrift, match="batch entry 1"):
         ys.sum().backward()
 
