@@ -2,8 +2,9 @@
 the whole backward pass are each one ``torch.while_loop``, so a training step compiles into one
 graph (``torch.compile(fullgraph=True)``), where the eager backward pass is a graph break.
 
-The backward pass is one sweep from the last output time to the first (the per-sample loop body
-with a batch of one entry, :func:`~odegrad.solvers.integrate_per_sample`) of the state
+The backward pass is one sweep from the last output time to the first (the per-sample loop body,
+:func:`~odegrad.solvers.sweep_per_sample`; a shared-step solve is a batch of one entry) of the
+state, per entry,
 
     [y, a, g, d],   dy/dt = f,   da/dt = −aᵀ∂f/∂y,
 
@@ -11,18 +12,21 @@ which lands on every output time, where dL/dy_i is added to a and y is reset to 
 output (as the eager backward does between its segments) after its miss has been measured: d
 carries the largest miss so far in the drift check's units (:func:`~._base.drift_unit`) and the
 output where it happened, outside the error norm. The step-size controller is never restarted
-(the eager backward solves each segment on its own). g collects dL/dθ = ∫ aᵀ∂f/∂θ dt:
+(the eager backward solves each segment on its own). dL/dθ = ∫ aᵀ∂f/∂θ dt:
 
-* ``backsolve``: integrated with the state, dg/dt = −aᵀ∂f/∂θ (in the error norm unless
-  ``seminorm``) — the classic augmented system;
-* ``gq``: dg/dt = 0 and, after each accepted backward step, the step's Gauss–Legendre quadrature
-  (``nodes`` per step, default ``min_nodes``) with y and a read off the step's dense output, as in
-  per-sample solves; y and a alone drive the error norm;
-* ``interp``: no y in the state — it is read from Chebyshev interpolants of the forward solution,
-  one per segment with a fixed node count (``nodes``, default :data:`TRACED_NODES`: a traced loop
-  cannot choose a count per segment at run time), whose nodes and held-out points the forward
-  solve takes as extra output times (they never shorten its steps); g as for backsolve. A
-  segment that misses the held-out check refuses like the eager interp.
+* ``backsolve``, shared step: g integrated with the state, dg/dt = −aᵀ∂f/∂θ (in the error norm
+  unless ``seminorm``) — the classic augmented system;
+* ``backsolve`` per sample, and ``gq``: no g block; after each step the quadrature of the step
+  (its own Runge–Kutta stages and weights for backsolve, ``nodes`` Gauss–Legendre nodes for gq,
+  default ``min_nodes``, y and a read off the step's dense output) is added to a sum over all
+  steps and entries that the loop carries (``accumulate``) — as the eager per-sample sweep does:
+  dL/dθ sums over the batch, so it cannot be a per-entry state;
+* ``interp`` (shared step): no y in the state — it is read from Chebyshev interpolants of the
+  forward solution, one per segment with a fixed node count (``nodes``, default
+  :data:`TRACED_NODES`: a traced loop cannot choose a count per segment at run time), whose nodes
+  and held-out points the forward solve takes as extra output times (they never shorten its
+  steps); g as for backsolve. A segment that misses the held-out check refuses like the eager
+  interp. Per-sample interp records every forward step and stays eager.
 
 Inside a loop body ``torch.autograd.grad`` cannot run; the vector–Jacobian products are
 ``torch.func.vjp`` of func with its parameters swapped in by ``torch.func.functional_call``, so
