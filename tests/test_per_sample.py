@@ -162,11 +162,12 @@ def test_float32_per_sample_gradients_agree_with_direct(gradient):
         torch.testing.assert_close(grad, reference, rtol=2e-3, atol=2e-4)
 
 
-@pytest.mark.parametrize("gradient", ["direct", "backsolve", "gq"])
+@pytest.mark.parametrize("gradient", BACKENDS)
 def test_per_sample_compiles_to_one_graph_with_the_eager_answer(no_recompiles, gradient):
-    """direct backpropagates through the traced loop; backsolve and gq run their per-sample sweep
-    traced too (the same nodes and sums as eagerly: gradients to 1e-10). interp's per-sample
-    forward records every step, which a traced loop cannot: it keeps a graph break."""
+    """direct backpropagates through the traced loop; the adjoints run their per-sample sweep
+    traced too: backsolve and gq with the same nodes and sums as eagerly (gradients to 1e-10),
+    interp with a fixed node count per segment where the eager one chooses its own (two
+    interpolants that each pass the held-out check at 10x the solve's rtol 1e-8: 1e-6)."""
     func = LinearPerEntry(torch.tensor([-0.3, 0.2], dtype=torch.float64))
     y0 = torch.ones(2, 3, dtype=torch.float64)
     t = _times(2, 4)
@@ -178,8 +179,9 @@ def test_per_sample_compiles_to_one_graph_with_the_eager_answer(no_recompiles, g
     y0c, y0e = y0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
     value, eager = compiled(y0c), loss(y0e)
     torch.testing.assert_close(value, eager, rtol=1e-12, atol=1e-12)
+    rtol = 1e-6 if gradient == "interp" else 1e-10
     for got, want in zip(torch.autograd.grad(value, (y0c, func.A)), torch.autograd.grad(eager, (y0e, func.A))):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got, want, rtol=rtol, atol=1e-12)
     compiled(y0c * 1.5)  # the same shapes: no recompilation (an error under no_recompiles)
 
 

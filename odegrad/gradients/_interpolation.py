@@ -584,7 +584,7 @@ class Interpolation(AdjointBackend):
         """On the traced driver: one traced backward sweep of [a, g], y read from Chebyshev
         interpolants of ``nodes`` (default :data:`~._traced_adjoint.TRACED_NODES`) nodes per
         segment, sampled as extra output times of the forward solve (see :mod:`._traced_adjoint`)."""
-        if problem.t.dim() == 2 or not traces_backward(self, problem):  # per sample: the eager sweep
+        if not traces_backward(self, problem):
             return None
         sweep = Sweep(chebyshev=self.nodes or TRACED_NODES, check=self.check_tolerances(problem))
         return traced_adjoint(self, problem, sweep)

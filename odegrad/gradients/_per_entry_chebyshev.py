@@ -138,36 +138,37 @@ def _held_out_error(approx: Tensor, exact: Tensor, rtol: float, atol: float) -> 
 
 def chebyshev_output_times(t: Tensor, n: int) -> Tensor:
     """The output times of a forward solve that samples ``n``-node interpolants on every segment of
-    the 1-D ``t`` (the traced interp backward): each ``t_i`` followed by the 2n − 1 points inside
-    [t_i, t_{i+1}] (the n nodes and the n − 1 interior held-out points, ordered from t_i),
-    ``Tensor[(len(t) − 1)·2n + 1]`` in t's dtype."""
+    every row of ``t`` (``Tensor[B, count]``; the traced interp backward): each ``t_i`` followed by
+    the 2n − 1 points inside [t_i, t_{i+1}] (the n nodes and the n − 1 interior held-out points,
+    ordered from t_i), ``Tensor[B, (count − 1)·2n + 1]`` in t's dtype."""
     times = t.detach().to(torch.float64)
-    inside = segment_times(times[None, :-1], times[None, 1:], _interior_points(n, t.device)[0])[0]
-    return torch.cat([torch.cat([times[:-1, None], inside], dim=1).reshape(-1), times[-1:]]).to(t.dtype)
+    inside = segment_times(times[:, :-1], times[:, 1:], _interior_points(n, t.device)[0])
+    body = torch.cat([times[:, :-1, None], inside], dim=2).reshape(len(times), -1)
+    return torch.cat([body, times[:, -1:]], dim=1).to(t.dtype)
 
 
 def from_outputs(ys: Tensor, t: Tensor, n: int, rtol: float, atol: float) -> tuple[Tensor, Tensor, Tensor]:
-    """The ``n``-node interpolants of a solve at :func:`chebyshev_output_times` (``ys:
-    Tensor[(len(t) − 1)·2n + 1, *shape]``): their node values ``Tensor[segments, n, *shape]`` (read
-    them with :func:`shared_trajectory`), the outputs at ``t`` and the held-out check per segment
-    (≤ 1: passed)."""
-    segments, width = len(t) - 1, 2 * n
-    outputs = ys[::width]
-    rows = ys[:-1].reshape(segments, width, *ys.shape[1:])  # row 0: t_i; then the inside points
+    """The ``n``-node interpolants of a solve at :func:`chebyshev_output_times` of ``t``
+    (``Tensor[B, count]``; ``ys: Tensor[B, (count − 1)·2n + 1, *shape]``): their node values
+    ``Tensor[B, segments, n, *shape]`` (read them with :func:`chebyshev_trajectory`), the outputs
+    at ``t`` and the held-out check per entry and segment (≤ 1: passed)."""
+    (batch, count), width = t.shape, 2 * n
+    outputs = ys[:, ::width]
+    rows = ys[:, :-1].reshape(batch, count - 1, width, *ys.shape[2:])  # row 0: t_i; then the inside points
     _, position = _interior_points(n, ys.device)
-    values = rows[:, 1 + position[:n]]
-    held_out = torch.cat([outputs[1:, None], rows[:, 1 + position[n:]], outputs[:-1, None]], dim=1)  # x = 1 … −1
-    return values, outputs, check_error(values[None], held_out[None], n, rtol, atol)[0]
+    values = rows[:, :, 1 + position[:n]]
+    inner = rows[:, :, 1 + position[n:]]
+    held_out = torch.cat([outputs[:, 1:, None], inner, outputs[:, :-1, None]], dim=2)  # at x = 1 … −1
+    return values, outputs, check_error(values, held_out, n, rtol, atol)
 
 
-def shared_trajectory(t: Tensor, values: Tensor) -> PerEntryChebyshev:
-    """y(t) of a shared-step solve from the node values of :func:`from_outputs` (``Tensor[segments,
-    n, *shape]``) on the segments of the 1-D ``t``: a batch of one entry, read at ``Tensor[1]``
-    times."""
-    segments, n = values.shape[:2]
-    chosen = torch.zeros((1, segments), dtype=torch.int64, device=values.device)
-    return PerEntryChebyshev(t[None], chebyshev_nodes(n, device=values.device)[None],
-                             chebyshev_weights(n, device=values.device)[None], values[None], chosen)
+def chebyshev_trajectory(t: Tensor, values: Tensor) -> PerEntryChebyshev:
+    """y(t) per entry from the node values of :func:`from_outputs` (``Tensor[B, segments, n,
+    *shape]``) on the segments of the rows of ``t`` (``Tensor[B, count]``)."""
+    batch, segments, n = values.shape[:3]
+    chosen = torch.zeros((batch, segments), dtype=torch.int64, device=values.device)
+    return PerEntryChebyshev(t, chebyshev_nodes(n, device=values.device)[None],
+                             chebyshev_weights(n, device=values.device)[None], values, chosen)
 
 
 def _interior_points(n: int, device: torch.device) -> tuple[Tensor, Tensor]:

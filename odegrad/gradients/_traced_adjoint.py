@@ -68,7 +68,7 @@ from ._base import (
     refuse_drift,
     split_like,
 )
-from ._per_entry_chebyshev import PerEntryChebyshev, chebyshev_output_times, from_outputs, shared_trajectory
+from ._per_entry_chebyshev import PerEntryChebyshev, chebyshev_output_times, chebyshev_trajectory, from_outputs
 from ._per_sample import step_nodes, step_rule
 
 TRACED_NODES = 16
@@ -140,15 +140,17 @@ class _TracedAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, backend: Any, problem: Problem, sweep: Sweep, stats: Stats, y0: Tensor, *params: Tensor):
         n, t = sweep.chebyshev, problem.t
-        times = t if n is None else chebyshev_output_times(t, n)
-        solve = integrate_per_sample if t.dim() == 2 else integrate_traced
+        per_sample = t.dim() == 2
+        rows = t if per_sample else t[None]  # a shared-step solve: a batch of one entry
+        times = t if n is None else chebyshev_output_times(rows, n).reshape(*t.shape[:-1], -1)
+        solve = integrate_per_sample if per_sample else integrate_traced
         solution = solve(problem.solver, problem.func, y0.detach(), times, problem.config)
         ys, values, failed = solution.ys, solution.ys, torch.zeros((), dtype=torch.bool, device=y0.device)
         if n is not None:
-            values, ys, error = from_outputs(solution.ys, t, n, *sweep.check)
-            failed = (error > 1.0).any()
+            values, ys, error = from_outputs(solution.ys if per_sample else solution.ys[None], rows, n, *sweep.check)
+            ys, failed = (ys if per_sample else ys[0]), (error > 1.0).any()
             if not is_tracing() and bool(failed):
-                _refuse_interpolant(backend, error, n, sweep.check)
+                _refuse_interpolant(backend, error, n, sweep.check, per_sample)
         if not is_tracing():
             stats.nfe_forward = solution.stats.nfe_forward
         accepted = torch.as_tensor(solution.stats.steps_accepted)
@@ -162,7 +164,8 @@ class _TracedAdjoint(torch.autograd.Function):
     def backward(ctx, grad_ys: Tensor, *unused: Any):
         ys, forward_steps, values, failed = ctx.saved_tensors
         sweep, problem = ctx.sweep, ctx.problem
-        trajectory = None if sweep.chebyshev is None else shared_trajectory(problem.t, values)
+        rows = problem.t if problem.t.dim() == 2 else problem.t[None]
+        trajectory = None if sweep.chebyshev is None else chebyshev_trajectory(rows, values)
         grad_y0, grad_params, nfe = adjoint_sweep(ctx.backend, problem, ys, grad_ys, forward_steps, sweep.nodes,
                                                   trajectory)
         if is_tracing() and getattr(ctx.backend, "on_failure", "raise") == "raise":
@@ -292,14 +295,16 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
     return grad_y0, grad_params, sweep.stats.nfe_forward + evaluations
 
 
-def _refuse_interpolant(backend: Any, error: Tensor, n: int, check: tuple[float, float]) -> None:
+def _refuse_interpolant(backend: Any, error: Tensor, n: int, check: tuple[float, float], per_sample: bool) -> None:
     """Raise :class:`InterpolationError` (or warn, ``on_failure="warn"``): the ``n``-node
-    interpolant of a segment misses its held-out points by ``error`` (per segment) check units."""
-    segment = int(error.argmax())
+    interpolant of a segment misses its held-out points by ``error`` (per entry and segment,
+    ``Tensor[B, segments]``) check units."""
+    entry, segment = divmod(int(error.argmax()), error.shape[1])
+    where = f"observation segment {segment}" + (f" of batch entry {entry}" if per_sample else "")
     message = (f"gradient='interp' on the traced driver: the {n}-node Chebyshev interpolant of the forward "
-               f"trajectory on observation segment {segment} misses held-out points by {float(error[segment]):.3g}x "
-               f"the check tolerance (rtol={check[0]:.3g}, atol={check[1]:.3g}); the traced loop uses one node "
-               "count per segment. Give more nodes (Interpolation(nodes=...)), add output times, or use "
+               f"trajectory on {where} misses held-out points by {float(error[entry, segment]):.3g}x the check "
+               f"tolerance (rtol={check[0]:.3g}, atol={check[1]:.3g}); the traced loop uses one node count per "
+               "segment. Give more nodes (Interpolation(nodes=...)), add output times, or use "
                "options={'driver': 'eager'}")
     if backend.on_failure == "raise":
         raise InterpolationError(message)
