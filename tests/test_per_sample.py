@@ -263,6 +263,9 @@ def test_interp_fits_chebyshev_nodes_per_entry_and_refuses_by_entry():
     coarse = Interpolation(min_nodes=4, max_nodes=4)
     with pytest.raises(odegrad.errors.InterpolationError, match="batch entry 1"):  # fitted in the forward pass
         odegrad.odeint(func, y0, t, gradient=coarse, rtol=1e-8, atol=1e-10)
+    with pytest.raises(odegrad.errors.InterpolationError, match="of batch entry 1 misses"):  # traced: a fixed count
+        odegrad.odeint(func, y0, t, gradient=Interpolation(nodes=4), rtol=1e-8, atol=1e-10,
+                       options={"driver": "traced"})
     ys = odegrad.odeint(func, y0, t, gradient=Interpolation(max_nodes=64), rtol=1e-8, atol=1e-10)
     (grad,) = torch.autograd.grad(ys.sum(), y0)
     exact_y0 = y0.detach().clone().requires_grad_(True)
