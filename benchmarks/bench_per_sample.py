@@ -37,7 +37,7 @@ mode vs torchode, in one run.
     latest end) and gather each row's outputs from it.
 
     Methods: odegrad per-sample (``t`` of shape ``[B, n_max]``) with each gradient backend
-    (direct, backsolve, gq, interp), and direct, backsolve and gq again under
+    (direct, backsolve, gq, interp), and each again under
     ``torch.compile(fullgraph=True)`` (``--compiled-backends``; their first, untimed iteration
     compiles; inside a graph no drift warning can be raised); torchode ``AutoDiffAdjoint`` (backprop through the solver)
     and ``BacksolveAdjoint``; odegrad shared-step on the union with each backend (quick mode:
@@ -496,7 +496,7 @@ def main(argv=None) -> int:
     parser.add_argument("--union-backends", default=None,
                         help="odegrad union backends (default: all; quick: direct,gq)")
     parser.add_argument("--torchode-adjoints", default="autodiff,backsolve")
-    parser.add_argument("--compiled-backends", default="direct,backsolve,gq",
+    parser.add_argument("--compiled-backends", default="direct,backsolve,gq,interp",
                         help="odegrad per-sample backends also timed under torch.compile(fullgraph=True)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)

@@ -581,9 +581,10 @@ class Interpolation(AdjointBackend):
         return a, split_like(g, params), nfe + trajectory.refit_nfe
 
     def traced_solve(self, problem: Problem) -> Solution | None:
-        """On the traced driver: one traced backward sweep of [a, g], y read from Chebyshev
+        """On the traced driver: one traced backward sweep of a (and g), y read from Chebyshev
         interpolants of ``nodes`` (default :data:`~._traced_adjoint.TRACED_NODES`) nodes per
-        segment, sampled as extra output times of the forward solve (see :mod:`._traced_adjoint`)."""
+        segment (and entry), sampled as extra output times of the forward solve (see
+        :mod:`._traced_adjoint`)."""
         if not traces_backward(self, problem):
             return None
         sweep = Sweep(chebyshev=self.nodes or TRACED_NODES, check=self.check_tolerances(problem))

@@ -16,17 +16,16 @@ output where it happened, outside the error norm. The step-size controller is ne
 
 * ``backsolve``, shared step: g integrated with the state, dg/dt = −aᵀ∂f/∂θ (in the error norm
   unless ``seminorm``) — the classic augmented system;
-* ``backsolve`` per sample, and ``gq``: no g block; after each step the quadrature of the step
-  (its own Runge–Kutta stages and weights for backsolve, ``nodes`` Gauss–Legendre nodes for gq,
+* ``backsolve`` and ``interp`` per sample, and ``gq``: no g block; after each step the quadrature
+  of the step (its own Runge–Kutta stages and weights, or ``nodes`` Gauss–Legendre nodes for gq,
   default ``min_nodes``, y and a read off the step's dense output) is added to a sum over all
   steps and entries that the loop carries (``accumulate``) — as the eager per-sample sweep does:
   dL/dθ sums over the batch, so it cannot be a per-entry state;
-* ``interp`` (shared step): no y in the state — it is read from Chebyshev interpolants of the
-  forward solution, one per segment with a fixed node count (``nodes``, default
-  :data:`TRACED_NODES`: a traced loop cannot choose a count per segment at run time), whose nodes
-  and held-out points the forward solve takes as extra output times (they never shorten its
-  steps); g as for backsolve. A segment that misses the held-out check refuses like the eager
-  interp. Per-sample interp records every forward step and stays eager.
+* ``interp``: no y in the state — it is read from Chebyshev interpolants of the forward solution,
+  one per entry and segment with a fixed node count (``nodes``, default :data:`TRACED_NODES`: a
+  traced loop cannot choose a count per segment at run time), whose nodes and held-out points the
+  forward solve takes as extra output times (they never shorten its steps); g as for backsolve. A
+  segment that misses the held-out check refuses like the eager interp.
 
 Inside a loop body ``torch.autograd.grad`` cannot run; the vector–Jacobian products are
 ``torch.func.vjp`` of func with its parameters swapped in by ``torch.func.functional_call``, so
