@@ -106,6 +106,12 @@ def traces_backward(backend: Any, problem: Problem) -> bool:
             and parameter_names(problem.func, problem.params) is not None)
 
 
+def entry_rows(t: Tensor) -> Tensor:
+    """Output times as one row per entry, ``Tensor[B, n]``: a per-sample ``t`` itself, a 1-D
+    (shared-step) ``t`` as a batch of one entry."""
+    return t if t.dim() == 2 else t[None]
+
+
 @dataclass(frozen=True)
 class Sweep:
     """What a traced backward sweep does besides backsolve's: ``nodes`` Gauss–Legendre nodes per
@@ -139,8 +145,7 @@ class _TracedAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, backend: Any, problem: Problem, sweep: Sweep, stats: Stats, y0: Tensor, *params: Tensor):
         n, t = sweep.chebyshev, problem.t
-        per_sample = t.dim() == 2
-        rows = t if per_sample else t[None]  # a shared-step solve: a batch of one entry
+        per_sample, rows = t.dim() == 2, entry_rows(t)
         times = t if n is None else chebyshev_output_times(rows, n).reshape(*t.shape[:-1], -1)
         solve = integrate_per_sample if per_sample else integrate_traced
         solution = solve(problem.solver, problem.func, y0.detach(), times, problem.config)
@@ -163,8 +168,7 @@ class _TracedAdjoint(torch.autograd.Function):
     def backward(ctx, grad_ys: Tensor, *unused: Any):
         ys, forward_steps, values, failed = ctx.saved_tensors
         sweep, problem = ctx.sweep, ctx.problem
-        rows = problem.t if problem.t.dim() == 2 else problem.t[None]
-        trajectory = None if sweep.chebyshev is None else chebyshev_trajectory(rows, values)
+        trajectory = None if sweep.chebyshev is None else chebyshev_trajectory(entry_rows(problem.t), values)
         grad_y0, grad_params, nfe = adjoint_sweep(ctx.backend, problem, ys, grad_ys, forward_steps, sweep.nodes,
                                                   trajectory)
         if is_tracing() and getattr(ctx.backend, "on_failure", "raise") == "raise":
@@ -186,8 +190,7 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
     ``forward_steps``: the forward solve's accepted steps (per entry), the rounding floor of the
     drift unit."""
     func, params, y0 = problem.func, problem.params, problem.y0
-    per_sample = problem.t.dim() == 2
-    t = problem.t if per_sample else problem.t[None]
+    per_sample, t = problem.t.dim() == 2, entry_rows(problem.t)
     entry_shape = y0.shape[1:] if per_sample else y0.shape
     batch, count = t.shape
     n, entries = entry_shape.numel(), torch.arange(batch, device=y0.device)
