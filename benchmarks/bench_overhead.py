@@ -6,7 +6,9 @@
    ``bench_overhead_diffrax.py`` in a fresh process of ``--diffrax-python`` (JAX is not an odegrad
    dependency: the row is skipped, with the reason, where that interpreter has no diffrax); and the
    same iteration with ``gradient="backsolve"``, ``"gq"`` and ``"interp"``: eager (segment by
-   segment), compiled (one traced backward sweep) and torchdiffeq's ``odeint_adjoint``.
+   segment), compiled (one traced backward sweep; with inductor's default Python wrapper and with
+   ``options={"cpp_wrapper": True}``) and torchdiffeq's ``odeint_adjoint``. (``direct`` cannot use
+   the C++ wrapper: inductor 2.13 has none for the stacked outputs of ``while_loop``'s autograd.)
 2. ``NeuralODE`` rk4, h = 0.1 on [0, 1], MLP 32-256-256-32 tanh, batch 2048: a training step
    (forward, MSE loss, backward, SGD update) eager vs ``torch.compile(model, fullgraph=True)``
    vs, on CUDA, ``mode="reduce-overhead"`` (CUDA graphs), with torchdiffeq's rk4 as reference;
@@ -100,28 +102,33 @@ def spiral_overhead(device: torch.device, repeats: int, pretrain_iterations: int
           f"odegrad direct is {ratio(ours, floor)} of it |")
     for gradient in ("backsolve", "gq", "interp"):
         compiled_adjoint, compile_seconds = _compiled_adaptive(func, data, timed, gradient)
-        eager, ref, compiled = paired_median_times(
+        wrapped_adjoint, wrapped_seconds = _compiled_adaptive(func, data, timed, gradient, {"cpp_wrapper": True})
+        eager, ref, compiled, wrapped = paired_median_times(
             [timed(train(odegrad.odeint, gradient=gradient)), timed(train(torchdiffeq_adjoint)),
-             timed(train(compiled_adjoint))], repeats)
+             timed(train(compiled_adjoint)), timed(train(wrapped_adjoint))], repeats)
         print(f"| odegrad {gradient} (eager: segment by segment) | {eager * 1e3:.2f} ms | {ref * 1e3:.2f} ms "
               f"(torchdiffeq `odeint_adjoint`) | {ratio(eager, ref)} | |")
         print(f"| odegrad {gradient}, `torch.compile(fullgraph=True)` (one traced backward sweep) | "
               f"{compiled * 1e3:.2f} ms | {ref * 1e3:.2f} ms | {ratio(compiled, ref)} | {ratio(compiled, eager)} of "
               f"odegrad eager {gradient}; compiling took {compile_seconds:.1f} s |")
+        print(f"| odegrad {gradient}, compiled with `options={{'cpp_wrapper': True}}` | {wrapped * 1e3:.2f} ms | "
+              f"{ref * 1e3:.2f} ms | {ratio(wrapped, ref)} | {ratio(wrapped, compiled)} of the default compile; "
+              f"compiling took {wrapped_seconds:.1f} s |")
 
 
 def _graphs() -> int:
     return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
-def _compiled_adaptive(func: torch.nn.Module, data: list, timed: Callable, gradient: str
-                       ) -> tuple[Callable, float]:
-    """``odegrad.odeint`` (dopri5, ``gradient``) under ``torch.compile(fullgraph=True)`` (inductor):
-    the traced driver's while loops, forward and backward; compiled here on the first batch, so the
-    timed runs see no compilation. Returns the compiled odeint and the compile time."""
+def _compiled_adaptive(func: torch.nn.Module, data: list, timed: Callable, gradient: str,
+                       options: dict | None = None) -> tuple[Callable, float]:
+    """``odegrad.odeint`` (dopri5, ``gradient``) under ``torch.compile(fullgraph=True)`` (inductor,
+    with the inductor ``options``): the traced driver's while loops, forward and backward; compiled
+    here on the first batch, so the timed runs see no compilation. Returns the compiled odeint and
+    the compile time."""
     torch._dynamo.reset()
 
-    @torch.compile(fullgraph=True)
+    @torch.compile(fullgraph=True, options=options)
     def compiled(func, y0, t, rtol, atol):
         return odegrad.odeint(func, y0, t, rtol=rtol, atol=atol, gradient=gradient)
 

@@ -79,6 +79,16 @@ def test_compiled_training_step_is_one_graph(no_recompiles, gradient):
     assert_trains_like(compiled, reference, (model, reference), (4, 2), iterations=2)
 
 
+def test_the_inductor_cpp_wrapper_compiles_the_sweep(no_recompiles):
+    """The C++ wrapper the compile guide recommends for adjoint training on CPU: inductor's own
+    kernels, forward and backward sweep, give the traced-eager step's outputs and gradients."""
+    model = NeuralODE(Field(), t=(0.0, 0.4, 1.0), method="dopri5", gradient="gq", rtol=1e-7, atol=1e-9)
+    reference = NeuralODE(Field(), t=(0.0, 0.4, 1.0), method="dopri5", gradient="gq", rtol=1e-7, atol=1e-9,
+                          options=TRACED)
+    compiled = torch.compile(model, fullgraph=True, options={"cpp_wrapper": True})
+    assert_trains_like(compiled, reference, (model, reference), (4, 2), iterations=2)
+
+
 def _dissipative():
     return LinearField(torch.diag(torch.tensor([-1.0, -60.0], dtype=F64)))
 
