@@ -39,7 +39,8 @@ mode vs torchode, in one run.
     Methods: odegrad per-sample (``t`` of shape ``[B, n_max]``) with each gradient backend
     (direct, backsolve, gq, interp), and each again under
     ``torch.compile(fullgraph=True)`` (``--compiled-backends``; their first, untimed iteration
-    compiles; inside a graph no drift warning can be raised); torchode ``AutoDiffAdjoint`` (backprop through the solver)
+    compiles; inside a graph no drift warning can be raised) and the adjoint backends compiled with
+    inductor's C++ wrapper (``--cpp-wrapper-backends``); torchode ``AutoDiffAdjoint`` (backprop through the solver)
     and ``BacksolveAdjoint``; odegrad shared-step on the union with each backend (quick mode:
     direct and gq only; the union's adjoint backends pay for every distinct output time, seconds
     per iteration). Ratios against torchode (goal: per-sample faster than torchode's
@@ -331,14 +332,14 @@ Solve = Callable[[LatentODE, torch.Tensor, Series], torch.Tensor]
 """``(model, z0 [B, latent], series) -> z [B, n_max, latent]`` at each row's times."""
 
 
-def odegrad_per_sample(gradient: str, compiled: bool = False) -> Solve:
+def odegrad_per_sample(gradient: str, compiled: bool = False, cpp_wrapper: bool = False) -> Solve:
     """odegrad's per-sample solve with ``gradient``; ``compiled``: under ``torch.compile(fullgraph=
-    True)`` (inductor; the first iteration compiles)."""
+    True)`` (inductor, with its C++ wrapper when ``cpp_wrapper``; the first iteration compiles)."""
     def run(field, z0, times):
         return odegrad.odeint(field, z0, times, method="dopri5", rtol=LATENT_RTOL, atol=LATENT_ATOL,
                               options=PER_SAMPLE, gradient=backend(gradient))
 
-    run = torch.compile(run, fullgraph=True) if compiled else run
+    run = torch.compile(run, fullgraph=True, options={"cpp_wrapper": cpp_wrapper}) if compiled else run
 
     def solve(model, z0, series):
         return run(model.field, z0, series.times)
@@ -395,7 +396,8 @@ def _stats_of(name: str, model: LatentODE, series: Series) -> str:
 
 
 def latent(batch: int, repeats: int, pretrain: int, device: torch.device, support: str | None, backends: list[str],
-           union_backends: list[str], torchode_adjoints: list[str], compiled_backends: list[str] = ()) -> None:
+           union_backends: list[str], torchode_adjoints: list[str], compiled_backends: list[str] = (),
+           cpp_wrapper_backends: list[str] = ()) -> None:
     series = make_series(batch, device)
     torch.manual_seed(0)
     initial = LatentODE().to(device)
@@ -414,6 +416,9 @@ def latent(batch: int, repeats: int, pretrain: int, device: torch.device, suppor
         methods[f"odegrad per-sample {g}"] = odegrad_per_sample(g)
     for g in compiled_backends:
         methods[f"odegrad per-sample {g} compiled"] = odegrad_per_sample(g, compiled=True)
+    for g in cpp_wrapper_backends:
+        methods[f"odegrad per-sample {g} compiled, C++ wrapper"] = odegrad_per_sample(g, compiled=True,
+                                                                                       cpp_wrapper=True)
     for adjoint in torchode_adjoints:
         methods[f"torchode {TORCHODE_ADJOINTS[adjoint]}"] = torchode_fit(adjoint)
     for g in union_backends:
@@ -498,6 +503,10 @@ def main(argv=None) -> int:
     parser.add_argument("--torchode-adjoints", default="autodiff,backsolve")
     parser.add_argument("--compiled-backends", default="direct,backsolve,gq,interp",
                         help="odegrad per-sample backends also timed under torch.compile(fullgraph=True)")
+    parser.add_argument("--cpp-wrapper-backends", default="backsolve,gq,interp",
+                        help="odegrad per-sample backends also timed compiled with inductor's C++ wrapper "
+                             "(options={'cpp_wrapper': True}; direct cannot use it: inductor has none for "
+                             "while_loop's autograd)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -516,7 +525,8 @@ def main(argv=None) -> int:
         split = lambda s: [x for x in s.split(",") if x]
         pretrain = args.pretrain if args.pretrain is not None else (100 if args.quick else 300)
         latent(args.latent_batch or (32 if args.quick else 128), repeats, pretrain, device, support,
-               split(args.backends), split(union), split(args.torchode_adjoints), split(args.compiled_backends))
+               split(args.backends), split(union), split(args.torchode_adjoints), split(args.compiled_backends),
+               split(args.cpp_wrapper_backends))
     return 0
 
 
