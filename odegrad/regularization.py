@@ -34,7 +34,7 @@ from ._counting import counted
 from .errors import InvalidInput, UnsupportedCombination
 from .gradients import Problem
 from .jet import taylor_coefficients
-from .solvers import AcceptedStep, Solution, StepSolver, controller_of
+from .solvers import AcceptedStep, Solution, StepSolver
 
 SAMPLING = ("unbiased", "biased")
 
@@ -143,7 +143,8 @@ class LocalRegularization(Regularizer):
             u = torch.rand(self.samples, generator=self.generator, dtype=torch.float64).tolist()
             times = [t0 + (t_end - t0) * float(x) for x in u]
         sampler = _Sampler(times, self.samples, self.sampling == "biased", self.generator)
-        config = replace(problem.config, stops=(*problem.config.stops, *times)).with_observer(sampler)
+        config = problem.config.with_controller(stops=(*problem.config.controller.stops, *times))
+        config = config.with_observer(sampler)
 
         def finish(solution: Solution) -> tuple[Solution, Tensor]:
             self.last_draws = [draw for draw in sampler.draws if draw is not None]
@@ -162,8 +163,7 @@ class LocalRegularization(Regularizer):
         with torch.enable_grad():
             y = draw.y.detach()
             result = solver.step(func, draw.t, draw.h, y, solver.init(func, draw.t, y))
-            error = controller_of(config).scaled_error(y, result.y1, result.error, config.rtol, config.atol,
-                                                       config.norm)
+            error = config.controller.error_ratio(y, result.y1, result.error)
             term = self.error * error * abs(draw.h)
             if self.stiffness:
                 term = term + self.stiffness * result.stiffness()

@@ -12,7 +12,7 @@ import odegrad
 from odegrad.errors import InterpolationError, InvalidInput
 from odegrad.gradients import Backsolve, Interpolation, Problem, backend_names
 from odegrad.gradients._interpolation import Checkpoint, _StepWindows
-from odegrad.solvers import IntegrationConfig, get_solver
+from odegrad.solvers import IntegrationConfig, PIController, get_solver
 
 from .support import D, relative_error, tanh_mlp
 
@@ -196,7 +196,7 @@ def test_dissipative_system_backsolve_inaccurate_interp_accurate():
 
 def _forward(backend, func, y0, t, method="dopri5", **config):
     problem = Problem(func=func, y0=y0, t=t, solver=get_solver(method),
-                      config=IntegrationConfig(**config), params=tuple(func.parameters()))
+                      config=IntegrationConfig(controller=PIController(**config)), params=tuple(func.parameters()))
     with torch.no_grad():
         return backend.forward_pass(problem)
 
@@ -208,7 +208,7 @@ def test_automatic_nodes_reproduce_dense_output_on_a_long_segment():
     _, trajectory = _forward(Interpolation(), func, y0, t, rtol=1e-9, atol=1e-11)
     assert trajectory.nodes > Interpolation().min_nodes  # a long segment needs more than the minimum
     with torch.no_grad():
-        sol = get_solver("dopri5").integrate(func, y0, t, IntegrationConfig(rtol=1e-9, atol=1e-11),
+        sol = get_solver("dopri5").integrate(func, y0, t, IntegrationConfig(PIController(rtol=1e-9, atol=1e-11)),
                                              keep_dense=True)
     for x in torch.linspace(0.0, 6.0, 37, dtype=D).tolist():
         exact = sol.dense.evaluate(x)
@@ -312,7 +312,8 @@ def test_torchdiffeq_forward_checks_without_dense_output():
     solution, trajectory = _forward(Interpolation(), func, y0, t, method="torchdiffeq:dopri5",
                                     rtol=1e-9, atol=1e-11)
     assert trajectory.nodes > Interpolation().min_nodes
-    plain = get_solver("torchdiffeq:dopri5").integrate(func, y0, t, IntegrationConfig(rtol=1e-9, atol=1e-11))
+    tolerances = IntegrationConfig(PIController(rtol=1e-9, atol=1e-11))
+    plain = get_solver("torchdiffeq:dopri5").integrate(func, y0, t, tolerances)
     assert torch.allclose(solution.ys, plain.ys, rtol=1e-8, atol=1e-10)
     with pytest.raises(InterpolationError):
         _forward(Interpolation(nodes=3, max_pieces=1), func, y0, t, method="torchdiffeq:dopri5",

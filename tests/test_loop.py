@@ -42,12 +42,14 @@ class StubSolver(StepSolver):
 class StubController:
     """Scripted error ratios; the next step is always ``step`` (signed by the current step)."""
 
-    def __init__(self, ratios: list[float], step: float):
+    def __init__(self, ratios: list[float], step: float, stops: tuple[float, ...] = (),
+                 jumps: tuple[float, ...] = ()):
         self.ratios = list(ratios)
-        self.step = step
+        self.step = self.first_step = step
+        self.stops, self.jumps = stops, jumps
         self.calls: list[tuple[float, float, bool]] = []
 
-    def scaled_error(self, y0, y1, error, rtol, atol, norm):
+    def error_ratio(self, y0, y1, error):
         return torch.tensor(self.ratios.pop(0) if self.ratios else 0.5, dtype=D)
 
     def next_step(self, h, ratio, previous_ratio, order, accepted):
@@ -59,9 +61,9 @@ def _field(t, y):
     return torch.ones_like(y)
 
 
-def _adaptive(ratios, step, **config):
-    controller = StubController(ratios, step)
-    return controller, IntegrationConfig(controller=controller, first_step=step, **config)
+def _adaptive(ratios, step, stops=(), jumps=(), **config):
+    controller = StubController(ratios, step, stops, jumps)
+    return controller, IntegrationConfig(controller=controller, **config)
 
 
 def test_fixed_grid_steps_and_dense_outputs():

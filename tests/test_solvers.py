@@ -149,7 +149,8 @@ def test_step_records_and_dense_output():
     y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
     t = torch.tensor([0.0, 3.0], dtype=torch.float64)
     solver = get_solver("dopri5")
-    sol = solver.integrate(oscillator, y0, t, odegrad.solvers.IntegrationConfig(rtol=1e-8, atol=1e-10),
+    sol = solver.integrate(oscillator, y0, t, odegrad.solvers.IntegrationConfig(
+        odegrad.solvers.PIController(rtol=1e-8, atol=1e-10)),
                            keep_dense=True)
     steps = sol.steps
     assert len(steps.t) == sol.stats.steps_accepted == len(steps.error) == len(steps.stiffness)
@@ -169,6 +170,27 @@ def test_pi_controller_gains_change_step_sequence():
     b = odegrad.solve(oscillator, y0, t, rtol=1e-8, atol=1e-10, options={"controller": ctrl})
     assert (a.ys - b.ys).abs().max() < 1e-6
     assert not torch.equal(a.steps.h, b.steps.h)
+
+
+def test_the_controller_owns_the_step_control_settings():
+    """odeint's tolerances and the norm, first step and stops options land on the controller,
+    beside the gains of the controller passed in options; a passed controller that sets anything
+    but its gains is refused by name (odeint's arguments set the rest)."""
+    gains = odegrad.solvers.PIController(beta1=0.7, beta2=0.4)
+    norm = odegrad.solvers.rms_norm
+    config = odegrad.solvers.make_config(
+        get_solver("dopri5"), 1e-5, 1e-8,
+        {"controller": gains, "first_step": 0.01, "step_t": [0.5], "jump_t": [0.7], "norm": norm})
+    controller = config.controller
+    assert (controller.rtol, controller.atol, controller.first_step) == (1e-5, 1e-8, 0.01)
+    assert (controller.stops, controller.jumps, controller.norm) == ((0.5,), (0.7,), norm)
+    assert (controller.beta1, controller.beta2) == (0.7, 0.4) and gains.rtol == 1e-7  # the given one is kept
+    backward = config.for_backward(rtol=1e-9)
+    assert (backward.controller.rtol, backward.controller.atol, backward.controller.stops) == (1e-9, 1e-8, ())
+    assert backward.controller.jumps == (0.7,)
+    with pytest.raises(odegrad.errors.InvalidInput, match=r"options\['controller'\].*only its gains"):
+        odegrad.odeint(oscillator, torch.ones(2), torch.tensor([0.0, 1.0]),
+                       options={"controller": odegrad.solvers.PIController(rtol=1e-3)})
 
 
 def test_torchdiffeq_adapter_forward():

@@ -151,7 +151,7 @@ def test_norm_is_passed_on():
 
 @pytest.mark.parametrize(("t", "stop", "jump"), [([0.0, 1.0], 0.3, 0.7), ([1.0, 0.0], 0.7, 0.3)])
 def test_stops_and_jumps_are_landed_on(t, stop, jump):
-    """``config.stops`` (e.g. the interp backward's segment ends) become torchdiffeq's step_t,
+    """The controller's ``stops`` (e.g. the interp backward's segment ends) become torchdiffeq's step_t,
     ``jumps`` its jump_t: steps end there, in either direction. (torchdiffeq evaluates a step's
     end one ulp towards its start, and the step after a jump one ulp past the jump.)"""
     seen = []
@@ -160,7 +160,7 @@ def test_stops_and_jumps_are_landed_on(t, stop, jump):
         seen.append(float(time))
         return -y
 
-    config = odegrad.solvers.IntegrationConfig(stops=(stop, jump), jumps=(jump,))
+    config = odegrad.solvers.IntegrationConfig(controller=PIController(stops=(stop, jump), jumps=(jump,)))
     get_solver("torchdiffeq:dopri5").integrate(watched, Y0, torch.tensor(t, dtype=D), config)
     assert math.nextafter(stop, t[0]) in seen
     assert math.nextafter(jump, t[0]) in seen and math.nextafter(jump, t[-1]) in seen

@@ -130,16 +130,6 @@ def test_compiled_failure_is_a_status_not_an_exception():
     assert int(status) == Status.MAX_STEPS and torch.isnan(ys[-1]).all()
 
 
-def test_compiled_inductor_matches_eager():
-    torch._dynamo.reset()
-    field = Field()
-    t = torch.linspace(0, 1, 4, dtype=F64)
-    y0 = torch.randn(8, 2, dtype=F64)
-    compiled = torch.compile(lambda y: odegrad.odeint(field, y, t, rtol=1e-6, atol=1e-8), fullgraph=True)
-    torch.testing.assert_close(compiled(y0), odegrad.odeint(field, y0, t, rtol=1e-6, atol=1e-8),
-                               rtol=1e-12, atol=1e-12)
-
-
 @pytest.mark.parametrize("gradient", ["backsolve", "gq", "interp"])
 def test_adjoint_backends_run_under_compile_with_graph_breaks(gradient):
     """An adjoint backend whose backward pass cannot be traced (here: func is a closure, whose

@@ -69,23 +69,22 @@ def test_one_sweep_agrees_with_the_eager_backward_segment_by_segment(gradient):
         torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("gradient", TRACEABLE)
-def test_compiled_training_step_is_one_graph(no_recompiles, gradient):
+AOT_EAGER = {"backend": "aot_eager"}
+CPP_WRAPPER = {"options": {"cpp_wrapper": True}}
+"""Inductor with its C++ wrapper, which the compile guide recommends for adjoint training on CPU."""
+
+
+@pytest.mark.parametrize(("gradient", "compiler"),
+                         [("backsolve", AOT_EAGER), ("gq", CPP_WRAPPER), ("interp", AOT_EAGER)],
+                         ids=["backsolve", "gq-inductor-cpp", "interp"])
+def test_compiled_training_step_is_one_graph(no_recompiles, gradient, compiler):
+    """A graph break fails here (``fullgraph=True``); the compiled step's outputs and gradients
+    are the traced-eager step's (gq: inductor's own kernels, forward and backward sweep)."""
     model = NeuralODE(Field(), t=(0.0, 0.4, 1.0), method="dopri5", gradient=gradient, rtol=1e-7, atol=1e-9,
                       return_trajectory=True)
     reference = NeuralODE(Field(), t=(0.0, 0.4, 1.0), method="dopri5", gradient=gradient, rtol=1e-7, atol=1e-9,
                           return_trajectory=True, options=TRACED)
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")  # a graph break fails here
-    assert_trains_like(compiled, reference, (model, reference), (4, 2), iterations=2)
-
-
-def test_the_inductor_cpp_wrapper_compiles_the_sweep(no_recompiles):
-    """The C++ wrapper the compile guide recommends for adjoint training on CPU: inductor's own
-    kernels, forward and backward sweep, give the traced-eager step's outputs and gradients."""
-    model = NeuralODE(Field(), t=(0.0, 0.4, 1.0), method="dopri5", gradient="gq", rtol=1e-7, atol=1e-9)
-    reference = NeuralODE(Field(), t=(0.0, 0.4, 1.0), method="dopri5", gradient="gq", rtol=1e-7, atol=1e-9,
-                          options=TRACED)
-    compiled = torch.compile(model, fullgraph=True, options={"cpp_wrapper": True})
+    compiled = torch.compile(model, fullgraph=True, **compiler)
     assert_trains_like(compiled, reference, (model, reference), (4, 2), iterations=2)
 
 

@@ -171,7 +171,8 @@ def check_reverse_drift(backend: str, rebuilt: Tensor, ys: Tensor, segment: int,
     methods, whose accuracy no tolerance states, :data:`FIXED_STEP_DRIFT_RTOL`."""
     stored = ys[segment]
     if problem.solver.error_estimate:
-        (rtol, atol), (forward_rtol, forward_atol) = config.scalar_tolerances(), problem.config.scalar_tolerances()
+        (rtol, atol) = config.controller.scalar_tolerances()
+        forward_rtol, forward_atol = problem.config.controller.scalar_tolerances()
         rtol, atol = max(rtol, forward_rtol), max(atol, forward_atol)
     else:
         rtol, atol = FIXED_STEP_DRIFT_RTOL, 0.0
@@ -370,9 +371,9 @@ class AdjointBackend(Backend):
                 f"gradient='direct'")
 
     def backward_config(self, problem: Problem, **changes: Any) -> IntegrationConfig:
-        """The forward config with this backend's ``rtol``/``atol`` (when set) and ``changes``
-        (e.g. ``norm=``) applied; None values keep the forward setting."""
-        return problem.config.for_backward().with_updates(rtol=self.rtol, atol=self.atol, **changes)
+        """The forward config for the backward solve with this backend's ``rtol``/``atol`` (when
+        set) and the controller ``changes`` (e.g. ``norm=``) applied."""
+        return problem.config.for_backward(self.rtol, self.atol).with_controller(**changes)
 
     def forward_pass(self, problem: Problem) -> tuple[Solution, Any]:
         """Solve without building a graph; return the solution and what ``backward_pass`` needs."""
@@ -460,6 +461,7 @@ def continue_steps(solver: Integrator, config: IntegrationConfig, sol: Solution,
     """Start the next segment's adaptive solve with the last accepted step of this one: the
     segments are adjacent pieces of one backward trajectory, so this step size fits and the
     initial-step heuristic (an extra evaluation and restart cost per segment) is skipped."""
-    if not solver.error_estimate or forward.first_step is not None or sol.steps is None or not len(sol.steps.h):
+    if not solver.error_estimate or forward.controller.first_step is not None or sol.steps is None \
+            or not len(sol.steps.h):
         return config
-    return replace(config, first_step=abs(float(sol.steps.h[-1])))
+    return config.with_controller(first_step=abs(float(sol.steps.h[-1])))

@@ -24,7 +24,7 @@ tolerances; otherwise n doubles, then the segment splits, and when that budget i
 :class:`~odegrad.errors.InterpolationError` is raised (or a warning, with ``on_failure="warn"``).
 
 Backward steps: no backward step of an adaptive integrator passes the end of its segment (the
-segment end is a forced stop, ``config.stops``: of odegrad's step controller, or torchdiffeq's
+segment end is a forced stop, ``config.controller.stops``: of odegrad's step controller, or torchdiffeq's
 ``step_t`` through the adapter), and each segment starts with the step size the previous one
 proposed (the first with the forward's last step), so stages read y(t) only where it was checked
 and no step-size heuristic is paid per segment. An integrator that ignores the stops and steps
@@ -428,16 +428,16 @@ class Interpolation(AdjointBackend):
         """The forward config with the backward tolerances (``rtol``/``atol``, default the forward
         ones divided by ``BACKWARD_TOLERANCE_DIVISOR``, the rtol floored as the class doc says)
         and ``changes`` applied."""
-        base = problem.config.for_backward()
-        floor = min(base.rtol, BACKWARD_RTOL_ULPS * torch.finfo(problem.y0.dtype).eps)
-        rtol = max(base.rtol / BACKWARD_TOLERANCE_DIVISOR, floor) if self.rtol is None else self.rtol
-        atol = base.atol / BACKWARD_TOLERANCE_DIVISOR if self.atol is None else self.atol
-        return base.with_updates(rtol=rtol, atol=atol, **changes)
+        forward_rtol, forward_atol = problem.config.controller.scalar_tolerances()
+        floor = min(forward_rtol, BACKWARD_RTOL_ULPS * torch.finfo(problem.y0.dtype).eps)
+        rtol = max(forward_rtol / BACKWARD_TOLERANCE_DIVISOR, floor) if self.rtol is None else self.rtol
+        atol = forward_atol / BACKWARD_TOLERANCE_DIVISOR if self.atol is None else self.atol
+        return problem.config.for_backward(rtol, atol).with_controller(**changes)
 
     def check_tolerances(self, problem: Problem) -> tuple[float, float]:
         """``(rtol, atol)`` of the held-out check for ``problem`` (see ``check_rtol``/``check_atol``)."""
         if problem.solver.error_estimate:
-            rtol, atol = (10 * tolerance for tolerance in problem.config.scalar_tolerances())
+            rtol, atol = (10 * tolerance for tolerance in problem.config.controller.scalar_tolerances())
         else:
             rtol, atol = _FIXED_STEP_CHECK_RTOL, _FIXED_STEP_CHECK_ATOL
         return (rtol if self.check_rtol is None else self.check_rtol,
@@ -482,8 +482,8 @@ class Interpolation(AdjointBackend):
         part = Trajectory(direction=trajectory.direction)
         windows = _StepWindows(self, [checkpoint.a, checkpoint.b], rtol, atol, part, checkpoint.y, None)
         config = same_steps_config(problem.config, problem.solver, problem.t.tolist(), checkpoint.a, checkpoint.b)
-        if problem.solver.error_estimate and problem.config.first_step is None:
-            config = replace(config, first_step=checkpoint.step)
+        if problem.solver.error_estimate and problem.config.controller.first_step is None:
+            config = config.with_controller(first_step=checkpoint.step)
         span = torch.tensor([checkpoint.a, checkpoint.b], dtype=torch.float64, device=checkpoint.y.device)
         with torch.no_grad():
             sol = problem.solver.integrate(CountedFunc(problem.func, problem.t.dtype), checkpoint.y, span,
@@ -566,11 +566,12 @@ class Interpolation(AdjointBackend):
         a = grad_ys[-1]
         g = problem.y0.new_zeros(sizes[1])
         nfe = -trajectory.refit_nfe  # the stretches solved again count as backward evaluations
-        first_step = config.first_step if config.first_step is not None else trajectory.step_hint
+        first_step = config.controller.first_step
+        first_step = trajectory.step_hint if first_step is None else first_step
         for i in range(len(t) - 1, 0, -1):
             segment_config = same_steps_config(config, solver, times, times[i], times[i - 1])
             if solver.error_estimate:
-                segment_config = replace(segment_config, stops=(times[i - 1],), first_step=(
+                segment_config = segment_config.with_controller(stops=(times[i - 1],), first_step=(
                     None if first_step is None else abs(first_step)))
             sol = solver.integrate(adjoint, torch.cat([a.reshape(-1), g]), t[i - 1:i + 1].flip(0),
                                    segment_config)

@@ -84,7 +84,7 @@ def per_sample_backward(backend: Any, problem: Problem, ys: Tensor, grad_ys: Ten
 
     solver = backend.backward_solver(problem)
     config = backend.backward_config(problem, norm=BlockNorm((size, size)) if carries_y else rms_norm)
-    (rtol, atol), forward = config.scalar_tolerances(), problem.config.scalar_tolerances()
+    (rtol, atol), forward = config.controller.scalar_tolerances(), problem.config.controller.scalar_tolerances()
     drift = _DriftCheck(backend.name, stored, max(rtol, forward[0]), max(atol, forward[1]), on_drift)
     quadrature = _StepQuadrature(func, problem.params, nodes, split, t.dtype)
 

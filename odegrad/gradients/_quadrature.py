@@ -190,7 +190,7 @@ class GaussQuadrature(AdjointBackend):
         a = grad_ys[-1]
         nfe = 0
         for i in range(len(times) - 1, 0, -1):
-            node_times, weights = piecewise_rule(times[i], times[i - 1], problem.config.jumps,
+            node_times, weights = piecewise_rule(times[i], times[i - 1], problem.config.controller.jumps,
                                                  lambda length: self.node_count(length / span, context))
             nodes = _SegmentNodes(torch.tensor(node_times, dtype=t.dtype, device=t.device), weights,
                                   times[i - 1] - times[i], quadrature if problem.params else None, shape)

@@ -203,7 +203,7 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
     solver = backend.backward_solver(problem)
     in_norm = 3 if integrated and not backend.seminorm else 2  # an empty y block counts too
     config = backend.backward_config(problem, norm=BlockNorm(sizes, in_norm))
-    (rtol, atol), forward = config.scalar_tolerances(), problem.config.scalar_tolerances()
+    (rtol, atol), forward = config.controller.scalar_tolerances(), problem.config.controller.scalar_tolerances()
     # copies: the loop's closure inputs may not alias each other
     stored = (ys if per_sample else ys[None]).reshape(batch, count, n).clone()
     jumps = (grad_ys if per_sample else grad_ys[None]).reshape(batch, count, n).to(ys.dtype, copy=True)

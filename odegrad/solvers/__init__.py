@@ -25,7 +25,7 @@ from ._base import (
     StepResult,
     rms_norm,
 )
-from ._controller import AdaptiveStepping, FixedStepping, PIController, controller_of, fixed_grid
+from ._controller import AdaptiveStepping, FixedStepping, PIController, fixed_grid
 from ._esdirk import ESDIRK, esdirk_factory, make_esdirk
 from ._implicit_base import ImplicitSolver
 from ._implicit_tableaux import ESDIRK_TABLEAUX
@@ -108,7 +108,7 @@ __all__ = [
     "StaticSolve", "StaticTimes", "Stats", "Status", "StepRecord", "StepResult", "StepSolver", "Taylor",
     "VALID_OPTIONS",
     "bad_batch_entries",
-    "bosh3", "check_func_output", "controller_of", "counted", "dopri5", "euler", "fixed_grid", "get_solver", "heun",
+    "bosh3", "check_func_output", "counted", "dopri5", "euler", "fixed_grid", "get_solver", "heun",
     "implicit_euler", "kvaerno3", "kvaerno4", "kvaerno5", "make_esdirk", "rodas4", "trapezoid",
     "exact_constants", "integrate_on_times", "integrate_traced", "is_tracing", "make_config", "make_rk",
     "midpoint", "register_solver",

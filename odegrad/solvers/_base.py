@@ -25,14 +25,9 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInput
+from ._controller import Norm, PIController, rms_norm  # noqa: F401 (re-exported)
 
 Func = Callable[[Tensor, Tensor], Tensor]
-Norm = Callable[[Tensor], Tensor]
-
-
-def rms_norm(x: Tensor) -> Tensor:
-    """Root-mean-square norm, the error norm of torchdiffeq and Hairer–Wanner."""
-    return x.pow(2).mean().sqrt()
 
 
 @dataclass
@@ -89,20 +84,13 @@ class IntegrationConfig:
     """Everything that controls one solve besides the method itself.
 
     Attributes:
-        rtol, atol: relative / absolute tolerances of adaptive methods: floats, or per-element
-            tensors shaped like the (flat) state (``make_config`` broadcasts them).
+        controller: the step-size control of adaptive methods (a :class:`PIController`: its
+            tolerances, norm, first step, forced stops and gains); fixed-step methods read none of it.
         max_steps: cap on accepted + rejected steps.
         step_size: fixed-step methods: step length (None: step on ``grid`` or on ``t``).
         grid: fixed-step methods: explicit strictly monotone times to step on.
         perturb: fixed-step methods: evaluate func one representable time inside each step at
             its ends (torchdiffeq's ``perturb``): every grid point is a possible discontinuity.
-        first_step: adaptive methods: initial step size (None: Hairer–Wanner heuristic).
-        norm: error norm applied to the tolerance-scaled error estimate.
-        controller: step-size controller of adaptive methods (None: default PI controller).
-        stops: adaptive methods: times no step may pass (each is landed on exactly).
-        jumps: adaptive methods: like ``stops``, and func may be discontinuous there: the step
-            ending at a jump evaluates func just before it, and the solver's carried state (e.g.
-            the FSAL derivative) is recomputed just after it (``jump_t``, as torchdiffeq).
         check_backward: ``direct`` backend: raise NonFiniteValue when a NaN/Inf gradient flows
             back through an evaluation of func (adjoint-type backends always check).
         observers: per-step hooks that compose (events, gq's node reader, interp's window
@@ -124,17 +112,11 @@ class IntegrationConfig:
             (``odeint``, ``unroll``, backward solves), which saves its ops on every step.
     """
 
-    rtol: float | Tensor = 1e-7
-    atol: float | Tensor = 1e-9
+    controller: PIController = field(default_factory=PIController)
     max_steps: int = 100_000
     step_size: float | None = None
     grid: Sequence[float] | None = None
     perturb: bool = False
-    first_step: float | None = None
-    norm: Norm = rms_norm
-    controller: Any = None
-    stops: tuple[float, ...] = ()
-    jumps: tuple[float, ...] = ()
     check_backward: bool = False
     observers: tuple[Callable[[AcceptedStep], float | None], ...] = ()
     interp: str = "cubic"
@@ -142,31 +124,22 @@ class IntegrationConfig:
     driver: str = "auto"
     per_sample: bool = False
 
-    def scalar_tolerances(self) -> tuple[float, float]:
-        """``(rtol, atol)`` as floats: per-element tolerances give their strictest (smallest) entry."""
-        return _strictest(self.rtol), _strictest(self.atol)
-
-    def for_backward(self) -> IntegrationConfig:
+    def for_backward(self, rtol: float | None = None, atol: float | None = None) -> IntegrationConfig:
         """This configuration for a backward solve: without the forward solve's observers and
-        forced stops (jumps, discontinuities of func, stay), with :meth:`scalar_tolerances` (a
-        backward state is not shaped like y), no stiffness records and the ``"auto"`` driver (an
-        adjoint system calls ``torch.autograd.grad``, which a ``torch.while_loop`` body cannot;
-        adjoint backends run eagerly under ``torch.compile``)."""
-        rtol, atol = self.scalar_tolerances()
-        return replace(self, observers=(), stops=(), rtol=rtol, atol=atol, record_stiffness=False,
-                       driver="auto")
+        forced stops (its jumps, discontinuities of func, stay), with float tolerances (``rtol``/
+        ``atol`` where given, else the forward's strictest: a backward state is not shaped like
+        y), no stiffness records and the ``"auto"`` driver."""
+        controller = replace(self.controller.with_scalar_tolerances(rtol, atol), stops=())
+        return replace(self, observers=(), controller=controller, record_stiffness=False, driver="auto")
+
+    def with_controller(self, **changes: Any) -> IntegrationConfig:
+        """A copy whose controller has the given fields replaced (e.g. ``stops=``, ``first_step=``)."""
+        return replace(self, controller=replace(self.controller, **changes))
 
     def with_observer(self, observer: Callable[[AcceptedStep], float | None]) -> IntegrationConfig:
         """A copy with ``observer`` added after the current observers."""
         return replace(self, observers=(*self.observers, observer))
 
-    def with_updates(self, **changes: Any) -> IntegrationConfig:
-        """A copy with the given fields replaced; ``None`` values keep the current setting."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-def _strictest(tolerance: float | Tensor) -> float:
-    return float(tolerance.min()) if isinstance(tolerance, Tensor) else tolerance
 
 
 @dataclass

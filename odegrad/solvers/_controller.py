@@ -13,28 +13,55 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from .._checks import bad_batch_entries, check_in_range
 from ..errors import IntegrationFailure, InvalidInput, MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow
-from ._base import IntegrationConfig, StepResult
 from ._scalars import Scalar, absolute, const, finite, maximum, minimum, power, quotient, where
 
+if TYPE_CHECKING:
+    from ._base import IntegrationConfig, StepResult
 
-@dataclass(frozen=True)
+Norm = Callable[[Tensor], Tensor]
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    """Root-mean-square norm, the error norm of torchdiffeq and Hairer–Wanner."""
+    return x.pow(2).mean().sqrt()
+
+
+@dataclass(frozen=True, eq=False)
 class PIController:
-    """Proportional–integral step-size controller (Hairer, Nørsett & Wanner II, IV.2).
+    """Proportional–integral step-size control of adaptive solves (Hairer, Nørsett & Wanner II,
+    IV.2): the controller owns everything that decides where steps go — the tolerances and the
+    error norm, the first step, the forced stops and the gains (diffrax's ``PIDController`` +
+    ``ClipStepSizeController``).
 
     New step ``h · clip(safety · ε_n^(−β1/q) · ε_{n−1}^(β2/q), dfactor, ifactor)`` with ε the
     scaled error norm and q the method order. After an accepted step the step never shrinks.
 
-    The defaults (β1 = 1, β2 = 0: pure integral control, safety 0.9, factors 0.2–10) reproduce
+    The gain defaults (β1 = 1, β2 = 0: pure integral control, safety 0.9, factors 0.2–10) reproduce
     torchdiffeq's step sequence, so NFE comparisons against it are like for like. Hairer's PI
     gains ``PIController(beta1=0.7, beta2=0.4)`` give smoother step sequences.
+
+    Through ``odeint`` the tolerances, norm, first step and stops come from its arguments
+    (``rtol``, ``atol``, ``options['norm']``, ``options['first_step']``, ``options['step_t']``,
+    ``options['jump_t']``); a controller passed as ``options['controller']`` sets only the gains.
+
+    Attributes:
+        safety, ifactor, dfactor, beta1, beta2: the gains above.
+        rtol, atol: relative / absolute tolerances: floats, or per-element tensors shaped like
+            the (flat) state (``make_config`` broadcasts them).
+        norm: error norm applied to the tolerance-scaled error estimate.
+        first_step: the initial step size (None: the Hairer–Wanner heuristic).
+        stops: times no step may pass (each is landed on exactly; ``step_t``).
+        jumps: like ``stops``, and func may be discontinuous there: the step ending at a jump
+            evaluates func just before it, and the solver's carried state (e.g. the FSAL
+            derivative) is recomputed just after it (``jump_t``, as torchdiffeq).
     """
 
     safety: float = 0.9
@@ -42,6 +69,12 @@ class PIController:
     dfactor: float = 0.2
     beta1: float = 1.0
     beta2: float = 0.0
+    rtol: float | Tensor = 1e-7
+    atol: float | Tensor = 1e-9
+    norm: Norm = rms_norm
+    first_step: float | None = None
+    stops: tuple[float, ...] = ()
+    jumps: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         check_in_range("PIController safety", self.safety, low=0, high=1, low_open=True)
@@ -50,8 +83,29 @@ class PIController:
         check_in_range("PIController beta1", self.beta1, low=0, low_open=True)
         check_in_range("PIController beta2", self.beta2, low=0)
 
+    def gains_only(self) -> bool:
+        """Whether everything but the gains has its default (what a controller passed as
+        ``options['controller']`` may set: odeint's arguments set the rest)."""
+        return all(_is_default(getattr(self, name), getattr(PIController, name)) for name in SOLVE_SETTINGS)
+
+    def scalar_tolerances(self) -> tuple[float, float]:
+        """``(rtol, atol)`` as floats: per-element tolerances give their strictest (smallest) entry."""
+        return _strictest(self.rtol), _strictest(self.atol)
+
+    def with_scalar_tolerances(self, rtol: float | None = None, atol: float | None = None) -> PIController:
+        """A copy with float tolerances: ``rtol``/``atol`` where given, else :meth:`scalar_tolerances`
+        (a backward solve's state is not shaped like y)."""
+        strict_rtol, strict_atol = self.scalar_tolerances()
+        return replace(self, rtol=strict_rtol if rtol is None else rtol, atol=strict_atol if atol is None else atol)
+
+    def error_ratio(self, y0: Tensor, y1: Tensor, error: Tensor) -> Tensor:
+        """The step from ``y0`` to ``y1`` with error estimate ``error`` judged by this controller's
+        tolerances and norm (:meth:`scaled_error`): a differentiable 0-dim tensor, ≤ 1 to accept."""
+        return self.scaled_error(y0, y1, error, self.rtol, self.atol, self.norm)
+
     @staticmethod
-    def scaled_error(y0: Tensor, y1: Tensor, error: Tensor, rtol: float, atol: float, norm) -> Tensor:
+    def scaled_error(y0: Tensor, y1: Tensor, error: Tensor, rtol: float | Tensor, atol: float | Tensor,
+                     norm: Norm) -> Tensor:
         """The error ratio ``norm(error / (atol + rtol·max(|y0|, |y1|)))`` as a differentiable
         0-dim tensor: a step is accepted when it is at most 1 (local regularization trains on it)."""
         return norm(error / (atol + rtol * torch.maximum(y0.abs(), y1.abs())))
@@ -78,6 +132,18 @@ class PIController:
         """The float constants :meth:`next_step` uses for a method of ``order`` (see
         :func:`~odegrad.solvers._scalars.exact_constants`)."""
         return (self.safety, -self.beta1 / order, self.beta2 / order, 1.0, self.dfactor, self.ifactor)
+
+
+SOLVE_SETTINGS = ("rtol", "atol", "norm", "first_step", "stops", "jumps")
+"""The :class:`PIController` fields odeint's arguments set (the others are its gains)."""
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    return value is default or (not isinstance(value, Tensor) and type(value) is type(default) and value == default)
+
+
+def _strictest(tolerance: float | Tensor) -> float:
+    return float(tolerance.min()) if isinstance(tolerance, Tensor) else tolerance
 
 
 def norm_tensor(value: Any) -> Tensor:
@@ -221,7 +287,7 @@ class AdaptiveStepping:
     """One adaptive solve's step control from ``t0`` towards ``t_end``.
 
     ``propose()`` gives the next step ``(t0, t1, h)``: the controller's step size h, clipped so it
-    ends exactly on the next forced stop (``config.stops`` and ``config.jumps``) rather than
+    ends exactly on the next forced stop (the controller's ``stops`` and ``jumps``) rather than
     passing it. ``judge()`` scales the error, accepts or rejects, chooses the next step size and
     raises :class:`NonFiniteValue` / :class:`StepSizeUnderflow` with the time and the NFE.
     After an accepted step ``jumped`` says whether it ended on a jump (the solver's carried state
@@ -230,21 +296,19 @@ class AdaptiveStepping:
     Args:
         solver_order: order of the method (the exponent of the controller's step-size update).
         times: the output times (Python floats); the solve runs from ``times[0]`` to ``times[-1]``.
-        config: tolerances, norm, ``first_step``, ``controller`` (default :class:`PIController`),
-            ``stops`` and ``jumps``.
+        config: its ``controller`` (tolerances, norm, first step, stops, jumps and gains).
     """
 
     def __init__(self, solver_order: int, times: list[float], config: IntegrationConfig):
-        self.controller = controller_of(config)
-        self.config = config
+        self.controller = controller = config.controller
         self.order = solver_order
         self.t, self.t_end = times[0], times[-1]
         self.direction = 1.0 if self.t_end > self.t else -1.0
-        inside = {float(s) for s in (*config.stops, *config.jumps)
+        inside = {float(s) for s in (*controller.stops, *controller.jumps)
                   if self.direction * (s - self.t) > 0 and self.direction * (self.t_end - s) >= 0}
         self.stops = sorted(inside, key=lambda s: self.direction * s)
         self.stop_keys = [self.direction * s for s in self.stops]
-        self.jumps = {float(s) for s in config.jumps}
+        self.jumps = {float(s) for s in controller.jumps}
         self.h = math.nan
         self.ratio = math.nan
         self.previous_ratio = 0.0
@@ -256,9 +320,9 @@ class AdaptiveStepping:
         return self.h
 
     def start(self, func, y0: Tensor, f0: Tensor) -> None:
-        """Choose the first step: ``config.first_step`` or the Hairer–Wanner heuristic (one extra
-        evaluation of ``func``) from the initial state ``y0`` and its derivative ``f0``."""
-        c = self.config
+        """Choose the first step: the controller's ``first_step`` or the Hairer–Wanner heuristic
+        (one extra evaluation of ``func``) from the initial state ``y0`` and its derivative ``f0``."""
+        c = self.controller
         size = c.first_step if c.first_step is not None else initial_step(
             func, self.t, y0, f0, self.order, c.rtol, c.atol, lambda x: _scalar(c.norm(x)))
         self.h = self.direction * abs(size)
@@ -282,11 +346,9 @@ class AdaptiveStepping:
             NonFiniteValue: the error ratio is NaN or Inf (func produced a non-finite value).
             StepSizeUnderflow: the next step size no longer moves ``t`` before the end.
         """
-        c = self.config
         failed = not bool(result.converged)  # an implicit stage's Newton failed: reject, shrink by dfactor
         with torch.no_grad():
-            ratio = math.inf if failed else _scalar(
-                self.controller.scaled_error(y0, result.y1, result.error, c.rtol, c.atol, c.norm))
+            ratio = math.inf if failed else _scalar(self.controller.error_ratio(y0, result.y1, result.error))
         if not math.isfinite(ratio) and not failed:
             raise NonFiniteValue("a value produced by func", t=t0, nfe=nfe,
                                  bad_indices=bad_batch_entries(result.y1.detach()))
@@ -300,11 +362,6 @@ class AdaptiveStepping:
             raise StepSizeUnderflow(f"step size underflow: h={self.h:.3g} at error ratio {ratio:.3g}",
                                     t=self.t, t_end=self.t_end, nfe=nfe)
         return accepted
-
-
-def controller_of(config: IntegrationConfig) -> PIController:
-    """The step-size controller of an adaptive solve: ``config.controller``, or the default one."""
-    return config.controller or PIController()
 
 
 def stepped_size(controller: PIController, h: Scalar, proposal: Scalar, ratio: Scalar, previous_ratio: Scalar,

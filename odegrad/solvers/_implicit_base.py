@@ -100,9 +100,10 @@ class ImplicitSolver(StepSolver):
     def workspace(self, func: Func) -> Workspace:
         """This solve's workspace (made on first use from ``func``'s declared structure)."""
         if self._workspace is None:
-            rtol, atol = self._settings.scalar_tolerances()
+            controller = self._settings.controller
+            rtol, atol = controller.scalar_tolerances()
             matrix = IterationMatrix(self.jacobian, self.counts, jacobian_structure(func))
-            self._workspace = Workspace(matrix, rtol, atol, self._settings.norm)
+            self._workspace = Workspace(matrix, rtol, atol, controller.norm)
         return self._workspace
 
     def init(self, func: Func, t0: Any, y0: Tensor) -> Tensor:

@@ -132,8 +132,9 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
     stepping = (AdaptiveStepping(solver.order, times, config) if solver.error_estimate
                 else FixedStepping(times, config))
     one_sided = None
-    if config.perturb or config.jumps:
-        one_sided = _OneSided(counted_func, direction, None if config.perturb else frozenset(config.jumps))
+    jumps = config.controller.jumps
+    if config.perturb or jumps:
+        one_sided = _OneSided(counted_func, direction, None if config.perturb else frozenset(jumps))
         one_sided.step(times[0], math.nan)
     func = one_sided or counted_func
     state = solver.init(func, times[0], y0)

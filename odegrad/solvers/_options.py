@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -105,7 +106,7 @@ def _canonical(options: Mapping[str, Any]) -> dict[str, Any]:
 def _check_resolution(solver: Integrator, config: IntegrationConfig, dtype: torch.dtype | None) -> None:
     if dtype is None or not solver.error_estimate or torch.finfo(dtype).bits > 16:
         return
-    rtol = config.scalar_tolerances()[0]
+    rtol = config.controller.scalar_tolerances()[0]
     floor = HALF_PRECISION_RTOL_FACTOR * torch.finfo(dtype).eps
     if rtol < floor:
         raise InvalidInput("rtol", rtol, f"at least {floor:.3g} for {dtype} states with an adaptive method",
@@ -145,15 +146,15 @@ def make_config(solver: Integrator, rtol: Any, atol: Any, options: Mapping[str, 
     like torchdiffeq's.
     """
     dtype = dtype or (None if y0 is None else y0.dtype)
-    config = IntegrationConfig(rtol=_tolerance("rtol", rtol, y0, shapes), atol=_tolerance("atol", atol, y0, shapes))
-    if not _some_positive(config.rtol, config.atol):
+    rtol, atol = _tolerance("rtol", rtol, y0, shapes), _tolerance("atol", atol, y0, shapes)
+    if not _some_positive(rtol, atol):
         raise InvalidInput("rtol/atol", "both 0", "at least one positive tolerance (for every element)")
-    _check_resolution(solver, config, dtype)
     opts = _options_for(solver, options)
+    config = IntegrationConfig(controller=_controller(opts, rtol, atol) if solver.error_estimate
+                               else PIController(rtol=rtol, atol=atol))
+    _check_resolution(solver, config, dtype)
     _read_loop_options(config, opts, solver)
-    if solver.error_estimate:
-        _read_controller_options(config, opts)
-    else:
+    if not solver.error_estimate:
         _read_grid_options(config, opts, func, y0, t)
     return config
 
@@ -194,27 +195,34 @@ def _read_loop_options(config: IntegrationConfig, opts: Mapping[str, Any], solve
         _check_driver(config, solver)
 
 
-def _read_controller_options(config: IntegrationConfig, opts: Mapping[str, Any]) -> None:
-    """The adaptive step-size controller's settings: ``first_step``, ``norm``, ``step_t``/``jump_t``
-    stops and ``controller`` (or its ``safety``/``ifactor``/``dfactor``)."""
+def _controller(opts: Mapping[str, Any], rtol: float | Tensor, atol: float | Tensor) -> PIController:
+    """The adaptive step-size controller: odeint's tolerances, ``first_step``, ``norm``,
+    ``step_t``/``jump_t`` stops and the gains of ``options['controller']`` (or its
+    ``safety``/``ifactor``/``dfactor`` options)."""
+    settings: dict[str, Any] = {"rtol": rtol, "atol": atol}
     if "jump_t" in opts:
-        config.jumps = tuple(times_option("options['jump_t']", opts["jump_t"]))
+        settings["jumps"] = tuple(times_option("options['jump_t']", opts["jump_t"]))
     if "step_t" in opts:
-        config.stops = tuple(times_option("options['step_t']", opts["step_t"]))
+        settings["stops"] = tuple(times_option("options['step_t']", opts["step_t"]))
     if "first_step" in opts:
-        config.first_step = check_positive("options['first_step']", opts["first_step"])
+        settings["first_step"] = check_positive("options['first_step']", opts["first_step"])
     if "norm" in opts:
         if not callable(opts["norm"]):
             raise InvalidInput("options['norm']", opts["norm"], "a callable mapping a tensor to a scalar")
-        config.norm = opts["norm"]
-    controller_args = {k: opts[k] for k in _CONTROLLER_OPTIONS if k in opts}
-    if "controller" in opts:
-        if controller_args or not isinstance(opts["controller"], PIController):
-            raise InvalidInput("options['controller']", opts["controller"],
-                               "a PIController (and no separate safety/ifactor/dfactor options)")
-        config.controller = opts["controller"]
-    elif controller_args:
-        config.controller = PIController(**controller_args)
+        settings["norm"] = opts["norm"]
+    gains = {k: opts[k] for k in _CONTROLLER_OPTIONS if k in opts}
+    if "controller" not in opts:
+        return PIController(**gains, **settings)
+    given = opts["controller"]
+    if gains or not isinstance(given, PIController):
+        raise InvalidInput("options['controller']", given,
+                           "a PIController (and no separate safety/ifactor/dfactor options)")
+    if not given.gains_only():
+        raise InvalidInput("options['controller']", given,
+                           "a PIController setting only its gains (safety, ifactor, dfactor, beta1, beta2): "
+                           "pass tolerances as odeint's rtol/atol and the norm, first step and stops as "
+                           "options['norm'], ['first_step'], ['step_t'], ['jump_t']")
+    return replace(given, **settings)
 
 
 def _read_grid_options(config: IntegrationConfig, opts: Mapping[str, Any], func: Any, y0: Tensor | None,

@@ -95,7 +95,7 @@ def sweep_per_sample(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
         return counted_func(time.reshape(batch).to(time_dtype), y)
 
     compiled = is_tracing() or config.driver == "traced"
-    marched = march(solver, field, y0, t.detach().to(_F64), config, entry_norm(config.norm, y0),
+    marched = march(solver, field, y0, t.detach().to(_F64), config, entry_norm(config.controller.norm, y0),
                     loop=_while_loop if compiled else python_loop, land=land, on_output=on_output, on_step=on_step,
                     accumulate=accumulate, totals=totals)
     stats = Stats(steps_accepted=marched.accepted, steps_rejected=marched.rejected)

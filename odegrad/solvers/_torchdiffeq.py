@@ -50,7 +50,7 @@ from ..errors import (
     UnsupportedCombination,
 )
 from ._base import IntegrationConfig, Integrator, Solution, Stats
-from ._controller import PIController, fixed_grid
+from ._controller import fixed_grid
 
 # Messages of torchdiffeq 0.2.5's own assertions (rk_common.py), and what each one means here.
 _UNDERFLOW = "underflow in dt"
@@ -155,7 +155,7 @@ class TorchdiffeqSolver(Integrator):
             func, t.dtype, times[0], times[-1], config.max_steps)
         options = self._adaptive_options(config, t) if self.error_estimate else self._grid_options(config, times, t)
         try:
-            ys = torchdiffeq.odeint(progress, y0, t, rtol=config.rtol, atol=config.atol,
+            ys = torchdiffeq.odeint(progress, y0, t, rtol=config.controller.rtol, atol=config.controller.atol,
                                     method=self.method, options=options)
         except AssertionError as error:
             failure = progress.failure(error)
@@ -167,20 +167,19 @@ class TorchdiffeqSolver(Integrator):
                                            steps_rejected=rejected))
 
     def _adaptive_options(self, config: IntegrationConfig, t: Tensor) -> dict[str, Any]:
-        norm = config.norm
-        options: dict[str, Any] = {"norm": lambda x: norm(x.detach())}  # steps not differentiated
-        if config.first_step is not None:
-            options["first_step"] = config.first_step
         controller = config.controller
-        if controller is not None:
-            if not isinstance(controller, PIController) or (controller.beta1, controller.beta2) != (1.0, 0.0):
-                raise UnsupportedCombination(
-                    f"options['controller'] = {controller!r} cannot be passed on to {self.name}: "
-                    f"torchdiffeq's step-size controller is integral-only (PIController with "
-                    f"beta1=1, beta2=0); set safety/ifactor/dfactor only, or use an odegrad method")
-            options.update(safety=controller.safety, ifactor=controller.ifactor, dfactor=controller.dfactor)
-        jumps = sorted(set(config.jumps))
-        stops = sorted(set(config.stops) - set(jumps))
+        norm = controller.norm
+        options: dict[str, Any] = {"norm": lambda x: norm(x.detach())}  # steps not differentiated
+        if controller.first_step is not None:
+            options["first_step"] = controller.first_step
+        if (controller.beta1, controller.beta2) != (1.0, 0.0):
+            raise UnsupportedCombination(
+                f"options['controller'] = {controller!r} cannot be passed on to {self.name}: "
+                f"torchdiffeq's step-size controller is integral-only (PIController with "
+                f"beta1=1, beta2=0); set safety/ifactor/dfactor only, or use an odegrad method")
+        options.update(safety=controller.safety, ifactor=controller.ifactor, dfactor=controller.dfactor)
+        jumps = sorted(set(controller.jumps))
+        stops = sorted(set(controller.stops) - set(jumps))
         for key, values in (("step_t", stops), ("jump_t", jumps)):
             if values:
                 options[key] = torch.tensor(values, dtype=t.dtype, device=t.device)

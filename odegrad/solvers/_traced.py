@@ -34,7 +34,6 @@ from ..errors import MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow, Unsupp
 from ._base import IntegrationConfig, Solution, Stats
 from ._controller import (
     clip_to_stop,
-    controller_of,
     initial_step,
     initial_step_constants,
     norm_tensor,
@@ -63,8 +62,9 @@ def traced_constants(solver: Any, config: IntegrationConfig) -> tuple[float, ...
     """Every float constant a traced solve by ``solver`` under ``config`` uses: what
     :func:`~odegrad.solvers._scalars.exact_constants` needs for an exact ONNX export."""
     order = solver.order
-    first_step = () if config.first_step is None else (abs(config.first_step),)
-    return (*solver.constants(), *controller_of(config).constants(order), *initial_step_constants(order),
+    controller = config.controller
+    first_step = () if controller.first_step is None else (abs(controller.first_step),)
+    return (*solver.constants(), *controller.constants(order), *initial_step_constants(order),
             *DRIVER_CONSTANTS, *first_step)
 
 
@@ -76,7 +76,7 @@ def traced_unsupported(solver: Any, config: IntegrationConfig, keep_dense: bool)
     method = f"the method {getattr(solver, 'name', solver)!r} (its steps read tensor values)"
     observers = "per-step observers (events, local regularization, gq's nodes, interp's windows)"
     return [name for name, value in ((method, not getattr(solver, "traceable", False)),
-                                     (observers, config.observers), ("jump_t", config.jumps),
+                                     (observers, config.observers), ("jump_t", config.controller.jumps),
                                      ("perturb", config.perturb), ("dense=True", keep_dense)) if value]
 
 
@@ -114,7 +114,7 @@ def integrate_traced(solver: Any, func: Callable, y0: Tensor, t: Tensor, config:
         return counted_func(time.reshape(()).to(time_dtype), y[0]).unsqueeze(0)
 
     def entry_norm(x: Tensor) -> Tensor:
-        return norm_tensor(config.norm(x[0])).reshape(column)
+        return norm_tensor(config.controller.norm(x[0])).reshape(column)
 
     marched = march(solver, field, y0.unsqueeze(0), t.detach().to(_F64).unsqueeze(0), config, entry_norm,
                     loop=_while_loop)
@@ -201,8 +201,8 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
     direction = _fresh(sign.reshape(column))
     t_end = _fresh(times[:, -1].reshape(column))
     stop_keys = _stop_keys(config, times, sign)
-    controller, order = controller_of(config), solver.order
-    rtol, atol = tolerance(config.rtol, y0), tolerance(config.atol, y0)
+    controller, order = config.controller, solver.order
+    rtol, atol = tolerance(controller.rtol, y0), tolerance(controller.atol, y0)
     index = torch.arange(count, device=y0.device)
     max_steps = config.max_steps
 
@@ -210,8 +210,8 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
     state0 = solver.init(field, t0, y0)
     if loop is _while_loop:
         y0 = _differentiable(y0, state0)
-    if config.first_step is not None:
-        h0 = direction * const(abs(config.first_step))
+    if controller.first_step is not None:
+        h0 = direction * const(abs(controller.first_step))
     else:
         h0 = direction * initial_step(field, t0, y0, state0, order, rtol, atol, entry_norm)
     spare = 0 if land or loop is not python_loop else 1  # a slot past the outputs for the eager emit's window
@@ -357,7 +357,7 @@ def _stop_keys(config: IntegrationConfig, times: Tensor, sign: Tensor) -> Tensor
     """The forced stops (``step_t``) as keys ``direction · stop`` per entry, then +inf,
     ``Tensor[B, k + 1]``: an entry's next stop after ``t`` is its direction times its smallest
     key above ``direction · t`` (+inf: none)."""
-    stops = times.new_tensor(config.stops).reshape(1, -1)
+    stops = times.new_tensor(config.controller.stops).reshape(1, -1)
     never = torch.full_like(sign, math.inf)[:, None]
     return torch.cat([sign[:, None] * stops, never], dim=1)
 
