@@ -174,7 +174,8 @@ class TorchdiffeqSolver(Integrator):
             options["first_step"] = controller.first_step
         if (controller.beta1, controller.beta2) != (1.0, 0.0):
             raise UnsupportedCombination(
-                f"options['controller'] = {controller!r} cannot be passed on to {self.name}: "
+                f"options['controller'] with beta1={controller.beta1}, beta2={controller.beta2} cannot be "
+                f"passed on to {self.name}: "
                 f"torchdiffeq's step-size controller is integral-only (PIController with "
                 f"beta1=1, beta2=0); set safety/ifactor/dfactor only, or use an odegrad method")
         options.update(safety=controller.safety, ifactor=controller.ifactor, dfactor=controller.dfactor)
