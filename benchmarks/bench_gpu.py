@@ -19,7 +19,8 @@ are skipped, with the reason, where that interpreter has no diffrax). Its MLP ha
 but JAX's initialisation, so its NFE may differ: the step counts are printed beside.
 
 ``--compiled`` adds each odegrad method under ``torch.compile(fullgraph=True)`` (``common.
-COMPILED_METHODS``: the traced driver, and one traced backward sweep for the adjoint backends);
+COMPILED_METHODS``: the traced driver, and one traced backward sweep for the adjoint backends),
+``--cpp-wrapper`` the adjoint backends compiled with inductor's C++ wrapper (``CPP_WRAPPER_METHODS``);
 their first call (not timed) compiles, and their field-call count is not measured (n/a: calls
 inside a compiled loop are not counted).
 
@@ -42,24 +43,33 @@ import time
 import warnings
 
 import torch
-from common import COMPILED_METHODS, METHODS, PROBLEMS, ODEProblem, paired_median_times, train_iteration
+from common import (
+    COMPILED_METHODS,
+    CPP_WRAPPER_METHODS,
+    METHODS,
+    PROBLEMS,
+    ODEProblem,
+    paired_median_times,
+    train_iteration,
+)
 
 from odegrad.solvers import CountedFunc
 
 
-def time_problem(problem: ODEProblem, device: str, batch: int, repeats: int, compiled: bool = False
-                 ) -> dict[str, tuple[float, int]]:
+def time_problem(problem: ODEProblem, device: str, batch: int, repeats: int, compiled: bool = False,
+                 cpp_wrapper: bool = False) -> dict[str, tuple[float, int]]:
     """Method -> (median seconds per training iteration, calls of the field in one iteration; -1
     for compiled methods, whose calls inside a compiled loop are not counted)."""
     raw, y0, t = problem.make(device, batch=batch)
     field = CountedFunc(raw)  # compiled methods get the raw field: a changing counter would recompile them
-    names = [*METHODS, *(COMPILED_METHODS if compiled else ())]
-    runs = {name: train_iteration(problem, name, raw if name in COMPILED_METHODS else field, y0, t) for name in names}
+    compiled_names = [*(COMPILED_METHODS if compiled else ()), *(CPP_WRAPPER_METHODS if cpp_wrapper else ())]
+    runs = {name: train_iteration(problem, name, raw if name in compiled_names else field, y0, t)
+            for name in [*METHODS, *compiled_names]}
     nfe = {}
     for name, run in runs.items():  # the first call: counts calls, and compiles the compiled methods
         before = field.nfe
         run()
-        nfe[name] = -1 if name in COMPILED_METHODS else field.nfe - before
+        nfe[name] = -1 if name in compiled_names else field.nfe - before
     seconds = paired_median_times(list(runs.values()), repeats)
     return {name: (s, nfe[name]) for name, s in zip(runs, seconds)}
 
@@ -137,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--diffrax-python", default=sys.executable, help="an interpreter with jax and diffrax")
     parser.add_argument("--quick", action="store_true", help="batch / 16, 2 repeats (smoke run)")
     parser.add_argument("--compiled", action="store_true", help="also time odegrad under torch.compile(fullgraph=True)")
+    parser.add_argument("--cpp-wrapper", action="store_true",
+                        help="also time the adjoint backends compiled with inductor's C++ wrapper")
     parser.add_argument("--diffrax-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.diffrax_worker:
@@ -152,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     for key in args.problems:
         problem = PROBLEMS[key]
         batch = max(problem.batch // (16 if args.quick else 1), 1)
-        rows = time_problem(problem, args.device, batch, repeats, args.compiled)
+        rows = time_problem(problem, args.device, batch, repeats, args.compiled, args.cpp_wrapper)
         diffrax = {}
         if key in args.diffrax_problems:
             diffrax = diffrax_in_subprocess(key, batch, repeats, args.diffrax_python)

@@ -166,11 +166,11 @@ def parse_backend(spec: str) -> odegrad.gradients.Backend:
     return type(backend)(**kwargs)
 
 
-def _odegrad(gradient, compiled: bool = False):
+def _odegrad(gradient, compiled: bool = False, cpp_wrapper: bool = False):
     def run(field, y0, t, rtol, atol):
         return odegrad.odeint(field, y0, t, rtol=rtol, atol=atol, method="dopri5", gradient=gradient)
 
-    return torch.compile(run, fullgraph=True) if compiled else run
+    return torch.compile(run, fullgraph=True, options={"cpp_wrapper": cpp_wrapper}) if compiled else run
 
 
 _BACKENDS: dict[str, Callable[[], str | odegrad.gradients.Backend]] = {
@@ -197,13 +197,22 @@ COMPILED_METHODS: dict[str, Callable[..., Callable]] = {
 """The odegrad methods under ``torch.compile(fullgraph=True)`` (inductor): the traced driver forward
 and, for the adjoint backends, one traced backward sweep. The first call compiles."""
 
+CPP_WRAPPER_METHODS: dict[str, Callable[..., Callable]] = {
+    f"{name} compiled, C++ wrapper": (lambda name=name: _odegrad(_BACKENDS[name](), compiled=True, cpp_wrapper=True))
+    for name in _BACKENDS if name != "direct"
+}
+"""The adjoint backends compiled as :data:`COMPILED_METHODS` with inductor's C++ wrapper
+(``options={"cpp_wrapper": True}``: no Python between the loop's kernels). ``direct`` has none:
+inductor cannot wrap ``while_loop``'s autograd in C++ (torch 2.13)."""
+
 
 def make_method(spec: str) -> Callable:
-    """``run(field, y0, t, rtol, atol) -> ys`` for a :data:`METHODS` or :data:`COMPILED_METHODS`
-    name or an odegrad backend spec such as ``"gq(nodes=16)"``."""
+    """``run(field, y0, t, rtol, atol) -> ys`` for a :data:`METHODS`, :data:`COMPILED_METHODS` or
+    :data:`CPP_WRAPPER_METHODS` name or an odegrad backend spec such as ``"gq(nodes=16)"``."""
     if spec in METHODS:
         return METHODS[spec]()
-    return COMPILED_METHODS[spec]() if spec in COMPILED_METHODS else _odegrad(parse_backend(spec))
+    compiled = {**COMPILED_METHODS, **CPP_WRAPPER_METHODS}
+    return compiled[spec]() if spec in compiled else _odegrad(parse_backend(spec))
 
 
 def train_iteration(problem: ODEProblem, method: str, field, y0, t) -> Callable[[], None]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU table of the Benchmarks page (docs/guides/benchmarks.md) in one run (GPU time is scarce: one prepared script, ~9 minutes on
+# Every GPU table of the Benchmarks page (docs/guides/benchmarks.md) in one run (GPU time is scarce: one prepared script, at most 12.5 minutes on
 # one H100 with 16 CPU cores). Timed CUDA benchmarks run one after another on cores 0-5; the CPU
 # TL-NODE table (single-thread processes, 3 seeds x 4 tasks) runs beside them on cores 6-15, so
 # the two never share a core. Each part has its own time limit and writes its own table, so a part
@@ -32,7 +32,7 @@ part() {  # part NAME SECONDS CORES COMMAND...: run, time-limited and pinned, in
 part tlnode_cpu 420 6-15 "$python" bench_tlnode.py --jobs 10 &
 part memory 110 0-5 "$python" bench_memory.py --device cuda
 part gpu 130 0-5 "$python" bench_gpu.py --diffrax-problems large
-part gpu_compiled 150 0-5 "$python" bench_gpu.py --problems large --diffrax-problems --compiled
-part overhead 120 0-5 "$python" bench_overhead.py --device cuda --diffrax-python "$python" --pretrain 100
-part tlnode_gpu 200 0-5 "$python" bench_tlnode.py --device cuda --jobs 4 --seeds 0 --no-breakdown
+part gpu_compiled 200 0-5 "$python" bench_gpu.py --problems large --diffrax-problems --compiled --cpp-wrapper
+part overhead 150 0-5 "$python" bench_overhead.py --device cuda --diffrax-python "$python" --pretrain 100
+part tlnode_gpu 150 0-5 "$python" bench_tlnode.py --device cuda --jobs 4 --seeds 0 --no-breakdown
 wait

@@ -171,7 +171,7 @@ def check_reverse_drift(backend: str, rebuilt: Tensor, ys: Tensor, segment: int,
     methods, whose accuracy no tolerance states, :data:`FIXED_STEP_DRIFT_RTOL`."""
     stored = ys[segment]
     if problem.solver.error_estimate:
-        (rtol, atol) = config.controller.scalar_tolerances()
+        rtol, atol = config.controller.scalar_tolerances()
         forward_rtol, forward_atol = problem.config.controller.scalar_tolerances()
         rtol, atol = max(rtol, forward_rtol), max(atol, forward_atol)
     else:

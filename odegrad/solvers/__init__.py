@@ -23,9 +23,8 @@ from ._base import (
     Stats,
     StepRecord,
     StepResult,
-    rms_norm,
 )
-from ._controller import AdaptiveStepping, FixedStepping, PIController, fixed_grid
+from ._controller import AdaptiveStepping, FixedStepping, PIController, fixed_grid, rms_norm
 from ._esdirk import ESDIRK, esdirk_factory, make_esdirk
 from ._implicit_base import ImplicitSolver
 from ._implicit_tableaux import ESDIRK_TABLEAUX

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInput
-from ._controller import Norm, PIController, rms_norm  # noqa: F401 (re-exported)
+from ._controller import PIController
 
 Func = Callable[[Tensor, Tensor], Tensor]
 

@@ -1,7 +1,8 @@
-"""Step-size control. :class:`PIController` holds the gains and the rules (error scaling,
-acceptance, next step, Hairer–Wanner initial step); a *stepping* object is one solve's controller
-state and owns everything that decides where the next step goes: acceptance, the next step size
-and forced stops (``stops``, ``jumps``). The integration loop only asks it.
+"""Step-size control. :class:`PIController` holds every setting of it (tolerances, error norm,
+first step, forced stops ``stops``/``jumps``, gains) and the rules (error ratio, acceptance, next
+step, Hairer–Wanner initial step); a *stepping* object is one solve's controller state and decides
+where the next step goes: acceptance, the next step size and landing on forced stops. The
+integration loop only asks it.
 
 * :class:`AdaptiveStepping` — embedded-error-controlled steps, clipped so that no step passes a
   forced stop (it lands on it exactly), as diffrax's ``PIDController`` + ``ClipStepSizeController``.

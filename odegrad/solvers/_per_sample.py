@@ -18,7 +18,8 @@ from torch import Tensor
 
 from .._counting import counted, is_tracing
 from ..errors import InvalidInput
-from ._base import IntegrationConfig, Norm, Solution, Stats, rms_norm
+from ._base import IntegrationConfig, Solution, Stats
+from ._controller import Norm, rms_norm
 from ._traced import Status, _raise_for, _while_loop, march, python_loop, refuse_untraceable
 
 _F64 = torch.float64
