@@ -161,19 +161,26 @@ def drift_unit(rtol: float, atol: float, scale: float | Tensor, dtype: torch.dty
     return max(atol + rtol * scale, roundoff, tiny)
 
 
+def drift_tolerances(backward: IntegrationConfig, forward: IntegrationConfig) -> tuple[float, float]:
+    """``(rtol, atol)`` of the drift check of an adaptive reverse solve configured by ``backward``
+    against the forward solve's ``forward``: the looser of the two (the miss holds both solves'
+    errors)."""
+    (rtol, atol), (forward_rtol, forward_atol) = (backward.controller.scalar_tolerances(),
+                                                  forward.controller.scalar_tolerances())
+    return max(rtol, forward_rtol), max(atol, forward_atol)
+
+
 def check_reverse_drift(backend: str, rebuilt: Tensor, ys: Tensor, segment: int, t_start: float,
                         problem: Problem, config: IntegrationConfig, on_drift: str, steps: int) -> None:
     """Compare the state a backward solve (configured by ``config``) rebuilt at output time
     ``t_start`` with the stored forward state ``ys[segment]``, after ``steps`` accepted backward
     steps since y was last taken from the stored outputs; past :data:`REVERSE_DRIFT_FACTOR` units
-    of :func:`drift_unit` raise :class:`ReverseSolveDrift` (or warn). The tolerances are the
-    looser of the forward and backward ones (the miss holds both solves' errors); for fixed-step
-    methods, whose accuracy no tolerance states, :data:`FIXED_STEP_DRIFT_RTOL`."""
+    of :func:`drift_unit` raise :class:`ReverseSolveDrift` (or warn). The tolerances are
+    :func:`drift_tolerances`; for fixed-step methods, whose accuracy no tolerance states,
+    :data:`FIXED_STEP_DRIFT_RTOL`."""
     stored = ys[segment]
     if problem.solver.error_estimate:
-        rtol, atol = config.controller.scalar_tolerances()
-        forward_rtol, forward_atol = problem.config.controller.scalar_tolerances()
-        rtol, atol = max(rtol, forward_rtol), max(atol, forward_atol)
+        rtol, atol = drift_tolerances(config, problem.config)
     else:
         rtol, atol = FIXED_STEP_DRIFT_RTOL, 0.0
     unit = drift_unit(rtol, atol, float(ys.abs().max()), stored.dtype, steps)

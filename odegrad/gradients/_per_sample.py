@@ -36,6 +36,7 @@ from ._base import (
     REVERSE_DRIFT_FACTOR,
     BlockNorm,
     Problem,
+    drift_tolerances,
     drift_unit,
     func_vjp,
     legendre_rule,
@@ -84,8 +85,7 @@ def per_sample_backward(backend: Any, problem: Problem, ys: Tensor, grad_ys: Ten
 
     solver = backend.backward_solver(problem)
     config = backend.backward_config(problem, norm=BlockNorm((size, size)) if carries_y else rms_norm)
-    (rtol, atol), forward = config.controller.scalar_tolerances(), problem.config.controller.scalar_tolerances()
-    drift = _DriftCheck(backend.name, stored, max(rtol, forward[0]), max(atol, forward[1]), on_drift)
+    drift = _DriftCheck(backend.name, stored, *drift_tolerances(config, problem.config), on_drift)
     quadrature = _StepQuadrature(func, problem.params, nodes, split, t.dtype)
 
     def land(time: Tensor, state: Tensor, landed: Tensor, index: Tensor) -> Tensor:

@@ -62,6 +62,7 @@ from ._base import (
     REVERSE_DRIFT_FACTOR,
     BlockNorm,
     Problem,
+    drift_tolerances,
     drift_unit,
     flat_cat,
     refuse_drift,
@@ -203,11 +204,10 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
     solver = backend.backward_solver(problem)
     in_norm = 3 if integrated and not backend.seminorm else 2  # an empty y block counts too
     config = backend.backward_config(problem, norm=BlockNorm(sizes, in_norm))
-    (rtol, atol), forward = config.controller.scalar_tolerances(), problem.config.controller.scalar_tolerances()
     # copies: the loop's closure inputs may not alias each other
     stored = (ys if per_sample else ys[None]).reshape(batch, count, n).clone()
     jumps = (grad_ys if per_sample else grad_ys[None]).reshape(batch, count, n).to(ys.dtype, copy=True)
-    unit = drift_unit(max(rtol, forward[0]), max(atol, forward[1]), stored.abs().amax(dim=(1, 2)), ys.dtype,
+    unit = drift_unit(*drift_tolerances(config, problem.config), stored.abs().amax(dim=(1, 2)), ys.dtype,
                       forward_steps.reshape(-1)).reshape(batch, 1)
 
     def call(time: Tensor, y: Tensor, values: tuple[Tensor, ...]) -> Tensor:
