@@ -193,6 +193,21 @@ def test_the_controller_owns_the_step_control_settings():
                        options={"controller": odegrad.solvers.PIController(rtol=1e-3)})
 
 
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"rtol": -1e-6}, "PIController rtol"), ({"atol": math.nan}, "PIController atol"),
+    ({"first_step": 0.0}, "PIController first_step"), ({"norm": 2.0}, "PIController norm")])
+def test_a_controller_refuses_bad_settings_by_name(settings, named):
+    with pytest.raises(odegrad.errors.InvalidInput, match=named):
+        odegrad.solvers.PIController(**settings)
+
+
+def test_with_controller_refuses_a_field_the_controller_does_not_have():
+    config = odegrad.solvers.IntegrationConfig()
+    with pytest.raises(odegrad.errors.InvalidInput, match="with_controller field.*got rtl"):
+        config.with_controller(rtl=1e-3)
+    assert config.with_controller(rtol=1e-3).controller.rtol == 1e-3
+
+
 def test_torchdiffeq_adapter_forward():
     y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
     t = torch.linspace(0, 2, 5, dtype=torch.float64)

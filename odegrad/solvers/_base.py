@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -133,7 +133,15 @@ class IntegrationConfig:
         return replace(self, observers=(), controller=controller, record_stiffness=False, driver="auto")
 
     def with_controller(self, **changes: Any) -> IntegrationConfig:
-        """A copy whose controller has the given fields replaced (e.g. ``stops=``, ``first_step=``)."""
+        """A copy whose controller has the given fields replaced (e.g. ``stops=``, ``first_step=``).
+
+        Raises:
+            InvalidInput: a name that is no field of the controller, or a value it refuses.
+        """
+        unknown = sorted(set(changes) - {f.name for f in fields(self.controller)})
+        if unknown:
+            raise InvalidInput("with_controller field", unknown[0],
+                               f"one of {', '.join(f.name for f in fields(self.controller))}")
         return replace(self, controller=replace(self.controller, **changes))
 
     def with_observer(self, observer: Callable[[AcceptedStep], float | None]) -> IntegrationConfig:

@@ -83,6 +83,13 @@ class PIController:
         check_in_range("PIController dfactor", self.dfactor, low=0, high=1, low_open=True)
         check_in_range("PIController beta1", self.beta1, low=0, low_open=True)
         check_in_range("PIController beta2", self.beta2, low=0)
+        for name in ("rtol", "atol"):  # tensor tolerances are checked by make_config (no value read here)
+            if not isinstance(getattr(self, name), Tensor):
+                check_in_range(f"PIController {name}", getattr(self, name), low=0)
+        if self.first_step is not None:
+            check_in_range("PIController first_step", self.first_step, low=0, low_open=True)
+        if not callable(self.norm):
+            raise InvalidInput("PIController norm", self.norm, "a callable mapping a tensor to a scalar")
 
     def gains_only(self) -> bool:
         """Whether everything but the gains has its default (what a controller passed as
