@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..errors import InvalidInput
 from ._controller import PIController
+from ._time_axis import TimeAxis
 
 Func = Callable[[Tensor, Tensor], Tensor]
 
@@ -232,17 +233,16 @@ class DenseOutput:
         solver: evaluates one step: ``interpolate(dense_info, t0, h, t)`` and
             ``interpolate_derivative(dense_info, t0, h, t)`` (the step solver, or its linear
             interpolation).
-        direction: ``1.0`` for a forward solve, ``-1.0`` for a backward one (steps are looked up
-            by ``direction · t``).
+        axis: the direction of the solve (steps are looked up by their time along it).
 
     Attributes:
         unflatten: None, or the map from a flat state (with leading dimensions) to the user's
             tuple state, applied to what ``evaluate``/``derivative`` return (set by the api).
     """
 
-    def __init__(self, solver: Any, direction: float):
+    def __init__(self, solver: Any, axis: TimeAxis):
         self.solver = solver
-        self.direction = direction
+        self.axis = axis
         self.unflatten: Callable[[Tensor], Any] | None = None
         self._starts: list[float] = []
         self._steps: list[tuple[float, float, Any]] = []
@@ -255,7 +255,7 @@ class DenseOutput:
 
     def append(self, t0: float, h: float, dense_info: Any) -> None:
         """Record the accepted step ``[t0, t0 + h]`` (in solve order) and its ``dense_info``."""
-        self._starts.append(self.direction * t0)
+        self._starts.append(self.axis.along(t0))
         self._steps.append((t0, h, dense_info))
 
     @property
@@ -306,7 +306,7 @@ class DenseOutput:
         return torch.stack(values).reshape(*t.shape, *values[0].shape)
 
     def _one(self, rule: Callable[..., Tensor], t: float) -> Tensor:
-        index = max(bisect.bisect_right(self._starts, self.direction * t) - 1, 0)
+        index = max(bisect.bisect_right(self._starts, self.axis.along(t)) - 1, 0)
         t0, h, info = self._steps[index]
         return rule(info, t0, h, t)
 

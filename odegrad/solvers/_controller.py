@@ -22,7 +22,8 @@ from torch import Tensor
 
 from .._checks import bad_batch_entries, check_in_range
 from ..errors import IntegrationFailure, InvalidInput, MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow
-from ._scalars import Scalar, absolute, const, finite, maximum, minimum, power, quotient, where
+from ._scalars import Scalar, const, finite, maximum, minimum, power, quotient, where
+from ._time_axis import TimeAxis
 
 if TYPE_CHECKING:
     from ._base import IntegrationConfig, StepResult
@@ -120,11 +121,11 @@ class PIController:
 
     def next_step(self, h: Scalar, ratio: Scalar, previous_ratio: Scalar, order: int,
                   accepted: bool | Tensor) -> Scalar:
-        """Signed size of the next step after a step of size ``h`` with error ratio ``ratio``;
+        """Size of the next step after a step of size ``h`` with error ratio ``ratio``;
         Python floats (eager driver) or 0-dim float64 tensors (traced driver) alike.
 
         Args:
-            h: the signed size of the step just judged.
+            h: the size of the step just judged (along the solve: positive).
             ratio: its scaled error (≤ 1: accepted).
             previous_ratio: the last accepted step's ratio (used when ``beta2`` > 0), 0 if none.
             order: the method's order q.
@@ -172,16 +173,19 @@ def _scalar(value) -> float:
 
 
 def initial_step(func, t0: Scalar, y0: Tensor, f0: Tensor, order: int, rtol: float | Tensor,
-                 atol: float | Tensor, measure: Callable[[Tensor], Scalar]) -> Scalar:
-    """Hairer–Wanner starting step size (Solving ODEs I, II.4), unsigned; costs one evaluation of
-    func. ``measure`` is the error norm as the driver reads it: a float (the eager driver), or a
-    float64 tensor of one value per batch entry, shaped to broadcast against ``y0`` (the traced
-    driver: nothing is read from a tensor); the step has the type and shape ``measure`` gives."""
+                 atol: float | Tensor, measure: Callable[[Tensor], Scalar], axis: TimeAxis) -> Scalar:
+    """Hairer–Wanner starting step size (Solving ODEs I, II.4), the size along the solve
+    (positive); costs one evaluation of func, at a trial step in the direction of ``axis`` (as
+    torchdiffeq, which solves a reverse-time problem mirrored forwards). ``measure`` is the error
+    norm as the driver reads it: a float (the eager driver), or a float64 tensor of one value per
+    batch entry, shaped to broadcast against ``y0`` (the traced driver: nothing is read from a
+    tensor); the step has the type and shape ``measure`` gives."""
     with torch.no_grad():
         scale = atol + y0.abs() * rtol
         d0, d1 = measure(y0 / scale), measure(f0 / scale)
         h0 = where((d0 < const(1e-5)) | (d1 < const(1e-5)), const(1e-6), const(0.01) * quotient(d0, d1))
-        f1 = func(t0 + h0, y0 + f0 * (h0.to(f0.dtype) if isinstance(h0, Tensor) else h0))
+        trial = axis.back(h0)
+        f1 = func(t0 + trial, y0 + f0 * (trial.to(f0.dtype) if isinstance(trial, Tensor) else trial))
         d2 = quotient(measure((f1 - f0) / scale), h0)
         largest = maximum(d1, d2)
         h1 = where(largest <= const(1e-15), maximum(h0 * const(1e-3), const(1e-6)),
@@ -200,12 +204,12 @@ def fixed_grid(times: list[float], config: IntegrationConfig) -> list[float]:
     """The step points of a fixed-step solve through output ``times``: ``config.grid``, a grid of
     ``config.step_size`` (last step shortened to end on ``times[-1]``), or ``times`` themselves.
     The step count is checked against ``config.max_steps`` before any grid is built."""
-    direction = 1.0 if times[-1] > times[0] else -1.0
     t0, t_end = times[0], times[-1]
+    axis = TimeAxis.of(t0, t_end)
     if config.grid is not None:
         grid = [float(g) for g in config.grid]
-        span_ok = len(grid) >= 2 and grid[0] == t0 and direction * (grid[-1] - t_end) >= 0
-        monotone = all(direction * (b - a) > 0 for a, b in zip(grid, grid[1:]))
+        span_ok = len(grid) >= 2 and grid[0] == t0 and not axis.before(grid[-1], t_end)
+        monotone = all(axis.before(a, b) for a, b in zip(grid, grid[1:]))
         if not (span_ok and monotone):
             got = f"{len(grid)} times" + (f" from {grid[0]} to {grid[-1]}" if grid else "")
             raise InvalidInput("options['grid']", got,
@@ -222,7 +226,7 @@ def fixed_grid(times: list[float], config: IntegrationConfig) -> list[float]:
         raise MaxStepsExceeded(f"the fixed grid needs {steps} steps but max_steps is {config.max_steps}",
                                t=t0, t_end=t_end, nfe=0)
     if grid is None:
-        grid = [t0 + direction * config.step_size * i for i in range(steps)]
+        grid = [t0 + axis.back(config.step_size) * i for i in range(steps)]
         grid.append(t_end)
     return grid
 
@@ -249,6 +253,7 @@ class FixedStepping:
     next_step = None
 
     def __init__(self, times: list[float], config: IntegrationConfig):
+        self.axis = TimeAxis.of(times[0], times[-1])
         self.stride: float | None = None
         if math.isinf(times[-1]):
             if config.step_size is None:
@@ -256,7 +261,7 @@ class FixedStepping:
                                    "a step size: a fixed-step method searching for an event without "
                                    "an end time steps by it (as torchdiffeq)")
             self.grid = [times[0]]
-            self.stride = math.copysign(config.step_size, times[-1] - times[0])
+            self.stride = self.axis.back(config.step_size)
         else:
             self.grid = fixed_grid(times, config)
         self.index = 0
@@ -299,7 +304,8 @@ class AdaptiveStepping:
     passing it. ``judge()`` scales the error, accepts or rejects, chooses the next step size and
     raises :class:`NonFiniteValue` / :class:`StepSizeUnderflow` with the time and the NFE.
     After an accepted step ``jumped`` says whether it ended on a jump (the solver's carried state
-    must be recomputed) and ``ratio`` is its error ratio.
+    must be recomputed) and ``ratio`` is its error ratio. Inside, times and step sizes are kept
+    along the solve (its :class:`TimeAxis`, fixed here once); what it takes and gives is in ``t``.
 
     Args:
         solver_order: order of the method (the exponent of the controller's step-size update).
@@ -310,38 +316,40 @@ class AdaptiveStepping:
     def __init__(self, solver_order: int, times: list[float], config: IntegrationConfig):
         self.controller = controller = config.controller
         self.order = solver_order
-        self.t, self.t_end = times[0], times[-1]
-        self.direction = 1.0 if self.t_end > self.t else -1.0
-        inside = {float(s) for s in (*controller.stops, *controller.jumps)
-                  if self.direction * (s - self.t) > 0 and self.direction * (self.t_end - s) >= 0}
-        self.stops = sorted(inside, key=lambda s: self.direction * s)
-        self.stop_keys = [self.direction * s for s in self.stops]
+        self.axis = axis = TimeAxis.of(times[0], times[-1])
+        self.s, self.s_end = axis.along(times[0]), axis.along(times[-1])
+        self.stops = sorted({s for s in (axis.along(float(x)) for x in (*controller.stops, *controller.jumps))
+                             if self.s < s <= self.s_end})
         self.jumps = {float(s) for s in controller.jumps}
-        self.h = math.nan
+        self.h = math.nan  # along the solve: positive
         self.ratio = math.nan
         self.previous_ratio = 0.0
         self.jumped = False
 
     @property
+    def t(self) -> float:
+        """The time reached (the start of the next step)."""
+        return self.axis.back(self.s)
+
+    @property
     def next_step(self) -> float:
         """The signed step size the controller proposes next (not clipped by stops)."""
-        return self.h
+        return self.axis.back(self.h)
 
     def start(self, func, y0: Tensor, f0: Tensor) -> None:
         """Choose the first step: the controller's ``first_step`` or the Hairer–Wanner heuristic
         (one extra evaluation of ``func``) from the initial state ``y0`` and its derivative ``f0``."""
         c = self.controller
         size = c.first_step if c.first_step is not None else initial_step(
-            func, self.t, y0, f0, self.order, c.rtol, c.atol, lambda x: _scalar(c.norm(x)))
-        self.h = self.direction * abs(size)
+            func, self.t, y0, f0, self.order, c.rtol, c.atol, lambda x: _scalar(c.norm(x)), self.axis)
+        self.h = abs(size)
 
     def propose(self) -> tuple[float, float, float]:
         """The next step ``(t0, t1, h)``: the controller's step, shortened to end exactly on the
         next forced stop when it would reach or pass it."""
-        index = bisect.bisect_right(self.stop_keys, self.direction * self.t)
-        stop = self.stops[index] if index < len(self.stops) else self.direction * math.inf
-        t1, h = clip_to_stop(self.t, self.h, stop, self.direction)
-        return self.t, t1, h
+        index = bisect.bisect_right(self.stops, self.s)
+        s1, h = clip_to_stop(self.s, self.h, self.stops[index] if index < len(self.stops) else math.inf)
+        return self.t, self.axis.back(s1), self.axis.back(h)
 
     def judge(self, y0: Tensor, result: StepResult, t0: float, t1: float, h: float, nfe: int) -> bool:
         """Accept (error ratio ≤ 1) or reject the step ``result`` from ``(t0, y0)`` to ``t1`` and
@@ -362,35 +370,35 @@ class AdaptiveStepping:
                                  bad_indices=bad_batch_entries(result.y1.detach()))
         accepted = ratio <= 1.0
         if accepted:
-            self.t, self.ratio, self.jumped = t1, ratio, t1 in self.jumps
+            self.s, self.ratio, self.jumped = self.axis.along(t1), ratio, t1 in self.jumps
             self.previous_ratio = ratio
-        self.h = stepped_size(self.controller, h, self.h, ratio, self.previous_ratio, self.order, accepted,
-                              self.direction)
-        if underflow(self.t, self.h, self.t_end, self.direction):
-            raise StepSizeUnderflow(f"step size underflow: h={self.h:.3g} at error ratio {ratio:.3g}",
-                                    t=self.t, t_end=self.t_end, nfe=nfe)
+        self.h = stepped_size(self.controller, self.axis.along(h), self.h, ratio, self.previous_ratio, self.order,
+                              accepted)
+        if underflow(self.s, self.h, self.s_end):
+            raise StepSizeUnderflow(f"step size underflow: h={self.next_step:.3g} at error ratio {ratio:.3g}",
+                                    t=self.t, t_end=self.axis.back(self.s_end), nfe=nfe)
         return accepted
 
 
 def stepped_size(controller: PIController, h: Scalar, proposal: Scalar, ratio: Scalar, previous_ratio: Scalar,
-                 order: int, accepted: bool | Tensor, direction: Scalar) -> Scalar:
+                 order: int, accepted: bool | Tensor) -> Scalar:
     """The controller's next step after the step ``h`` judged with error ``ratio``, for both
-    drivers. An accepted step that was clipped to land on a stop (``h`` shorter than the
-    controller's ``proposal``) does not shrink the proposal: the clip, not the error, set its
-    size, and a sliver before a stop (down to a subnormal h = stop − t) would otherwise throttle
-    or underflow the steps after it (as diffrax's controllers keep the unclipped step across jumps)."""
+    drivers (step sizes along the solve: positive). An accepted step that was clipped to land on
+    a stop (``h`` shorter than the controller's ``proposal``) does not shrink the proposal: the
+    clip, not the error, set its size, and a sliver before a stop (down to a subnormal
+    h = stop − s) would otherwise throttle or underflow the steps after it (as diffrax's
+    controllers keep the unclipped step across jumps)."""
     following = controller.next_step(h, ratio, previous_ratio, order, accepted)
-    kept = direction * maximum(absolute(following), absolute(proposal))
-    return where(accepted & (h != proposal), kept, following)
+    return where(accepted & (h != proposal), maximum(following, proposal), following)
 
 
-def underflow(t: Scalar, h: Scalar, t_end: Scalar, direction: Scalar) -> bool | Tensor:
-    """Whether the step size ``h`` no longer moves ``t`` before the end ``t_end``."""
-    return (direction * (t_end - t) > 0) & ((t + h == t) | (absolute(h) < const(1e-300)))
+def underflow(s: Scalar, h: Scalar, s_end: Scalar) -> bool | Tensor:
+    """Whether the step size ``h`` no longer moves ``s`` before the end ``s_end`` (along the solve)."""
+    return (s_end > s) & ((s + h == s) | (h < const(1e-300)))
 
 
-def clip_to_stop(t: Scalar, h: Scalar, stop: Scalar, direction: Scalar) -> tuple[Scalar, Scalar]:
-    """``(t1, h)`` of the step from ``t`` of size ``h``, shortened to end exactly on the forced stop
-    ``stop`` when it would reach or pass it (``stop`` ±inf in the direction of the solve: none)."""
-    clipped = direction * (t + h - stop) >= 0
-    return where(clipped, stop, t + h), where(clipped, stop - t, h)
+def clip_to_stop(s: Scalar, h: Scalar, stop: Scalar) -> tuple[Scalar, Scalar]:
+    """``(s1, h)`` of the step from ``s`` of size ``h`` (along the solve), shortened to end exactly
+    on the forced stop ``stop`` when it would reach or pass it (``stop`` +inf: none)."""
+    clipped = s + h - stop >= 0
+    return where(clipped, stop, s + h), where(clipped, stop - s, h)

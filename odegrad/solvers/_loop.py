@@ -27,6 +27,7 @@ from ._base import (
     step_interpolation,
 )
 from ._controller import AdaptiveStepping, FixedStepping
+from ._time_axis import TimeAxis
 
 
 class _Recorder:
@@ -61,15 +62,15 @@ class _OneSided:
 
     Args:
         func: the counted func (builds the time tensor of a float time).
-        direction: ``1.0`` forwards, ``-1.0`` backwards.
+        axis: the direction of the solve.
         points: the discontinuity times (None: every step start and end).
     """
 
     _SAME = 1e-12  # |t - end| / |h| below which a stage time is the step's end (t0 + c·h rounds)
 
-    def __init__(self, func: CountedFunc, direction: float, points: frozenset[float] | None):
+    def __init__(self, func: CountedFunc, axis: TimeAxis, points: frozenset[float] | None):
         self.func = func
-        self.direction = direction
+        self.forwards = axis.back(1.0)  # one unit along the solve, in t
         self.points = points
         self.start, self.end = math.nan, math.nan
 
@@ -85,9 +86,9 @@ class _OneSided:
         if isinstance(t, (int, float)):
             width = abs(self.end - self.start) if math.isfinite(self.end) else 0.0
             if t == self.start and self._marked(self.start):
-                return self._nudged(self.start, self.direction, y)
+                return self._nudged(self.start, self.forwards, y)
             if math.isfinite(self.end) and abs(t - self.end) <= self._SAME * width and self._marked(self.end):
-                return self._nudged(self.end, -self.direction, y)
+                return self._nudged(self.end, -self.forwards, y)
         return self.func(t, y)
 
     def _nudged(self, t: float, towards: float, y: Tensor) -> Tensor:
@@ -128,19 +129,19 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
     counted_func = counted(func, time_dtype)
     costs = getattr(solver, "cost_snapshot", dict)  # implicit methods' Jacobian/LU/Newton counters
     nfe_before, costs_before = counted_func.nfe, costs()
-    direction = 1.0 if times[-1] > times[0] else -1.0
     stepping = (AdaptiveStepping(solver.order, times, config) if solver.error_estimate
                 else FixedStepping(times, config))
+    axis = stepping.axis
     one_sided = None
     jumps = config.controller.jumps
     if config.perturb or jumps:
-        one_sided = _OneSided(counted_func, direction, None if config.perturb else frozenset(jumps))
+        one_sided = _OneSided(counted_func, axis, None if config.perturb else frozenset(jumps))
         one_sided.step(times[0], math.nan)
     func = one_sided or counted_func
     state = solver.init(func, times[0], y0)
     stepping.start(func, y0, state)
     interpolation = step_interpolation(solver, config.interp)
-    dense = DenseOutput(interpolation, direction) if keep_dense else None
+    dense = DenseOutput(interpolation, axis) if keep_dense else None
     recorder, stats = _Recorder(), Stats()
     ys, out, y = [y0], 1, y0
     while out < len(times):
@@ -156,8 +157,8 @@ def integrate_on_times(solver: Any, func, y0: Tensor, times: list[float], config
             continue
         at = partial(_state_at, interpolation, result, t0, h, t1)
         step = AcceptedStep(t0, t1, h, y, result.y1, at, stepping.next_step)
-        stop = _first_stop(direction, [observer(step) for observer in config.observers])
-        while out < len(times) and _is_output(direction, times[out], t1, stop):
+        stop = _first_stop(axis, [observer(step) for observer in config.observers])
+        while out < len(times) and _is_output(axis, times[out], t1, stop):
             ys.append(at(times[out]))
             out += 1
         recorder.add(t0, h, stepping.ratio, result.stiffness if config.record_stiffness else None)
@@ -196,16 +197,16 @@ def _state_at(interpolation: Any, result: StepResult, t0: float, h: float, t1: f
     return result.y1 if t == t1 else interpolation.interpolate(result.dense_info, t0, h, t)
 
 
-def _first_stop(direction: float, stops: list[float | None]) -> float | None:
-    """The earliest (in the direction of the solve) of the stop times observers returned, if any."""
-    times = [stop for stop in stops if stop is not None]
-    return min(times, key=lambda stop: direction * stop) if times else None
+def _first_stop(axis: TimeAxis, stops: list[float | None]) -> float | None:
+    """The earliest (in solve order) of the stop times observers returned, if any."""
+    times = axis.ordered(stop for stop in stops if stop is not None)
+    return times[0] if times else None
 
 
-def _is_output(direction: float, t: float, t1: float, stop: float | None) -> bool:
+def _is_output(axis: TimeAxis, t: float, t1: float, stop: float | None) -> bool:
     """Whether output time ``t`` is reached by a step ending at ``t1``: up to ``t1``, or strictly
     before ``stop`` when an event ends the solve there."""
-    return direction * (t - t1) <= 0 if stop is None else direction * (t - stop) < 0
+    return not axis.before(t1, t) if stop is None else axis.before(t, stop)
 
 
 def _check_finite_outputs(ys: Tensor, times: list[float], nfe: int) -> None:

@@ -115,7 +115,3 @@ def finite(x: Scalar) -> bool | Tensor:
     """Whether ``x`` is finite (elementwise for a tensor)."""
     return torch.isfinite(x) if isinstance(x, Tensor) else math.isfinite(x)
 
-
-def absolute(x: Scalar) -> Scalar:
-    """``|x|``."""
-    return x.abs() if isinstance(x, Tensor) else abs(x)

@@ -41,6 +41,7 @@ from ._controller import (
     underflow,
 )
 from ._scalars import const, tolerance
+from ._time_axis import TimeAxis
 
 _F64 = torch.float64
 
@@ -197,10 +198,10 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
     point = (batch, 1) + (1,) * (y0.dim() - 1)  # one time per entry, against the [B, n, *shape] outputs
     # closure inputs of a while loop may not alias each other: no views among them
     rows = _fresh(times.reshape(batch, count, *([1] * (y0.dim() - 1))))
-    sign = torch.sign(times[:, -1] - times[:, 0])
-    direction = _fresh(sign.reshape(column))
-    t_end = _fresh(times[:, -1].reshape(column))
-    stop_keys = _stop_keys(config, times, sign)
+    axis = TimeAxis(_fresh(TimeAxis.of(times[:, 0], times[:, -1]).sign.reshape(column)))
+    along = _fresh(axis.sign.reshape(batch, 1) * times)  # [B, n] output times along each entry's solve
+    s_end = _fresh(along[:, -1].reshape(column))
+    stops = _stops(config, axis, batch)
     controller, order = config.controller, solver.order
     rtol, atol = tolerance(controller.rtol, y0), tolerance(controller.atol, y0)
     index = torch.arange(count, device=y0.device)
@@ -211,9 +212,9 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
     if loop is _while_loop:
         y0 = _differentiable(y0, state0)
     if controller.first_step is not None:
-        h0 = direction * const(abs(controller.first_step))
+        h0 = torch.ones_like(t0) * const(abs(controller.first_step))
     else:
-        h0 = direction * initial_step(field, t0, y0, state0, order, rtol, atol, entry_norm)
+        h0 = initial_step(field, t0, y0, state0, order, rtol, atol, entry_norm, axis)
     spare = 0 if land or loop is not python_loop else 1  # a slot past the outputs for the eager emit's window
     nans = torch.full_like(y0, math.nan).unsqueeze(1).expand(batch, count - 1 + spare, *y0.shape[1:])
     ys0 = torch.cat([y0.unsqueeze(1), nans], dim=1)
@@ -225,27 +226,30 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
     def running(accepted, rejected, status, out, t, h, previous, y, state, ys, *sums):
         return active(accepted, rejected, status, out).any()
 
-    def body(accepted, rejected, status, out, t, h, previous, y, state, ys, *sums):
+    def body(accepted, rejected, status, out, s, h, previous, y, state, ys, *sums):
+        # s, h: each entry's time and next step size along its solve; the solver and the hooks get t
         stepping = active(accepted, rejected, status, out).reshape(column)
-        keys = torch.where(stop_keys > sign[:, None] * t.reshape(batch, 1), stop_keys, stop_keys[:, -1:])
+        ahead = torch.where(stops > s.reshape(batch, 1), stops, stops[:, -1:])
         if land:
-            keys = torch.minimum(keys, sign[:, None] * times.gather(1, out.clamp(max=count - 1)[:, None]))
-        t1, step = clip_to_stop(t, h, direction * keys.min(dim=1).values.reshape(column), direction)
+            ahead = torch.minimum(ahead, along.gather(1, out.clamp(max=count - 1)[:, None]))
+        s1, step = clip_to_stop(s, h, ahead.min(dim=1).values.reshape(column))
         step = torch.where(stepping, step, torch.zeros_like(step))  # done entries stay where they are
-        result = solver.step(field, t, step, y, state)
+        t, signed = axis.back(s), axis.back(step)
+        result = solver.step(field, t, signed, y, state)
         ratio = controller.scaled_error(y, result.y1, result.error, rtol, atol, entry_norm).detach()
         ok = stepping & (ratio <= const(1.0))
         if on_step is not None:
-            on_step(t, step, ok, y, result)
+            on_step(t, signed, ok, y, result)
         if accumulate is not None:
-            sums = (accumulate(sums[0], t, step, ok, y, result),)
-        reached = ok.reshape(batch, 1) & (index >= out[:, None]) & (sign[:, None] * (times - t1.reshape(batch, 1)) <= 0)
-        ys = emit(ys, reached, out, t, t1, torch.where(stepping, step, torch.ones_like(step)), result)
+            sums = (accumulate(sums[0], t, signed, ok, y, result),)
+        reached = ok.reshape(batch, 1) & (index >= out[:, None]) & (along <= s1.reshape(batch, 1))
+        ys = emit(ys, reached, out, t, axis.back(s1), axis.back(torch.where(stepping, step, torch.ones_like(step))),
+                  result)
         previous = torch.where(ok, ratio, previous)
-        h_next = torch.where(stepping, stepped_size(controller, step, h, ratio, previous, order, ok, direction), h)
-        t_next = torch.where(ok, t1, t)
+        h_next = torch.where(stepping, stepped_size(controller, step, h, ratio, previous, order, ok), h)
+        s_next = torch.where(ok, s1, s)
         bad = stepping & ~torch.isfinite(ratio)
-        stuck = stepping & underflow(t_next, h_next, t_end, direction)
+        stuck = stepping & underflow(s_next, h_next, s_end)
         status = torch.where(bad.reshape(batch), Status.NON_FINITE.value,
                              torch.where(stuck.reshape(batch), Status.UNDERFLOW.value, status))
         y_next = torch.where(ok, result.y1, y)
@@ -253,11 +257,12 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         out_next = out + reached.to(torch.int64).sum(dim=1)
         if on_output is not None:
             landed = reached.any(dim=1)
+            t_next = axis.back(s_next)
             y_next = on_output(t_next, y_next, landed, out_next - 1)
             state_next = _refreshed(solver, field, t_next, y_next, state_next, landed.reshape(column),
                                     traced=loop is not python_loop)
         taken, refused = ok.reshape(batch).to(torch.int64), (stepping & ~ok).reshape(batch).to(torch.int64)
-        return (accepted + taken, rejected + refused, status, out_next, t_next, h_next, previous, y_next,
+        return (accepted + taken, rejected + refused, status, out_next, s_next, h_next, previous, y_next,
                 state_next, ys, *sums)
 
     def emit(ys, reached, out, t, t1, readable, result):
@@ -290,12 +295,12 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
         slots = window.reshape(fresh.shape).expand_as(at)
         return ys.scatter(1, slots, torch.where(fresh, at, ys.gather(1, slots)))
 
-    carry = (zero, zero.clone(), zero.clone(), torch.ones_like(zero), t0, h0, torch.zeros_like(t0), y0, state0, ys0,
-             *(() if accumulate is None else (totals,)))
-    accepted, rejected, status, out, t_last, h_last, _, _, _, ys, *sums = loop(running, body, carry)
+    carry = (zero, zero.clone(), zero.clone(), torch.ones_like(zero), axis.along(t0), h0, torch.zeros_like(t0), y0,
+             state0, ys0, *(() if accumulate is None else (totals,)))
+    accepted, rejected, status, out, s_last, h_last, _, _, _, ys, *sums = loop(running, body, carry)
     ys = ys[:, :count]
     status = torch.where((status == Status.SUCCESS.value) & (out < count), Status.MAX_STEPS.value, status)
-    return Marched(accepted, rejected, status, out, t_last, h_last, ys, sums[0] if sums else None)
+    return Marched(accepted, rejected, status, out, axis.back(s_last), axis.back(h_last), ys, sums[0] if sums else None)
 
 
 def _refreshed(solver: Any, field: Callable, t: Tensor, y: Tensor, state: Any, landed: Tensor, *,
@@ -353,13 +358,12 @@ def _differentiable(y0: Tensor, state0: Any) -> Tensor:
     return torch.where(never, anchor.reshape(-1)[0].to(y0.dtype), y0)
 
 
-def _stop_keys(config: IntegrationConfig, times: Tensor, sign: Tensor) -> Tensor:
-    """The forced stops (``step_t``) as keys ``direction · stop`` per entry, then +inf,
-    ``Tensor[B, k + 1]``: an entry's next stop after ``t`` is its direction times its smallest
-    key above ``direction · t`` (+inf: none)."""
-    stops = times.new_tensor(config.controller.stops).reshape(1, -1)
-    never = torch.full_like(sign, math.inf)[:, None]
-    return torch.cat([sign[:, None] * stops, never], dim=1)
+def _stops(config: IntegrationConfig, axis: TimeAxis, batch: int) -> Tensor:
+    """The forced stops (``step_t``) along each entry's solve, then +inf, ``Tensor[B, k + 1]``:
+    an entry's next stop after ``s`` is its smallest stop above ``s`` (+inf: none)."""
+    sign = axis.sign.reshape(batch, 1)
+    stops = sign.new_tensor(config.controller.stops).reshape(1, -1)
+    return torch.cat([sign * stops, torch.full_like(sign, math.inf)], dim=1)
 
 
 def _raise_for(status: Status, t: float, t_end: float, h: float, nfe: int, config: IntegrationConfig,

@@ -1,0 +1,59 @@
+"""The direction of a solve, decided once where its times enter.
+
+Step control works on the time *along the solve*, ``s = sign · t``, which increases from the
+start to the end whichever way ``t`` runs: forced stops, step clipping, underflow and the
+controller's step sizes (positive along the solve) never see a direction. The step solver, its
+dense output and the per-step observers keep the user's ``t`` and signed steps ``h = sign · |h|``;
+negation is exact, so both sides hold the same floats (a reverse-time solve takes exactly the
+steps of the mirrored forward one, without wrapping ``func`` in ``-f(-t, y)`` as torchdiffeq and
+diffrax do, which would cost an operation per evaluation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._scalars import Scalar
+
+
+class TimeAxis(NamedTuple):
+    """The direction of one solve (or, per sample, of each batch entry).
+
+    Attributes:
+        sign: ``1.0`` when the solve runs forwards in ``t``, ``-1.0`` backwards; a float64 tensor
+            of ±1 per entry (shaped to broadcast against what it multiplies) in the traced driver.
+    """
+
+    sign: Scalar
+
+    @classmethod
+    def of(cls, start: Scalar, end: Scalar) -> TimeAxis:
+        """The axis of a solve from ``start`` to ``end`` (Python floats, or tensors of per-entry
+        starts and ends: nothing is read from them)."""
+        if isinstance(start, Tensor) or isinstance(end, Tensor):
+            return cls(torch.sign(end - start))
+        return cls(1.0 if end > start else -1.0)
+
+    def along(self, t: Scalar) -> Scalar:
+        """The time (or a signed step) ``t`` as a time (step) along the solve."""
+        return self.sign * t
+
+    def back(self, s: Scalar) -> Scalar:
+        """The time (or step) ``s`` along the solve as the user's signed ``t`` (``along``'s inverse)."""
+        return self.sign * s
+
+    def before(self, a: float, b: float) -> bool:
+        """Whether ``a`` comes strictly before ``b`` in the solve."""
+        return self.sign * (b - a) > 0
+
+    def between(self, points: Iterable[float], a: float, b: float) -> list[float]:
+        """The ``points`` strictly between ``a`` and ``b`` (``a`` first in this solve), in solve order."""
+        return self.ordered(p for p in points if self.before(a, p) and self.before(p, b))
+
+    def ordered(self, times: Iterable[float]) -> list[float]:
+        """``times`` sorted in solve order."""
+        return sorted(times, key=self.along)
