@@ -35,7 +35,7 @@ from torch import Tensor
 from ._counting import CountedFunc, check_func_output, counted
 from .errors import EventNotFound, InvalidInput, MaxStepsExceeded, NonFiniteValue
 from .gradients import Problem
-from .solvers import AcceptedStep, Solution, bad_batch_entries
+from .solvers import AcceptedStep, Solution, TimeAxis, bad_batch_entries
 
 BISECTIONS = 200
 """Most bisection steps per crossing (float64 times are resolved to adjacent floats well before)."""
@@ -131,11 +131,11 @@ class _Search:
             before, self.signs[k] = self.signs[k], surface.sign(t1, y1)
             if before != 0 and self.signs[k] != before:
                 roots.append((_bisect(surface, at, before, t0, t1), k))
-        direction = 1.0 if t1 > t0 else -1.0
-        ends = [root for root, k in roots if self.terminal[k]]
-        self.end = min(ends, key=lambda root: direction * root) if ends else None
+        axis = TimeAxis.of(t0, t1)
+        ends = axis.ordered(root for root, k in roots if self.terminal[k])
+        self.end = ends[0] if ends else None
         for root, k in roots:
-            if self.end is None or direction * (root - self.end) <= 0:
+            if self.end is None or not axis.before(self.end, root):
                 self.found[k].append(root)
         return self.end
 
@@ -153,12 +153,12 @@ def _bisect(surface: _Surface, at: Callable[[float], Tensor], before: int, lo: f
     return lo
 
 
-def _as_time(value: float, dtype: torch.dtype, limit: float, direction: float) -> float:
+def _as_time(value: float, dtype: torch.dtype, limit: float, axis: TimeAxis) -> float:
     """``value`` rounded to the dtype of t, stepped back if rounding passed ``limit`` (the end
     of the last step: the second solve must not need a step more)."""
     x = torch.tensor(value, dtype=dtype)
-    if direction * (float(x) - limit) > 0:
-        x = torch.nextafter(x, torch.tensor(-direction * math.inf, dtype=dtype))
+    if axis.before(limit, float(x)):
+        x = torch.nextafter(x, torch.tensor(axis.back(-math.inf), dtype=dtype))
     return float(x)
 
 
@@ -197,7 +197,7 @@ def solve_events(problem: Problem, t: Tensor, events: Sequence[Event], unflatten
         state at a terminal event last), ``event_t`` and ``event_times``.
     """
     times = problem.t.tolist()
-    direction = 1.0 if times[-1] > times[0] else -1.0
+    axis = TimeAxis.of(times[0], times[-1])
     dtype = problem.t.dtype
     y0 = problem.y0.detach()
     with torch.no_grad():
@@ -215,10 +215,10 @@ def solve_events(problem: Problem, t: Tensor, events: Sequence[Event], unflatten
                                 "raise options['max_steps'], or check event_fn", t=error.t, t_end=error.t_end,
                                 nfe=error.nfe) from None
     limit = search.points[-1]
-    found = [[_as_time(root, dtype, limit, direction) for root in roots] for roots in search.found]
-    end = None if search.end is None else _as_time(search.end, dtype, limit, direction)
-    outputs = [times[0], *(x for x in times[1:] if math.isfinite(x) and (end is None or direction * (x - end) < 0))]
-    run_times = sorted(set(outputs).union(*found), key=lambda x: direction * x)
+    found = [[_as_time(root, dtype, limit, axis) for root in roots] for roots in search.found]
+    end = None if search.end is None else _as_time(search.end, dtype, limit, axis)
+    outputs = [times[0], *(x for x in times[1:] if math.isfinite(x) and (end is None or axis.before(x, end)))]
+    run_times = axis.ordered(set(outputs).union(*found))
     user = {x: i for i, x in enumerate(times)}
     t_run = torch.stack([t[user[x]] if x in user else t.new_tensor(x) for x in run_times])
     config = problem.config if problem.solver.error_estimate else replace(

@@ -34,7 +34,7 @@ from ._counting import counted
 from .errors import InvalidInput, UnsupportedCombination
 from .gradients import Problem
 from .jet import taylor_coefficients
-from .solvers import AcceptedStep, Solution, StepSolver
+from .solvers import AcceptedStep, Solution, StepSolver, TimeAxis
 
 SAMPLING = ("unbiased", "biased")
 
@@ -213,8 +213,8 @@ def _augment(problem: Problem, terms: int, integrand: Callable[[Tensor, Tensor, 
         solution.ys = state(ys)
         if solution.dense is not None:
             solution.dense.map_output(state)
-        direction = 1.0 if float(problem.t[-1]) >= float(problem.t[0]) else -1.0
-        return solution, direction * (weights.to(accumulated) * accumulated).sum() / problem.batch_size
+        axis = TimeAxis.of(float(problem.t[0]), float(problem.t[-1]))  # the integral runs along the solve
+        return solution, axis.along((weights.to(accumulated) * accumulated).sum()) / problem.batch_size
 
     return replace(problem, func=field_, y0=y0), finish
 

@@ -125,3 +125,33 @@ def test_fixed_grid_step_count_is_checked_before_the_grid_is_built():
     with pytest.raises(MaxStepsExceeded, match="needs 10000000000 steps"):
         integrate_on_times(StubSolver(False), _field, torch.zeros(1, dtype=D), [0.0, 1.0],
                            IntegrationConfig(step_size=1e-10))
+
+
+@pytest.mark.parametrize("driver", ["eager", "traced"])
+def test_a_reverse_solve_takes_exactly_the_steps_of_the_mirrored_forward_solve(driver):
+    """The direction is fixed once at the entry and step control runs along the solve: solving
+    y' = f(t, y) from 0 back to -2 takes the steps of solving z' = -f(-s, z) from 0 to 2, first
+    step included (its trial evaluation goes backwards too: it went forwards before, at t = +0.01
+    here, and the two solves differed), with bitwise equal states. torchdiffeq solves a
+    reverse-time problem as that mirrored one."""
+    import odegrad
+
+    def f(t, y):
+        return torch.exp(50 * t) * y + torch.cos(3 * t) * torch.tanh(y)
+
+    def mirrored(s, z):
+        return -f(-s, z)
+
+    y0 = torch.tensor([0.7, -1.2, 0.3], dtype=D)
+    settings = dict(method="dopri5", rtol=1e-6, atol=1e-8, options={"driver": driver})
+    backwards = odegrad.solve(f, y0, torch.linspace(0, -2, 5, dtype=D), **settings)
+    forwards = odegrad.solve(mirrored, y0, torch.linspace(0, 2, 5, dtype=D), **settings)
+    assert torch.equal(backwards.ys, forwards.ys)
+    assert backwards.stats == forwards.stats
+    assert float(backwards.next_step) == -float(forwards.next_step) < 0
+    if driver == "eager":  # (the traced driver shares the heuristic; its func may not read t)
+        assert torch.equal(backwards.steps.t, -forwards.steps.t) and torch.equal(backwards.steps.h, -forwards.steps.h)
+        calls = []
+        odegrad.solve(lambda t, y: calls.append(float(t)) or f(t, y), y0, torch.tensor([0.0, -2.0], dtype=D),
+                      **settings)
+        assert calls[1] < 0  # the trial evaluation of the first-step heuristic, as torchdiffeq's

@@ -31,6 +31,7 @@ from ..solvers import (
     IntegrationConfig,
     Integrator,
     Solution,
+    TimeAxis,
     bad_batch_entries,
     fixed_grid,
     get_solver,
@@ -255,10 +256,7 @@ def split_like(flat: Tensor, templates: tuple[Tensor, ...]) -> tuple[Tensor, ...
 def segment_grid(grid: list[float], a: float, b: float) -> list[float]:
     """The points of a fixed-step ``grid`` strictly inside (a, b), with a and b added, ordered
     from a to b: the same steps restricted to one segment (either direction)."""
-    direction = 1.0 if b > a else -1.0
-    inside = sorted((g for g in grid if direction * (g - a) > 0 and direction * (b - g) > 0),
-                    key=lambda g: direction * g)
-    return [a, *inside, b]
+    return [a, *TimeAxis.of(a, b).between(grid, a, b), b]
 
 
 def same_steps_config(config: IntegrationConfig, solver: Integrator, times: list[float], a: float,

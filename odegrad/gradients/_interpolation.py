@@ -52,7 +52,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_int, check_non_negative
 from ..errors import InterpolationError, InvalidInput
-from ..solvers import AcceptedStep, CountedFunc, IntegrationConfig, JacobianStructure, Solution, fixed_grid
+from ..solvers import AcceptedStep, CountedFunc, IntegrationConfig, JacobianStructure, Solution, TimeAxis, fixed_grid
 from ._barycentric import ChebyshevInterpolant, chebyshev_extrema, to_interval
 from ._base import (
     AdjointBackend,
@@ -99,7 +99,7 @@ class _StepWindows:
                  trajectory: Trajectory, y0: Tensor, node_memory: int | None):
         self.backend, self.times, self.rtol, self.atol = backend, times, rtol, atol
         self.trajectory = trajectory
-        self.direction = trajectory.direction
+        self.axis = trajectory.axis
         self.segment, self.start, self.first_count = 0, times[0], None
         self.budget = [backend.max_pieces - 1]  # splits still allowed in this segment
         self.ends: list[float] = []
@@ -111,14 +111,14 @@ class _StepWindows:
 
     def __call__(self, step: AcceptedStep) -> None:
         t1 = step.t1
-        self.ends.append(self.direction * t1)
+        self.ends.append(self.axis.along(t1))
         self.steps.append(step.at)
         self.last_step = abs(t1 - step.t0)
-        while self.segment < len(self.times) - 1 and self.direction * (self.times[self.segment + 1] - t1) <= 0:
+        while self.segment < len(self.times) - 1 and not self.axis.before(t1, self.times[self.segment + 1]):
             self._fit(self.times[self.segment + 1])
             self.segment, self.first_count = self.segment + 1, None
             self.budget = [self.backend.max_pieces - 1]
-        if len(self.steps) >= self.backend.window and self.direction * (t1 - self.start) > 0:
+        if len(self.steps) >= self.backend.window and self.axis.before(self.start, t1):
             self._fit(t1)
 
     def _fit(self, end: float) -> None:
@@ -137,14 +137,14 @@ class _StepWindows:
                 self.trajectory.checkpoint(self.checkpoints, self.checkpoints + count, state, step)
                 self.checkpoints += 1
                 self.stored -= size
-        done = bisect.bisect_right(self.ends, self.direction * end)
+        done = bisect.bisect_right(self.ends, self.axis.along(end))
         del self.ends[:done], self.steps[:done]
 
     def sample(self, segment: int, times: list[float]) -> Tensor:
         """The forward solution at ``times`` (inside the kept steps), ``Tensor[len(times), *shape]``."""
         last, out = len(self.steps) - 1, None
         for i, x in enumerate(times):
-            value = self.steps[min(bisect.bisect_left(self.ends, self.direction * x), last)](x)
+            value = self.steps[min(bisect.bisect_left(self.ends, self.axis.along(x)), last)](x)
             if out is None:  # filled in place: a stack would hold every sample twice
                 out = value.new_empty((len(times), *value.shape))
             out[i] = value
@@ -167,7 +167,7 @@ class _ResolveSampler:
     def __init__(self, problem: Problem, cache: dict[float, Tensor], grid: list[float] | None):
         self.problem = problem
         self.times = problem.t.tolist()
-        self.direction = 1.0 if self.times[-1] > self.times[0] else -1.0
+        self.axis = TimeAxis.of(self.times[0], self.times[-1])
         self.cache = cache
         self.grid = grid
         self.resolved: dict[int, dict[float, Tensor]] = {}
@@ -183,16 +183,16 @@ class _ResolveSampler:
                 return torch.stack([self.cache[x] for x in keys])
             a = self.times[segment]
             values = self.resolved[segment] = {a: self.cache[a]}
-        missing = sorted(set(keys) - set(values), key=lambda x: self.direction * x)
+        missing = self.axis.ordered(set(keys) - set(values))
         if missing:
             a, b = self.times[segment], self.times[segment + 1]
             self._solve(values, a, [x for x in missing if x != b] + [b], self.problem.config)
         return torch.stack([values[x] for x in keys])
 
     def _shortened_steps(self, keys: list[float]) -> Tensor:
-        order = [self.direction * g for g in self.grid]
-        for x in sorted(set(keys) - set(self.cache), key=lambda x: self.direction * x):
-            start = self.grid[max(bisect.bisect_right(order, self.direction * x) - 1, 0)]
+        order = [self.axis.along(g) for g in self.grid]
+        for x in self.axis.ordered(set(keys) - set(self.cache)):
+            start = self.grid[max(bisect.bisect_right(order, self.axis.along(x)) - 1, 0)]
             config = replace(self.problem.config, grid=[start, x], step_size=None)
             self._solve(self.cache, start, [x], config)
         return torch.stack([self.cache[x] for x in keys])
@@ -227,18 +227,18 @@ class Checkpoint:
 @dataclass
 class Trajectory:
     """y(t) over the whole forward span: Chebyshev interpolants on consecutive pieces (one or more
-    per observation segment), in the direction of the forward solve; some stretches may be
+    per observation segment), in the order of the forward solve; some stretches may be
     :class:`Checkpoint` s, rebuilt by ``refit(checkpoint) -> Trajectory`` when first read (two
     rebuilt stretches are kept: the backward pass reads them in order, but a step across the
     border between two, rejected and retried, reads both again).
 
-    ``starts[k]`` is where piece k begins, times multiplied by ``direction``. A call takes a time
+    ``starts[k]`` is where piece k begins, along the solve (``axis``). A call takes a time
     (float or 0-d tensor) and returns ``Tensor[*y0.shape]``. Times in a neighbouring segment (a backward step
     may overshoot its segment end) are read from that segment's piece; times beyond t0 or T
     extrapolate the end pieces. ``step_hint``: size of the forward solve's last accepted step,
     the first step of the backward solve (None: the integrator's own heuristic)."""
 
-    direction: float
+    axis: TimeAxis
     step_hint: float | None = None
     pieces: list[ChebyshevInterpolant | Checkpoint] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)
@@ -248,7 +248,7 @@ class Trajectory:
 
     def add(self, piece: ChebyshevInterpolant) -> None:
         self.pieces.append(piece)
-        self.starts.append(self.direction * piece.a)
+        self.starts.append(self.axis.along(piece.a))
 
     def checkpoint(self, first: int, end: int, state: Tensor, step: float | None) -> None:
         """Replace pieces ``first`` to ``end - 1`` by a :class:`Checkpoint` from ``state``."""
@@ -257,7 +257,7 @@ class Trajectory:
 
     def __call__(self, t: float | Tensor) -> Tensor:
         index = 0 if len(self.pieces) == 1 else max(
-            bisect.bisect_right(self.starts, self.direction * float(t)) - 1, 0)
+            bisect.bisect_right(self.starts, self.axis.along(float(t))) - 1, 0)
         piece = self.pieces[index]
         if isinstance(piece, Checkpoint):
             if index in self._rebuilt:
@@ -455,7 +455,7 @@ class Interpolation(AdjointBackend):
             rtol, atol = self.check_tolerances(problem)
             return solution, PerEntryChebyshev.fit(sample, problem.t, self.node_counts(), rtol, atol, self.on_failure)
         times = problem.t.tolist()
-        trajectory = Trajectory(direction=1.0 if times[-1] > times[0] else -1.0)
+        trajectory = Trajectory(axis=TimeAxis.of(times[0], times[-1]))
         rtol, atol = self.check_tolerances(problem)
         if problem.solver.has_dense_output:
             budget = self.node_memory or adjoint_state_bytes(problem.y0, problem.params, NODE_MEMORY_STATES)
@@ -479,7 +479,7 @@ class Interpolation(AdjointBackend):
         """Solve the checkpointed stretch again from its start state (the forward's steps for
         fixed-step methods, the same tolerances for adaptive ones) and fit its pieces; the
         evaluations are added to ``trajectory.refit_nfe``."""
-        part = Trajectory(direction=trajectory.direction)
+        part = Trajectory(axis=trajectory.axis)
         windows = _StepWindows(self, [checkpoint.a, checkpoint.b], rtol, atol, part, checkpoint.y, None)
         config = same_steps_config(problem.config, problem.solver, problem.t.tolist(), checkpoint.a, checkpoint.b)
         if problem.solver.error_estimate and problem.config.controller.first_step is None:
@@ -506,8 +506,7 @@ class Interpolation(AdjointBackend):
         else:
             extra = grid = as_times(problem.t, fixed_grid(times, config))
             config = same_steps_config(config, problem.solver, times, times[0], times[-1])
-        direction = 1.0 if times[-1] > times[0] else -1.0
-        outputs = sorted(set(times) | set(as_times(problem.t, extra)), key=lambda x: direction * x)
+        outputs = TimeAxis.of(times[0], times[-1]).ordered(set(times) | set(as_times(problem.t, extra)))
         full = problem.solver.integrate(problem.func, problem.y0, problem.t.new_tensor(outputs), config)
         values = dict(zip(outputs, full.ys))
         ys = torch.stack([values[x] for x in times])

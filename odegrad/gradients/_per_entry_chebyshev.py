@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InterpolationError
+from ..solvers import TimeAxis
 from ._barycentric import barycentric_matrix, chebyshev_extrema, chebyshev_nodes, chebyshev_weights
 
 
@@ -39,7 +40,7 @@ class PerEntryChebyshev:
 
     def __init__(self, t: Tensor, nodes: Tensor, weights: Tensor, values: Tensor, chosen: Tensor):
         times = t.detach().to(torch.float64)
-        self.sign = torch.sign(times[:, -1] - times[:, 0])
+        self.axis = TimeAxis.of_rows(times, 1)
         # copies, not views of one tensor: a traced loop reading them may not take aliased inputs
         self.starts, self.ends = times[:, :-1].clone(), times[:, 1:].clone()
         self.nodes, self.weights, self.values, self.chosen = nodes, weights, values, chosen
@@ -98,8 +99,8 @@ class PerEntryChebyshev:
         warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def __call__(self, time: Tensor) -> Tensor:
-        key = (self.sign[:, None] * self.ends)  # segment i ends at key i, increasing per row
-        segment = torch.searchsorted(key.contiguous(), (self.sign * time)[:, None]).reshape(-1)
+        key = self.axis.along(self.ends)  # segment i ends at key i, increasing per row
+        segment = torch.searchsorted(key.contiguous(), self.axis.along(time[:, None])).reshape(-1)
         segment = segment.clamp(max=key.shape[1] - 1)
         start, end = self.starts[self.entries, segment], self.ends[self.entries, segment]
         x = (2.0 * time - (start + end)) / (end - start)

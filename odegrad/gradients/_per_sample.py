@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
-from ..solvers import integrate_per_sample, is_tracing, rms_norm
+from ..solvers import TimeAxis, integrate_per_sample, is_tracing, rms_norm
 from ._base import (
     REVERSE_DRIFT_FACTOR,
     BlockNorm,
@@ -239,15 +239,15 @@ class _DenseRecord:
         starts, sizes, taken = torch.stack(self.starts), torch.stack(self.sizes), torch.stack(self.taken)
         dense = pytree.tree_map(lambda *leaves: torch.stack(leaves), *self.dense)
         self.dense = []
-        sign = torch.sign(t[:, -1] - t[:, 0]).to(starts.dtype)[:, None]
-        # each entry's accepted steps in the order of its time: a step not taken sorts last
-        keys, order = torch.sort(torch.where(taken.T, sign * starts.T, torch.inf), dim=1)  # [B, S]
+        axis = TimeAxis.of_rows(t, 1)
+        # each entry's accepted steps in solve order: a step not taken sorts last
+        keys, order = torch.sort(torch.where(taken.T, axis.along(starts.T), torch.inf), dim=1)  # [B, S]
         keys = keys.contiguous()
         last = taken.sum(dim=0)[:, None] - 1  # the position of each entry's last accepted step
         entries = torch.arange(starts.shape[1], device=starts.device)[:, None]
 
         def sample(time: Tensor) -> Tensor:
-            position = (torch.searchsorted(keys, (sign * time).contiguous(), right=True) - 1).clamp(min=0)
+            position = (torch.searchsorted(keys, axis.along(time).contiguous(), right=True) - 1).clamp(min=0)
             step = order.gather(1, torch.minimum(position, last))  # [B, K]: the step holding each time
             info = pytree.tree_map(lambda leaf: leaf[step, entries], dense)  # [B, K, *shape]
             rank = next(leaf for leaf in pytree.tree_leaves(info) if isinstance(leaf, Tensor)).dim()

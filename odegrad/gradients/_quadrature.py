@@ -39,7 +39,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_int, check_positive
 from ..errors import InvalidInput, OdegradError
-from ..solvers import AcceptedStep, Integrator, JacobianStructure, Solution
+from ..solvers import AcceptedStep, Integrator, JacobianStructure, Solution, TimeAxis
 from ._base import (
     AdjointBackend,
     BlockNorm,
@@ -78,10 +78,7 @@ def piecewise_rule(t_start: float, t_end: float, jumps: tuple[float, ...], count
     (func, so the integrand aᵀ∂f/∂θ, may be discontinuous there: one Gauss–Legendre rule across a
     jump converges slowly), ``count(length)`` nodes on a piece of that length; nodes ordered from
     ``t_start`` towards ``t_end``."""
-    direction = 1.0 if t_start > t_end else -1.0
-    inside = sorted((j for j in jumps if direction * (t_start - j) > 0 and direction * (j - t_end) > 0),
-                    key=lambda j: -direction * j)
-    ends = [t_start, *inside, t_end]
+    ends = [t_start, *TimeAxis.of(t_start, t_end).between(jumps, t_start, t_end), t_end]
     rules = [segment_rule(a, b, count(abs(a - b))) for a, b in zip(ends[:-1], ends[1:])]
     return np.concatenate([r[0] for r in rules]), np.concatenate([r[1] for r in rules])
 
@@ -193,7 +190,7 @@ class GaussQuadrature(AdjointBackend):
             node_times, weights = piecewise_rule(times[i], times[i - 1], problem.config.controller.jumps,
                                                  lambda length: self.node_count(length / span, context))
             nodes = _SegmentNodes(torch.tensor(node_times, dtype=t.dtype, device=t.device), weights,
-                                  times[i - 1] - times[i], quadrature if problem.params else None, shape)
+                                  TimeAxis.of(times[i], times[i - 1]), quadrature if problem.params else None, shape)
             state = torch.cat([ys[i].reshape(-1), a.reshape(-1)])
             segment_config = same_steps_config(config, solver, times, times[i], times[i - 1])
             if solver.has_dense_output:
@@ -233,15 +230,15 @@ class GaussQuadrature(AdjointBackend):
 
 class _SegmentNodes:
     """The Gauss–Legendre nodes of one backward segment — ``times [k]`` in t's dtype, ordered
-    along the solve (``direction``: the sign of its steps), and their ``weights [k]`` — handed
+    along the solve (its ``axis``), and their ``weights [k]`` — handed
     one by one, with y and the weighted a, to ``quadrature`` (None: no parameters to integrate)."""
 
-    def __init__(self, times: Tensor, weights: np.ndarray, direction: float,
+    def __init__(self, times: Tensor, weights: np.ndarray, axis: TimeAxis,
                  quadrature: _ParamQuadrature | None, shape: torch.Size):
         self.times = times
         self.floats = times.tolist()  # as the integrator sees them
         self.weights = weights.tolist()
-        self.direction = direction
+        self.axis = axis
         self.quadrature = quadrature
         self.shape = shape
         self.size = shape.numel()
@@ -251,7 +248,7 @@ class _SegmentNodes:
         """Observer (``IntegrationConfig.observers``), called after every accepted step: feed the
         nodes up to the step's end (those the loop would output there), read off the step's
         interpolant; returns None, so the solve never stops early."""
-        while self.next < len(self.floats) and self.direction * (self.floats[self.next] - step.t1) <= 0:
+        while self.next < len(self.floats) and not self.axis.before(step.t1, self.floats[self.next]):
             self.feed(step.at(self.floats[self.next]))
 
     def require_all_fed(self, solver: Integrator) -> None:

@@ -39,6 +39,7 @@ from ._static import StaticSolve, StaticTimes, require_unrollable
 from ._step_solver import StepSolver, uses_traced_driver
 from ._tableaux import ALL_TABLEAUX, ButcherTableau
 from ._taylor import LearnedMidpoint, Taylor
+from ._time_axis import TimeAxis
 from ._traced import Status, integrate_traced, traced_constants, traced_unsupported
 
 _REGISTRY: dict[str, Callable[[], Integrator]] = {
@@ -104,7 +105,7 @@ __all__ = [
     "ALL_TABLEAUX", "AcceptedStep", "AdaptiveStepping", "ButcherTableau", "CountedFunc", "DenseOutput", "ESDIRK",
     "ESDIRK_TABLEAUX", "ExplicitRK", "ImplicitSolver", "JACOBIAN_MODES", "JacobianStructure", "Rosenbrock",
     "FixedStepping", "IntegrationConfig", "Integrator", "LearnedMidpoint", "PIController", "Solution",
-    "StaticSolve", "StaticTimes", "Stats", "Status", "StepRecord", "StepResult", "StepSolver", "Taylor",
+    "StaticSolve", "StaticTimes", "Stats", "Status", "StepRecord", "StepResult", "StepSolver", "Taylor", "TimeAxis",
     "VALID_OPTIONS",
     "bad_batch_entries",
     "bosh3", "check_func_output", "counted", "dopri5", "euler", "fixed_grid", "get_solver", "heun",

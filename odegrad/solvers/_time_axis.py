@@ -31,12 +31,15 @@ class TimeAxis(NamedTuple):
     sign: Scalar
 
     @classmethod
-    def of(cls, start: Scalar, end: Scalar) -> TimeAxis:
-        """The axis of a solve from ``start`` to ``end`` (Python floats, or tensors of per-entry
-        starts and ends: nothing is read from them)."""
-        if isinstance(start, Tensor) or isinstance(end, Tensor):
-            return cls(torch.sign(end - start))
+    def of(cls, start: float, end: float) -> TimeAxis:
+        """The axis of a solve from ``start`` to ``end``."""
         return cls(1.0 if end > start else -1.0)
+
+    @classmethod
+    def of_rows(cls, times: Tensor, *trailing: int) -> TimeAxis:
+        """The axes of per-entry solves through the rows of ``times`` (``Tensor[B, n]``): signs
+        shaped ``[B, *trailing]`` (e.g. ``1, 1`` to broadcast against ``[B, k, m]``)."""
+        return cls(torch.sign(times[:, -1] - times[:, 0]).reshape(-1, *trailing))
 
     def along(self, t: Scalar) -> Scalar:
         """The time (or a signed step) ``t`` as a time (step) along the solve."""

@@ -198,8 +198,8 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
     point = (batch, 1) + (1,) * (y0.dim() - 1)  # one time per entry, against the [B, n, *shape] outputs
     # closure inputs of a while loop may not alias each other: no views among them
     rows = _fresh(times.reshape(batch, count, *([1] * (y0.dim() - 1))))
-    axis = TimeAxis(_fresh(TimeAxis.of(times[:, 0], times[:, -1]).sign.reshape(column)))
-    along = _fresh(axis.sign.reshape(batch, 1) * times)  # [B, n] output times along each entry's solve
+    axis = TimeAxis(_fresh(TimeAxis.of_rows(times, *column[1:]).sign))
+    along = _fresh(TimeAxis.of_rows(times, 1).along(times))  # [B, n]: output times along each entry's solve
     s_end = _fresh(along[:, -1].reshape(column))
     stops = _stops(config, axis, batch)
     controller, order = config.controller, solver.order
