@@ -156,10 +156,9 @@ class _StepQuadrature:
             return
         outputs, cotangents = [], []
         with torch.enable_grad():
-            for at, node_state, scale in step_nodes(solver, self.nodes, time, h, accepted, state, result):
-                y, a = self.split(at, node_state)
+            for at, y, cotangent in weighted_nodes(solver, self.nodes, time, h, accepted, state, result, self.split):
                 outputs.append(self.func(at.to(self.time_dtype), y))
-                cotangents.append(a * scale.to(a.dtype).reshape(len(a), *([1] * (a.dim() - 1))))
+                cotangents.append(cotangent)
             total = torch.stack(outputs).to(cotangents[0].dtype)  # on the graph: the backward pass runs under no_grad
             grads = vjp(total, [self.params[i] for i in self.wanted], torch.stack(cotangents))
         self.evaluations += len(outputs)
@@ -192,6 +191,19 @@ def step_nodes(solver: Any, nodes: int | None, time: Tensor, h: Tensor, accepted
         states = solver.interpolate(dense, start[:, :, None], readable[:, :, None], node_times[:, :, None]).unbind(1)
     return [(torch.where(ok, node_times[:, k:k + 1], start).reshape(batch), torch.where(ok, states[k], state),
              torch.where(ok, -step * weight, 0.0)) for k, weight in enumerate(weights)]
+
+
+def weighted_nodes(solver: Any, nodes: int | None, time: Tensor, h: Tensor, accepted: Tensor, state: Tensor,
+                   result: Any, split: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+                   ) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """:func:`step_nodes` as terms of the step's share of ``−∫ aᵀ∂f/∂θ``: per node
+    ``(time Tensor[B], y, a · scale)``, with y and a (``Tensor[B, *shape]``) from
+    ``split(time, state)``: the points where func is evaluated and the cotangents of its VJP."""
+    terms = []
+    for at, node_state, scale in step_nodes(solver, nodes, time, h, accepted, state, result):
+        y, a = split(at, node_state)
+        terms.append((at, y, a * scale.to(a.dtype).reshape(len(a), *([1] * (a.dim() - 1)))))
+    return terms
 
 
 def step_rule(solver: Any, nodes: int | None) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int, ...] | None]:

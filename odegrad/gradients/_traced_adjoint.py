@@ -69,7 +69,7 @@ from ._base import (
     split_like,
 )
 from ._per_entry_chebyshev import PerEntryChebyshev, chebyshev_output_times, chebyshev_trajectory, from_outputs
-from ._per_sample import step_nodes, step_rule
+from ._per_sample import step_rule, weighted_nodes
 
 TRACED_NODES = 16
 """Chebyshev nodes per observation segment of the traced interp backward when the backend sets no
@@ -237,18 +237,13 @@ def adjoint_sweep(backend: Any, problem: Problem, ys: Tensor, grad_ys: Tensor, f
 
     def quadrature(total: Tensor, time: Tensor, h: Tensor, accepted: Tensor, state: Tensor, result) -> Tensor:
         """``total`` plus the step's quadrature of ``−∫ aᵀ∂f/∂θ`` over all entries (accepted steps)."""
-        moments, points, cotangents = [], [], []
-        for at, node_state, scale in step_nodes(solver, nodes, time, h, accepted, state, result):
-            y, a = split(at, node_state)
-            moments.append(at.to(t.dtype))
-            points.append(y)
-            cotangents.append(a * scale.to(a.dtype).reshape(batch, *([1] * len(entry_shape))))
+        terms = weighted_nodes(solver, nodes, time, h, accepted, state, result, split)
 
         def evaluate(*values: Tensor) -> Tensor:
-            return torch.stack([call(m, y, values) for m, y in zip(moments, points)])
+            return torch.stack([call(at.to(t.dtype), y, values) for at, y, _ in terms])
 
         _, pullback = torch.func.vjp(evaluate, *params)
-        return total + flat_cat(pullback(torch.stack(cotangents)), total)
+        return total + flat_cat(pullback(torch.stack([cotangent for *_, cotangent in terms])), total)
 
     def worst(d: Tensor, y: Tensor, output: Tensor, here: Tensor) -> Tensor:
         """``d = [largest miss, its output index]`` per entry, updated with y's miss of its output."""
