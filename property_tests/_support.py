@@ -10,7 +10,7 @@ import os
 import textwrap
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -201,11 +201,35 @@ def _record_checks(record: PropertyRecord, method: str, label: str, settings: Se
                 f"disagreement {check.disagreement:.3e} > tolerance {check.tolerance:.3e} in {check.where or '-'}")
 
 
+def summary_records() -> dict[str, dict[str, Any]]:
+    """:data:`SUMMARY` as plain data: what a pytest-xdist worker hands to the controller."""
+    return {name: {**asdict(r), "pairs": sorted(r.pairs)} for name, r in SUMMARY.items()}
+
+
+def merge_records(records: dict[str, dict[str, Any]]) -> None:
+    """Add a worker's :func:`summary_records` to :data:`SUMMARY`: counts add up, refusals and
+    pairs are joined, the worst disagreement (overall and per method) is kept."""
+    for name, data in records.items():
+        mine = SUMMARY.setdefault(name, PropertyRecord())
+        mine.examples += data["examples"]
+        mine.checks += data["checks"]
+        mine.failed_examples += data["failed_examples"]
+        mine.refused.update(data["refused"])
+        mine.pairs.update(data["pairs"])
+        for label, count in data["failed_pairs"].items():
+            mine.failed_pairs[label] = mine.failed_pairs.get(label, 0) + count
+        for method, ratio in data["worst_ratio_by_method"].items():
+            mine.worst_ratio_by_method[method] = max(mine.worst_ratio_by_method.get(method, 0.0), ratio)
+        if data["worst_ratio"] > mine.worst_ratio:
+            mine.worst_ratio, mine.worst, mine.worst_detail = data["worst_ratio"], data["worst"], data["worst_detail"]
+
+
 def write_summary() -> None:
     """Write the numbers to ``$ODEGRAD_PROPERTY_SUMMARY`` (JSON) when set; rewritten after every
-    example, so a time-boxed run still leaves its counts behind."""
+    example, so a time-boxed run still leaves its counts behind (with pytest-xdist, the
+    controller writes the merged summary once at the end: workers would overwrite each other)."""
     path = os.environ.get("ODEGRAD_PROPERTY_SUMMARY")
-    if not path:
+    if not path or os.environ.get("PYTEST_XDIST_WORKER"):
         return
     data = {name: {"examples": r.examples, "failed_examples": r.failed_examples, "failed_pairs": r.failed_pairs,
                    "pairs": sorted(r.pairs), "checks": r.checks, "refused_by_design": r.refused,

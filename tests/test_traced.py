@@ -32,7 +32,8 @@ FORWARD, REVERSE = (0.0, 0.5, 2.0), (1.0, 0.2, -1.5)
 @pytest.mark.parametrize(("method", "times", "options"), [
     ("dopri5", FORWARD, {}), ("tsit5", FORWARD, {}), ("bosh3", FORWARD, {}),
     ("dopri5", REVERSE, {"step_t": [0.35, -0.7]}), ("bosh3", REVERSE, {"first_step": 0.5}),
-    ("tsit5", FORWARD, {"controller": odegrad.solvers.PIController(beta1=0.7, beta2=0.4)})], ids=str)
+    ("tsit5", FORWARD, {"controller": odegrad.solvers.PIController(beta1=0.7, beta2=0.4)})],
+    ids=["dopri5", "tsit5", "bosh3", "dopri5-reverse-step_t", "bosh3-reverse-first_step", "tsit5-PI-gains"])
 def test_traced_driver_takes_the_eager_steps(method, times, options):
     field = FIELD
     y0 = torch.randn(6, 2, dtype=F64)
