@@ -110,8 +110,9 @@ class _Search:
     fixed-step method repeats)."""
 
     def __init__(self, surfaces: list[_Surface], terminal: list[bool], t0: float, y0: Tensor, func: CountedFunc,
-                 time_dtype: torch.dtype):
+                 time_dtype: torch.dtype, axis: TimeAxis):
         self.surfaces, self.terminal, self.func, self.time_dtype = surfaces, terminal, func, time_dtype
+        self.axis = axis
         self.horizon = torch.finfo(time_dtype).max / 16
         self.signs = [surface.sign(t0, y0) for surface in surfaces]
         self.found: list[list[float]] = [[] for _ in surfaces]
@@ -124,18 +125,17 @@ class _Search:
             raise EventNotFound(f"no terminal event fired before the time came near the largest {self.time_dtype} "
                                 f"({self.horizon:.3g}; the next steps would overflow): event_fn never crosses "
                                 "zero along this solution. Give t an end time (t = [t0, t_end]) or check "
-                                "event_fn", t=t1, t_end=math.copysign(math.inf, t1 - t0), nfe=self.func.nfe)
+                                "event_fn", t=t1, t_end=self.axis.back(math.inf), nfe=self.func.nfe)
         self.points.append(t1)
         roots = []
         for k, surface in enumerate(self.surfaces):
             before, self.signs[k] = self.signs[k], surface.sign(t1, y1)
             if before != 0 and self.signs[k] != before:
                 roots.append((_bisect(surface, at, before, t0, t1), k))
-        axis = TimeAxis.of(t0, t1)
-        ends = axis.ordered(root for root, k in roots if self.terminal[k])
+        ends = self.axis.ordered(root for root, k in roots if self.terminal[k])
         self.end = ends[0] if ends else None
         for root, k in roots:
-            if self.end is None or not axis.before(self.end, root):
+            if self.end is None or not self.axis.before(self.end, root):
                 self.found[k].append(root)
         return self.end
 
@@ -203,7 +203,7 @@ def solve_events(problem: Problem, t: Tensor, events: Sequence[Event], unflatten
     with torch.no_grad():
         surfaces = [_Surface(event.fn, unflatten, dtype, times[0], y0) for event in events]
         func = counted(problem.func, dtype)  # (the loop counts in this wrapper: the search reads its nfe)
-        search = _Search(surfaces, [event.terminal for event in events], times[0], y0, func, dtype)
+        search = _Search(surfaces, [event.terminal for event in events], times[0], y0, func, dtype, axis)
         try:
             first = problem.solver.integrate(func, y0, problem.t,
                                              replace(problem.config, observers=(search,)))

@@ -198,10 +198,11 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
     point = (batch, 1) + (1,) * (y0.dim() - 1)  # one time per entry, against the [B, n, *shape] outputs
     # closure inputs of a while loop may not alias each other: no views among them
     rows = _fresh(times.reshape(batch, count, *([1] * (y0.dim() - 1))))
-    axis = TimeAxis(_fresh(TimeAxis.of_rows(times, *column[1:]).sign))
-    along = _fresh(TimeAxis.of_rows(times, 1).along(times))  # [B, n]: output times along each entry's solve
+    rows_axis = TimeAxis.of_rows(times, 1)  # each entry's direction, [B, 1]
+    axis = TimeAxis(_fresh(rows_axis.sign.reshape(column)))
+    along = _fresh(rows_axis.along(times))  # [B, n]: output times along each entry's solve
     s_end = _fresh(along[:, -1].reshape(column))
-    stops = _stops(config, axis, batch)
+    stops = _stops(config, rows_axis)
     controller, order = config.controller, solver.order
     rtol, atol = tolerance(controller.rtol, y0), tolerance(controller.atol, y0)
     index = torch.arange(count, device=y0.device)
@@ -223,7 +224,7 @@ def march(solver: Any, field: Callable, y0: Tensor, times: Tensor, config: Integ
     def active(accepted, rejected, status, out):
         return (out < count) & (status == Status.SUCCESS.value) & (accepted + rejected < max_steps)
 
-    def running(accepted, rejected, status, out, t, h, previous, y, state, ys, *sums):
+    def running(accepted, rejected, status, out, s, h, previous, y, state, ys, *sums):
         return active(accepted, rejected, status, out).any()
 
     def body(accepted, rejected, status, out, s, h, previous, y, state, ys, *sums):
@@ -358,12 +359,11 @@ def _differentiable(y0: Tensor, state0: Any) -> Tensor:
     return torch.where(never, anchor.reshape(-1)[0].to(y0.dtype), y0)
 
 
-def _stops(config: IntegrationConfig, axis: TimeAxis, batch: int) -> Tensor:
-    """The forced stops (``step_t``) along each entry's solve, then +inf, ``Tensor[B, k + 1]``:
-    an entry's next stop after ``s`` is its smallest stop above ``s`` (+inf: none)."""
-    sign = axis.sign.reshape(batch, 1)
-    stops = sign.new_tensor(config.controller.stops).reshape(1, -1)
-    return torch.cat([sign * stops, torch.full_like(sign, math.inf)], dim=1)
+def _stops(config: IntegrationConfig, axis: TimeAxis) -> Tensor:
+    """The forced stops (``step_t``) along each entry's solve (``axis.sign: [B, 1]``), then +inf,
+    ``Tensor[B, k + 1]``: an entry's next stop after ``s`` is its smallest stop above ``s``."""
+    stops = axis.sign.new_tensor(config.controller.stops).reshape(1, -1)
+    return torch.cat([axis.along(stops), torch.full_like(axis.sign, math.inf)], dim=1)
 
 
 def _raise_for(status: Status, t: float, t_end: float, h: float, nfe: int, config: IntegrationConfig,
