@@ -1,22 +1,27 @@
 """The integration loop driven by stub solvers and stub controllers (as torchode tests its loop):
-what the loop asks, in what order, and what it records — independent of any real RK method."""
+what the loop asks, in what order, and what it records — independent of any real RK method. The
+adaptive cases run on both drivers: the eager one (``integrate_on_times``) and the traced one's
+body (``march``, run by its Python runner, as per-sample solves run it eagerly: the stubs'
+scripted ratios need a Python call per step), which must take the same steps."""
 
 from __future__ import annotations
 
-import math
+from typing import NamedTuple
 
 import pytest
 import torch
 
 from odegrad.errors import MaxStepsExceeded, NonFiniteValue, StepSizeUnderflow
-from odegrad.solvers import IntegrationConfig, StepResult, StepSolver, integrate_on_times
+from odegrad.solvers import IntegrationConfig, Status, StepResult, StepSolver, integrate_on_times
+from odegrad.solvers._traced import march, python_loop
 
 D = torch.float64
+DRIVERS = ("eager", "traced")
 
 
 class StubSolver(StepSolver):
-    """y' = 1 integrated exactly (y1 = y0 + h); logs every init and step; the error estimate is
-    the constant 1 (the stub controller decides acceptance)."""
+    """y' = 1 integrated exactly (y1 = y0 + h); logs every init and step (as floats); the error
+    estimate is the constant 1 (the stub controller decides acceptance)."""
 
     order = 2
 
@@ -26,13 +31,13 @@ class StubSolver(StepSolver):
         self.inits: list[float] = []
 
     def init(self, func, t0, y0):
-        self.inits.append(t0)
+        self.inits.append(float(t0))
         return func(t0, y0)
 
     def step(self, func, t0, h, y0, state):
-        self.steps.append((t0, h))
-        func(t0 + h, y0)
-        return StepResult(y0 + h, torch.ones_like(y0) if self.error_estimate else None, (y0, h), None, None)
+        self.steps.append((float(t0), float(h)))
+        carried = func(t0 + h, y0)
+        return StepResult(y0 + h, torch.ones_like(y0) if self.error_estimate else None, (y0, h), carried, None)
 
     def interpolate(self, dense_info, t0, h, t):
         y0, _ = dense_info
@@ -40,7 +45,10 @@ class StubSolver(StepSolver):
 
 
 class StubController:
-    """Scripted error ratios; the next step is always ``step`` (signed by the current step)."""
+    """Scripted error ratios; the next step is always ``step``. ``error_ratio`` serves the eager
+    driver, ``scaled_error`` (one ratio per batch entry) the traced one."""
+
+    rtol = atol = 1.0  # read by the traced driver; the stub's ratios ignore them
 
     def __init__(self, ratios: list[float], step: float, stops: tuple[float, ...] = (),
                  jumps: tuple[float, ...] = ()):
@@ -49,12 +57,18 @@ class StubController:
         self.stops, self.jumps = stops, jumps
         self.calls: list[tuple[float, float, bool]] = []
 
+    def _ratio(self) -> float:
+        return self.ratios.pop(0) if self.ratios else 0.5
+
     def error_ratio(self, y0, y1, error):
-        return torch.tensor(self.ratios.pop(0) if self.ratios else 0.5, dtype=D)
+        return torch.tensor(self._ratio(), dtype=D)
+
+    def scaled_error(self, y0, y1, error, rtol, atol, norm):
+        return torch.full((len(y0),) + (1,) * (y0.dim() - 1), self._ratio(), dtype=D)
 
     def next_step(self, h, ratio, previous_ratio, order, accepted):
-        self.calls.append((h, ratio, accepted))
-        return math.copysign(self.step, h)
+        self.calls.append((float(h), float(ratio), bool(accepted)))
+        return h * 0 + self.step  # the size along the solve, a float or a tensor like h
 
 
 def _field(t, y):
@@ -64,6 +78,26 @@ def _field(t, y):
 def _adaptive(ratios, step, stops=(), jumps=(), **config):
     controller = StubController(ratios, step, stops, jumps)
     return controller, IntegrationConfig(controller=controller, **config)
+
+
+class Run(NamedTuple):
+    ys: list[float]
+    accepted: int
+    rejected: int
+    status: Status
+
+
+def _run(driver: str, solver: StubSolver, times: list[float], config: IntegrationConfig) -> Run:
+    """The stub solve of y' = 1 from y = 0 through ``times`` on ``driver`` (the eager driver raises
+    where the traced one reports a status)."""
+    y0 = torch.zeros(1, dtype=D)
+    if driver == "eager":
+        sol = integrate_on_times(solver, _field, y0, times, config)
+        return Run(sol.ys.flatten().tolist(), sol.stats.steps_accepted, sol.stats.steps_rejected, Status.SUCCESS)
+    marched = march(solver, _field, y0[None], torch.tensor([times], dtype=D), config,
+                    lambda x: x.abs().amax(dim=1, keepdim=True), loop=python_loop)
+    return Run(marched.ys.flatten().tolist(), int(marched.accepted[0]), int(marched.rejected[0]),
+               Status(int(marched.status[0])))
 
 
 def test_fixed_grid_steps_and_dense_outputs():
@@ -77,15 +111,21 @@ def test_fixed_grid_steps_and_dense_outputs():
     assert torch.isnan(sol.steps.error).all()
 
 
-def test_rejected_steps_are_retried_and_counted():
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_rejected_steps_are_retried_and_counted(driver):
     solver = StubSolver(error_estimate=True)
     controller, config = _adaptive([0.5, 2.0, 3.0, 0.5], step=0.4)
-    sol = integrate_on_times(solver, _field, torch.zeros(1, dtype=D), [0.0, 1.0], config)
+    run = _run(driver, solver, [0.0, 0.3, 1.0], config)
     assert [t0 for t0, _ in solver.steps[:4]] == pytest.approx([0.0, 0.4, 0.4, 0.4])
     assert [accepted for _, _, accepted in controller.calls[:4]] == [True, False, False, True]
-    assert sol.stats.steps_rejected == 2
-    assert sol.ys[-1].item() == pytest.approx(1.0)
-    assert sol.steps.error.tolist()[:2] == [0.5, 0.5]  # only accepted steps are recorded
+    assert (run.accepted, run.rejected, run.status) == (3, 2, Status.SUCCESS)
+    assert run.ys == pytest.approx([0.0, 0.3, 1.0])  # 0.3 read off the first step's dense output
+
+
+def test_the_eager_driver_records_accepted_steps_only():
+    _, config = _adaptive([0.5, 2.0, 3.0, 0.5], step=0.4)
+    sol = integrate_on_times(StubSolver(error_estimate=True), _field, torch.zeros(1, dtype=D), [0.0, 1.0], config)
+    assert sol.steps.error.tolist()[:2] == [0.5, 0.5]
 
 
 def test_steps_land_exactly_on_stops_and_recompute_state_after_jumps():
@@ -99,26 +139,44 @@ def test_steps_land_exactly_on_stops_and_recompute_state_after_jumps():
     assert sol.next_step == pytest.approx(0.3)  # the controller's proposal, not the clipped step
 
 
-def test_reverse_time_stops():
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("times", [[0.0, 1.0], [1.0, 0.0]], ids=["forward", "reverse"])
+def test_steps_land_exactly_on_stops_in_either_direction(driver, times):
+    """The traced driver refuses jumps (a recomputed state needs a value read); stops it takes."""
     solver = StubSolver(error_estimate=True)
-    _, config = _adaptive([], step=0.3, stops=(0.5,))
-    integrate_on_times(solver, _field, torch.zeros(1, dtype=D), [1.0, 0.0], config)
-    assert all(h < 0 for _, h in solver.steps)
-    assert 0.5 in [t0 + h for t0, h in solver.steps]
+    _, config = _adaptive([], step=0.3, stops=(0.5, 0.65, 1.0, 2.0))
+    run = _run(driver, solver, times, config)
+    sign = 1.0 if times[1] > times[0] else -1.0
+    assert all(sign * h > 0 for _, h in solver.steps)
+    ends = [t0 + h for t0, h in solver.steps]
+    assert [end for end in ends if end in (0.5, 0.65)] == sorted((0.5, 0.65), key=lambda x: sign * x)
+    assert sign * (ends[-1] - times[-1]) >= 0  # output times are read off steps, which may pass them
+    assert run.ys == pytest.approx([t - times[0] for t in times])
 
 
-def test_max_steps_and_underflow_and_non_finite_errors_report_time_and_nfe():
-    with pytest.raises(MaxStepsExceeded) as info:
-        integrate_on_times(StubSolver(True), _field, torch.zeros(1, dtype=D), [0.0, 1.0],
-                           _adaptive([2.0] * 10, step=0.1, max_steps=3)[1])
-    assert info.value.t == 0.0 and info.value.nfe > 0
-    with pytest.raises(StepSizeUnderflow) as info:
-        integrate_on_times(StubSolver(True), _field, torch.zeros(1, dtype=D), [0.0, 1.0],
-                           _adaptive([0.5], step=1e-301)[1])
-    assert 0.0 < info.value.t < 1.0
-    with pytest.raises(NonFiniteValue):
-        integrate_on_times(StubSolver(True), _field, torch.zeros(1, dtype=D), [0.0, 1.0],
-                           _adaptive([math.nan], step=0.1)[1])
+def test_the_drivers_take_the_same_steps():
+    logs = []
+    for driver in DRIVERS:
+        solver = StubSolver(error_estimate=True)
+        _, config = _adaptive([0.3, 1.5, 0.9, 4.0, 0.2], step=0.35, stops=(0.6,))
+        logs.append((_run(driver, solver, [0.0, 0.5, 1.2], config), solver.steps, solver.inits))
+    assert logs[0] == logs[1]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_max_steps_and_underflow_and_non_finite_are_reported(driver):
+    """The eager driver raises with the time and the NFE; the traced one ends with a status."""
+    cases = [(MaxStepsExceeded, Status.MAX_STEPS, _adaptive([2.0] * 10, step=0.1, max_steps=3)[1]),
+             (StepSizeUnderflow, Status.UNDERFLOW, _adaptive([0.5], step=1e-301)[1]),
+             (NonFiniteValue, Status.NON_FINITE, _adaptive([float("nan")], step=0.1)[1])]
+    for error, status, config in cases:
+        if driver == "traced":
+            run = _run(driver, StubSolver(True), [0.0, 1.0], config)
+            assert run.status == status and run.ys[0] == 0.0 and torch.isnan(torch.tensor(run.ys[1]))
+            continue
+        with pytest.raises(error) as info:
+            _run(driver, StubSolver(True), [0.0, 1.0], config)
+        assert info.value.nfe > 0 and 0.0 <= info.value.t < 1.0
 
 
 def test_fixed_grid_step_count_is_checked_before_the_grid_is_built():
