@@ -24,8 +24,9 @@ class TimeAxis(NamedTuple):
     """The direction of one solve (or, per sample, of each batch entry).
 
     Attributes:
-        sign: ``1.0`` when the solve runs forwards in ``t``, ``-1.0`` backwards; a float64 tensor
-            of ±1 per entry (shaped to broadcast against what it multiplies) in the traced driver.
+        sign: ``1.0`` when the solve runs forwards in ``t``, ``-1.0`` backwards; a tensor of ±1
+            per entry, in the times' dtype and shaped to broadcast against what it multiplies, for
+            the traced driver and per-sample solves (:meth:`of_rows`).
     """
 
     sign: Scalar
