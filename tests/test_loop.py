@@ -213,3 +213,18 @@ def test_a_reverse_solve_takes_exactly_the_steps_of_the_mirrored_forward_solve(d
         odegrad.solve(lambda t, y: calls.append(float(t)) or f(t, y), y0, torch.tensor([0.0, -2.0], dtype=D),
                       **settings)
         assert calls[1] < 0  # the trial evaluation of the first-step heuristic, as torchdiffeq's
+
+
+def test_a_time_axis_needs_a_direction():
+    from odegrad.errors import InvalidInput
+    from odegrad.solvers import TimeAxis
+
+    assert [TimeAxis.of(*span).sign for span in [(0.0, 2.0), (2.0, -1.0), (0.0, float("inf")), (1.0, float("-inf")),
+                                                   (3.0, 3.0)]] == [1.0, -1.0, 1.0, -1.0, 1.0]
+    axis = TimeAxis.of(1.0, -1.0)
+    assert axis.between([2.0, 0.5, -0.5, 1.0, -1.0, -3.0], 1.0, -1.0) == [0.5, -0.5]
+    assert axis.ordered([0.0, 0.7, -0.2]) == [0.7, 0.0, -0.2] and axis.back(axis.along(0.3)) == 0.3
+    with pytest.raises(InvalidInput, match="time span: got nan to 1.0"):
+        TimeAxis.of(float("nan"), 1.0)
+    rows = TimeAxis.of_rows(torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, -1.0]], dtype=D), 1)
+    assert rows.sign.tolist() == [[1.0], [-1.0]]

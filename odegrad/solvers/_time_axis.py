@@ -11,12 +11,14 @@ diffrax do, which would cost an operation per evaluation).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from ..errors import InvalidInput
 from ._scalars import Scalar
 
 
@@ -33,12 +35,20 @@ class TimeAxis(NamedTuple):
 
     @classmethod
     def of(cls, start: float, end: float) -> TimeAxis:
-        """The axis of a solve from ``start`` to ``end``."""
-        return cls(1.0 if end > start else -1.0)
+        """The axis of a solve from ``start`` to ``end`` (±inf allowed: an event search without an
+        end; ``start == end``, a solve of one time, counts as forwards).
+
+        Raises:
+            InvalidInput: ``start`` or ``end`` is NaN (no direction).
+        """
+        if math.isnan(start) or math.isnan(end):
+            raise InvalidInput("time span", f"{start} to {end}", "two times that are not NaN (a solve's start and end)")
+        return cls(1.0 if end >= start else -1.0)
 
     @classmethod
     def of_rows(cls, times: Tensor, *trailing: int) -> TimeAxis:
-        """The axes of per-entry solves through the rows of ``times`` (``Tensor[B, n]``): signs
+        """The axes of per-entry solves through the rows of ``times`` (``Tensor[B, n]``, ``n ≥ 2``,
+        each row strictly monotone: checked where ``t`` enters, as nothing is read here): signs
         shaped ``[B, *trailing]`` (e.g. ``1, 1`` to broadcast against ``[B, k, m]``)."""
         return cls(torch.sign(times[:, -1] - times[:, 0]).reshape(-1, *trailing))
 
